@@ -1,0 +1,38 @@
+# Every target does its own set-up: a virtualenv in .venv, installed from pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup test test-fast lint demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check semisup stages tests bench
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m 'not slow'
+
+lint: $(STAMP)
+	$(BIN)/ruff check semisup stages tests bench
+	$(BIN)/ruff format --check semisup stages tests bench
+
+demo: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m stages.demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/read_shards.py
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/knn.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

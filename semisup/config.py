@@ -1,0 +1,322 @@
+"""params.yaml -> frozen, validated dataclasses.
+
+Every mistake (unknown key, wrong type, value out of range) becomes a `UserError`
+whose one-line message names the key, the value and what is allowed, before any
+compute starts. Only `stages/` call `load_params`; the library takes values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from semisup.errors import UserError
+
+METHOD_NAMES = ("crossentropy", "infonce", "suncet", "paws")
+
+
+def _check(**rules: Any) -> dict:
+    """Field metadata: ge/gt/le/lt bounds, `pair` (ordered 2-tuple), `nonempty`."""
+    return {"rules": rules}
+
+
+def _f(default: Any, **rules: Any) -> Any:
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: type(default)(default), metadata=_check(**rules))
+    return field(default=default, metadata=_check(**rules))
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where images come from and how they are split and sharded."""
+
+    source: Literal["stl10", "digits", "folder"] = "stl10"
+    path: Optional[str] = None  # folder source: one sub-folder per class (+ optional unlabeled/)
+    image_size: int = _f(96, ge=32)  # 4 stride-2 valid 3x3 convs need at least 31 pixels
+    labeled_per_class: Optional[int] = _f(None, ge=1)  # None: every labeled training image
+    test_fraction: float = _f(0.2, gt=0.0, lt=1.0)  # sources without a test split
+    num_shards: int = _f(16, ge=1)  # per split, fewer when a split has fewer records
+    on_bad_image: Literal["error", "skip"] = "error"  # folder source: unreadable image files
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """What every method's training loop shares."""
+
+    epochs: int = _f(25, ge=1)
+    learning_rate: float = _f(1.0e-3, gt=0.0)
+    shuffle_buffer: int = _f(10000, ge=1)
+    strategy: Literal["auto", "default", "mirrored", "multiworker"] = "auto"
+    mixed_precision: bool = False
+    jit_compile: bool = True
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Per-image augmentation strengths (SimCLR-style)."""
+
+    flip: bool = True
+    crop_scale: tuple[float, float] = _f((0.2, 1.0), gt=0.0, le=1.0, pair=True)
+    crop_ratio: tuple[float, float] = _f((0.75, 4.0 / 3.0), gt=0.0, pair=True)
+    brightness: float = _f(0.5, ge=0.0)
+    contrast: float = _f(0.5, ge=0.0)
+    saturation: float = _f(0.5, ge=0.0)
+    hue: float = _f(0.2, ge=0.0, le=0.5)
+
+
+@dataclass(frozen=True)
+class EncoderParams:
+    """The convolutional encoder: `depth` x Conv2D(filters, kernel, stride) -> Flatten -> Dense."""
+
+    filters: int = _f(128, ge=1)
+    depth: int = _f(4, ge=1)
+    kernel_size: int = _f(3, ge=1)
+    stride: int = _f(2, ge=1)
+    embedding_dim: int = _f(128, ge=1)
+
+
+@dataclass(frozen=True)
+class CrossEntropyParams:
+    """Supervised baseline: softmax cross-entropy of a ReLU -> Dense(classes) head."""
+
+    unlabeled_batch: int = _f(250, ge=1)  # sets the epoch length; never encoded
+    labeled_batch: int = _f(250, ge=1)
+
+
+@dataclass(frozen=True)
+class InfoNCEParams:
+    """SimCLR without a projection head."""
+
+    unlabeled_batch: int = _f(500, ge=2)
+    labeled_batch: int = _f(25, ge=1)  # drawn as in the reference, never encoded
+    temperature: float = _f(0.1, gt=0.0)
+    symmetric: bool = False  # NT-Xent with 2N-2 negatives instead of one direction
+
+
+@dataclass(frozen=True)
+class SuNCEtParams:
+    """InfoNCE plus supervised soft nearest-neighbour contrast on the labeled batch."""
+
+    unlabeled_batch: int = _f(250, ge=2)
+    labeled_batch: int = _f(250, ge=2)
+    temperature: float = _f(0.1, gt=0.0)
+    supervised_weight: float = _f(1.0, ge=0.0)
+    symmetric: bool = False
+
+
+@dataclass(frozen=True)
+class PAWSParams:
+    """Non-parametric pseudo-labels from a labeled support batch."""
+
+    unlabeled_batch: int = _f(250, ge=1)
+    labeled_batch: int = _f(250, ge=1)
+    temperature: float = _f(0.1, gt=0.0)
+    sharpen_temperature: float = _f(0.25, gt=0.0)
+    me_max: bool = True  # mean-entropy maximisation term
+    label_smoothing: float = _f(0.0, ge=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class MethodsParams:
+    crossentropy: CrossEntropyParams = field(default_factory=CrossEntropyParams)
+    infonce: InfoNCEParams = field(default_factory=InfoNCEParams)
+    suncet: SuNCEtParams = field(default_factory=SuNCEtParams)
+    paws: PAWSParams = field(default_factory=PAWSParams)
+
+
+@dataclass(frozen=True)
+class KnnParams:
+    """k-nearest-neighbour evaluation on cosine similarities."""
+
+    k: tuple[int, ...] = _f((20, 200), ge=1, nonempty=True)
+    temperature: float = _f(0.07, gt=0.0)  # weighted vote: exp(sim / T)
+    monitor_every: int = _f(1, ge=0)  # epochs between kNN scores while training; 0 = never
+    query_chunk: int = _f(1024, ge=1)
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    batch_size: int = _f(500, ge=1)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    method_names: tuple[str, ...] = _f(METHOD_NAMES, nonempty=True)  # the methods the pipeline runs
+    data: DataParams = field(default_factory=DataParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    encoder: EncoderParams = field(default_factory=EncoderParams)
+    methods: MethodsParams = field(default_factory=MethodsParams)
+    knn: KnnParams = field(default_factory=KnnParams)
+    embed: EmbedParams = field(default_factory=EmbedParams)
+
+    def method(self, name: str) -> Any:
+        """The params section of method `name`."""
+        if name not in METHOD_NAMES:
+            raise UserError(f"method: {name!r} is not one of {', '.join(METHOD_NAMES)}")
+        return getattr(self.methods, name)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} {_type_name(args[0])}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the annotation `tp` and return it in that type."""
+    origin = typing.get_origin(tp)
+    bad = UserError(f"{key}: {value!r} is not {_type_name(tp)}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        try:
+            return _convert(key, value, inner)
+        except UserError:
+            raise bad from None
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad
+        return tuple(_convert(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+    if dataclasses.is_dataclass(tp):
+        return _build(key, value, tp)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            hint = " (PyYAML reads 1e-3 as a string: write 1.0e-3)" if _looks_numeric(value) else ""
+            raise UserError(f"{key}: {value!r} is not a number{hint}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def _looks_numeric(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_rules(key: str, value: Any, rules: dict) -> None:
+    if value is None:
+        return
+    items = list(value) if isinstance(value, tuple) else [value]
+    if rules.get("nonempty") and not items:
+        raise UserError(f"{key}: must not be empty")
+    for v in items:
+        for op, bound in rules.items():
+            ok = {
+                "ge": lambda: v >= bound,
+                "gt": lambda: v > bound,
+                "le": lambda: v <= bound,
+                "lt": lambda: v < bound,
+            }.get(op, lambda: True)()
+            if not ok:
+                sym = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
+                raise UserError(f"{key}: {_show(value)} is out of range (must be {sym} {bound})")
+    if rules.get("pair") and value[0] > value[1]:
+        raise UserError(f"{key}: {_show(value)} must be [low, high] with low <= high")
+
+
+def _show(value: Any) -> str:
+    return str(list(value)) if isinstance(value, tuple) else repr(value)
+
+
+def _build(prefix: str, raw: Any, cls: type) -> Any:
+    """Build dataclass `cls` from the mapping `raw`, naming every key by its dotted path."""
+    where = prefix or "params.yaml"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            raise UserError(f"{dotted}: unknown key (allowed: {', '.join(fields)})")
+    kwargs = {}
+    for yaml_key, f in fields.items():
+        if yaml_key not in raw:
+            continue
+        dotted = f"{prefix}.{yaml_key}" if prefix else yaml_key
+        value = _convert(dotted, raw[yaml_key], hints[f.name])
+        _check_rules(dotted, value, f.metadata.get("rules", {}))
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a parsed params mapping and return frozen `Params`."""
+    params = _build("", raw, Params)
+    for name in params.method_names:
+        if name not in METHOD_NAMES:
+            raise UserError(f"method_names: {name!r} is not one of {', '.join(METHOD_NAMES)}")
+    data = params.data
+    if data.source == "folder" and not data.path:
+        raise UserError("data.path: the folder source needs a path (a directory with one sub-folder per class)")
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; every problem is a one-line `UserError`."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: not found (run from the repository root, or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_params(raw)
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain dicts and lists, for fingerprints and logs."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
