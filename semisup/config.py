@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -38,9 +39,9 @@ class DataParams:
     """Where images come from and how they are split and sharded."""
 
     source: Literal["stl10", "digits", "folder"] = "stl10"
-    path: Optional[str] = None  # folder source: one sub-folder per class (+ optional unlabeled/)
+    path: str | None = None  # folder source: one sub-folder per class (+ optional unlabeled/)
     image_size: int = _f(96, ge=32)  # 4 stride-2 valid 3x3 convs need at least 31 pixels
-    labeled_per_class: Optional[int] = _f(None, ge=1)  # None: every labeled training image
+    labeled_per_class: int | None = _f(None, ge=1)  # None: every labeled training image
     test_fraction: float = _f(0.2, gt=0.0, lt=1.0)  # sources without a test split
     num_shards: int = _f(16, ge=1)  # per split, fewer when a split has fewer records
     on_bad_image: Literal["error", "skip"] = "error"  # folder source: unreadable image files
@@ -54,8 +55,9 @@ class TrainParams:
     learning_rate: float = _f(1.0e-3, gt=0.0)
     shuffle_buffer: int = _f(10000, ge=1)
     strategy: Literal["auto", "default", "mirrored", "multiworker"] = "auto"
-    mixed_precision: bool = False
-    jit_compile: bool = True
+    mixed_precision: bool = False  # mixed_bfloat16: bf16 compute, float32 weights and losses
+    jit_compile: bool = False  # XLA for the encoder and the loss (augmentation stays outside)
+    deterministic: bool = True  # tf op determinism: the same params give the same numbers twice
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
             return tuple(_convert(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
         if len(value) != len(args):
             raise bad
-        return tuple(_convert(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_convert(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if dataclasses.is_dataclass(tp):
         return _build(key, value, tp)
     if tp is bool:
@@ -237,6 +239,14 @@ def _looks_numeric(s: str) -> bool:
     return True
 
 
+_BOUNDS = {
+    "ge": (operator.ge, ">="),
+    "gt": (operator.gt, ">"),
+    "le": (operator.le, "<="),
+    "lt": (operator.lt, "<"),
+}
+
+
 def _check_rules(key: str, value: Any, rules: dict) -> None:
     if value is None:
         return
@@ -245,15 +255,8 @@ def _check_rules(key: str, value: Any, rules: dict) -> None:
         raise UserError(f"{key}: must not be empty")
     for v in items:
         for op, bound in rules.items():
-            ok = {
-                "ge": lambda: v >= bound,
-                "gt": lambda: v > bound,
-                "le": lambda: v <= bound,
-                "lt": lambda: v < bound,
-            }.get(op, lambda: True)()
-            if not ok:
-                sym = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
-                raise UserError(f"{key}: {_show(value)} is out of range (must be {sym} {bound})")
+            if op in _BOUNDS and not _BOUNDS[op][0](v, bound):
+                raise UserError(f"{key}: {_show(value)} is out of range (must be {_BOUNDS[op][1]} {bound})")
     if rules.get("pair") and value[0] > value[1]:
         raise UserError(f"{key}: {_show(value)} must be [low, high] with low <= high")
 
@@ -294,7 +297,9 @@ def parse_params(raw: Any) -> Params:
             raise UserError(f"method_names: {name!r} is not one of {', '.join(METHOD_NAMES)}")
     data = params.data
     if data.source == "folder" and not data.path:
-        raise UserError("data.path: the folder source needs a path (a directory with one sub-folder per class)")
+        raise UserError(
+            "data.path: the folder source needs a path (a directory with one sub-folder per class)"
+        )
     return params
 
 

@@ -1,0 +1,275 @@
+"""The generic training loop: one distributed train step for every method, resumable per-epoch checkpoints.
+
+A method declares what it encodes (semisup.methods.Method); the trainer augments exactly those images,
+runs them through the encoder in one call, gathers the features of every replica so the loss sees the
+global batch, and applies Adam. Randomness comes from stateless ops seeded by (seed, step), and the input
+order of epoch e from (seed, e), so a resumed run repeats the uninterrupted one step for step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from semisup import augment as aug
+from semisup.errors import UserError
+from semisup.io import atomic_path, write_json
+from semisup.methods import LossInputs, Method
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def select_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy for `train.strategy`: auto picks Mirrored when there are several GPUs."""
+    if name == "auto":
+        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError(f"train.strategy: {name!r} is not one of auto, default, mirrored, multiworker")
+
+
+def set_precision(mixed: bool) -> None:
+    """mixed_bfloat16 (no loss scaling needed) or float32 for every layer built afterwards."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (params, manifest digests, seed)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _to_f32(x: tf.Tensor) -> tf.Tensor:
+    return tf.cast(x, tf.float32)
+
+
+@dataclass
+class StepResult:
+    loss: float
+    logs: dict[str, float]
+
+
+class Trainer:
+    """Trains `encoder` (+ `head` for methods that have one) with `method`'s loss under `strategy`.
+
+    Build the encoder, head and optimizer inside `strategy.scope()` before constructing the trainer.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        method_params: Any,
+        *,
+        encoder: keras.Model,
+        head: keras.Model | None,
+        optimizer: keras.optimizers.Optimizer,
+        augment_kwargs: dict[str, Any],
+        num_classes: int,
+        seed: int,
+        strategy: tf.distribute.Strategy | None = None,
+        jit_compile: bool = False,
+    ):
+        if method.has_head and head is None:
+            raise ValueError(f"method {method.name} needs a head")
+        self.method = method
+        self.method_params = method_params
+        self.encoder = encoder
+        self.head = head if method.has_head else None
+        self.optimizer = optimizer
+        self.augment_kwargs = dict(augment_kwargs)
+        self.num_classes = num_classes
+        self.seed = int(seed)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.jit_compile = jit_compile
+        self._encode = tf.function(self._encode_fn, jit_compile=jit_compile, reduce_retracing=True)
+        self._loss = tf.function(self._loss_fn, jit_compile=jit_compile, reduce_retracing=True)
+        self._step = tf.function(self._distributed_step, reduce_retracing=True)
+
+    @property
+    def variables(self) -> list[tf.Variable]:
+        """The trainable variables: the encoder's, then the head's."""
+        head_vars = self.head.trainable_variables if self.head is not None else []
+        return self.encoder.trainable_variables + head_vars
+
+    # --- replica-local pieces -------------------------------------------------------------------
+
+    def _augment(self, unlabeled: tf.Tensor, labeled: tf.Tensor, step: tf.Tensor):
+        """The views this method encodes, seeded by (seed, replica, step): (views, labeled view or None)."""
+        ctx = tf.distribute.get_replica_context()
+        replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
+        base = tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003 + replica, tf.cast(step, tf.int64)])
+        seeds = tf.random.experimental.stateless_split(base, num=3)
+        views = tuple(
+            aug.augment(unlabeled, seeds[i], **self.augment_kwargs)
+            for i in range(self.method.unlabeled_views)
+        )
+        labeled_view = (
+            aug.augment(labeled, seeds[2], **self.augment_kwargs) if self.method.uses_labeled else None
+        )
+        return views, labeled_view
+
+    def _encode_fn(self, images: tf.Tensor) -> tf.Tensor:
+        return _to_f32(self.encoder(images, training=True))
+
+    def _loss_fn(self, views, labeled, labels):
+        logits = labeled
+        if self.head is not None:
+            logits = _to_f32(self.head(labeled, training=True))
+        inputs = LossInputs(views=tuple(views), labeled=logits, labels=labels, num_classes=self.num_classes)
+        loss, logs = self.method.compute(inputs, self.method_params)
+        return tf.cast(loss, tf.float32), {k: tf.cast(v, tf.float32) for k, v in logs.items()}
+
+    def loss_and_grads(self, views, labeled, labels):
+        """Loss of already augmented images on this replica, seeing the global batch; and its gradients.
+
+        views: tuple of (B, H, W, 3) float images; labeled: (L, H, W, 3) or None; labels: (L,).
+        Every replica computes the same global loss, so it is divided by the replica count: the
+        optimizer then sums the replicas' gradients into the gradient of the global loss.
+        """
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync
+        parts = list(views) + ([labeled] if labeled is not None else [])
+        sizes = [tf.shape(p)[0] for p in parts]
+        with tf.GradientTape() as tape:
+            features = tf.split(self._encode(tf.concat(parts, axis=0)), sizes, axis=0)
+            if replicas > 1:
+                features = [ctx.all_gather(f, axis=0) for f in features]
+            view_features = features[: len(views)]
+            labeled_features = features[len(views)] if labeled is not None else None
+            if replicas > 1 and labels is not None:
+                labels = ctx.all_gather(labels, axis=0)
+            loss, logs = self._loss(view_features, labeled_features, labels)
+            scaled = loss / replicas
+        grads = tape.gradient(scaled, self.variables)
+        return loss, logs, grads
+
+    def _replica_step(self, unlabeled, labeled, labels, step):
+        views, labeled_view = self._augment(unlabeled, labeled, step)
+        loss, logs, grads = self.loss_and_grads(
+            views, labeled_view, labels if self.method.uses_labeled else None
+        )
+        self.optimizer.apply(grads, self.variables)
+        return loss, logs
+
+    def _distributed_step(self, unlabeled, labeled, labels, step):
+        loss, logs = self.strategy.run(self._replica_step, args=(unlabeled, labeled, labels, step))
+        # Every replica holds the same global loss: report one of them.
+        first = lambda t: self.strategy.experimental_local_results(t)[0]  # noqa: E731
+        return first(loss), {k: first(v) for k, v in logs.items()}
+
+    # --- epochs -----------------------------------------------------------------------------------
+
+    def train_epoch(self, dataset: tf.data.Dataset, epoch: int, steps_per_epoch: int) -> dict[str, float]:
+        """One pass over `dataset` (elements: unlabeled, labeled, labels); mean loss and logs of the epoch."""
+        dist = self.strategy.experimental_distribute_dataset(dataset)
+        totals: dict[str, float] = {}
+        steps = 0
+        for unlabeled, labeled, labels in dist:
+            global_step = tf.constant((epoch - 1) * steps_per_epoch + steps, tf.int64)
+            loss, logs = self._step(unlabeled, labeled, labels, global_step)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss} at epoch {epoch}, step {steps + 1}: training stopped, nothing saved "
+                    "(lower train.learning_rate, raise the method's temperature, or try mixed_precision: false)"
+                )
+            for key, value in {"loss": loss, **{k: float(v) for k, v in logs.items()}}.items():
+                totals[key] = totals.get(key, 0.0) + value
+            steps += 1
+        return {k: v / max(steps, 1) for k, v in totals.items()}
+
+
+def embed(
+    encoder: keras.Model, dataset: Iterable, *, jit_compile: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder features of every (uint8 images, labels) batch, scaled to [0,1], no augmentation.
+
+    -> (features (N, D) float32, labels (N,) int64). Memory is bounded by the batch plus the outputs.
+    """
+    forward = _inference_fn(encoder, jit_compile)
+    feats, labels = [], []
+    for images, y in dataset:
+        feats.append(forward(images).numpy())
+        labels.append(np.asarray(y, dtype=np.int64))
+    dim = encoder.output_shape[-1]
+    if not feats:
+        return np.zeros((0, dim), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate(feats).astype(np.float32), np.concatenate(labels)
+
+
+def _inference_fn(encoder: keras.Model, jit_compile: bool) -> Callable[[tf.Tensor], tf.Tensor]:
+    cache = encoder.__dict__.setdefault("_semisup_inference", {})
+    if jit_compile not in cache:
+
+        def forward(images: tf.Tensor) -> tf.Tensor:
+            return _to_f32(encoder(aug.scale_images(images), training=False))
+
+        cache[jit_compile] = tf.function(forward, jit_compile=jit_compile, reduce_retracing=True)
+    return cache[jit_compile]
+
+
+class Checkpoints:
+    """Per-epoch checkpoints in `root/<fingerprint>/`, outside DVC's outputs (DVC deletes those first).
+
+    A checkpoint is the weights of every model and the optimizer (weights-EEEEE.npz) plus state.json,
+    which names the finished epoch, its weights file and the per-epoch history; each is written atomically.
+    """
+
+    def __init__(self, root: str | Path, key: str):
+        self.dir = Path(root) / key
+
+    def save(self, epoch: int, history: list[dict], models: dict[str, keras.Model], optimizer) -> None:
+        arrays = {}
+        for name, model in models.items():
+            for i, w in enumerate(model.weights):
+                arrays[f"{name}/{i}"] = np.asarray(w)
+        for i, v in enumerate(optimizer.variables):
+            arrays[f"optimizer/{i}"] = np.asarray(v)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        weights = f"weights-{epoch:05d}.npz"
+        with atomic_path(self.dir / weights, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+        # state.json names the weights file: a crash between the two writes leaves the previous epoch valid.
+        write_json(self.dir / "state.json", {"epoch": epoch, "weights": weights, "history": history})
+        for old in self.dir.glob("weights-*.npz"):
+            if old.name != weights:
+                old.unlink(missing_ok=True)
+
+    def load(
+        self, models: dict[str, keras.Model], optimizer, variables: list
+    ) -> tuple[int, list[dict]] | None:
+        """Restore the last finished epoch into `models` and `optimizer`; None when there is none."""
+        state_path = self.dir / "state.json"
+        if not state_path.exists():
+            return None
+        state = json.loads(state_path.read_text())
+        weights_path = self.dir / state["weights"]
+        if not weights_path.exists():
+            return None
+        with np.load(weights_path) as arrays:
+            for name, model in models.items():
+                for i, w in enumerate(model.weights):
+                    w.assign(arrays[f"{name}/{i}"])
+            optimizer.build(variables)
+            for i, v in enumerate(optimizer.variables):
+                v.assign(arrays[f"optimizer/{i}"])
+        return int(state["epoch"]), list(state["history"])
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

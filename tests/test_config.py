@@ -1,0 +1,115 @@
+"""params.yaml validation: every user mistake is a one-line error naming the key, value and what is allowed."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from semisup.config import Params, load_params, parse_params, to_dict
+from semisup.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_load_and_match_reference_recipe():
+    p = load_params(ROOT / "params.yaml")
+    assert p.data.source == "stl10" and p.data.image_size == 96
+    assert (p.encoder.filters, p.encoder.depth, p.encoder.embedding_dim) == (128, 4, 128)
+    assert (p.methods.suncet.unlabeled_batch, p.methods.suncet.labeled_batch) == (250, 250)
+    assert (p.methods.infonce.unlabeled_batch, p.methods.infonce.labeled_batch) == (500, 25)
+    assert p.methods.paws.sharpen_temperature == 0.25 and p.methods.paws.temperature == 0.1
+    assert p.train.epochs == 25 and p.train.learning_rate == 1.0e-3
+    assert p.knn.k == (20, 200) and p.augment.crop_scale == (0.2, 1.0)
+
+
+def test_round_trip_through_dict():
+    p = load_params(ROOT / "params.yaml")
+    assert parse_params(to_dict(p)) == p
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("")
+    assert load_params(f) == Params()
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"data": {"source": "stl11"}}, "data.source: 'stl11' is not one of stl10, digits, folder"),
+        ({"data": {"sorce": "digits"}}, "data.sorce: unknown key (allowed: source, path,"),
+        ({"colour": 1}, "colour: unknown key"),
+        ({"data": {"num_shards": 0}}, "data.num_shards: 0 is out of range (must be >= 1)"),
+        ({"data": {"num_shards": 2.5}}, "data.num_shards: 2.5 is not an integer"),
+        ({"data": {"num_shards": True}}, "data.num_shards: True is not an integer"),
+        ({"data": {"image_size": 16}}, "data.image_size: 16 is out of range (must be >= 32)"),
+        ({"data": {"source": "folder"}}, "data.path: the folder source needs a path"),
+        ({"data": {"labeled_per_class": 0}}, "data.labeled_per_class: 0 is out of range"),
+        ({"data": {"test_fraction": 1.0}}, "data.test_fraction: 1.0 is out of range (must be < 1.0)"),
+        ({"train": {"learning_rate": "1e-3"}}, "write 1.0e-3"),
+        ({"train": {"mixed_precision": "yes"}}, "train.mixed_precision: 'yes' is not true or false"),
+        (
+            {"train": {"strategy": "tpu"}},
+            "train.strategy: 'tpu' is not one of auto, default, mirrored, multiworker",
+        ),
+        ({"augment": {"crop_scale": [0.9, 0.2]}}, "augment.crop_scale: [0.9, 0.2] must be [low, high]"),
+        ({"augment": {"crop_scale": [0.2]}}, "augment.crop_scale: [0.2] is not a list of 2"),
+        ({"augment": {"hue": 0.7}}, "augment.hue: 0.7 is out of range (must be <= 0.5)"),
+        (
+            {"methods": {"paws": {"temperature": 0}}},
+            "methods.paws.temperature: 0.0 is out of range (must be > 0.0)",
+        ),
+        (
+            {"methods": {"simclr": {}}},
+            "methods.simclr: unknown key (allowed: crossentropy, infonce, suncet, paws)",
+        ),
+        (
+            {"method_names": ["paws", "byol"]},
+            "method_names: 'byol' is not one of crossentropy, infonce, suncet, paws",
+        ),
+        ({"knn": {"k": []}}, "knn.k: must not be empty"),
+        ({"knn": {"k": [20, 0]}}, "knn.k: [20, 0] is out of range (must be >= 1)"),
+        ({"data": "digits"}, "data: expected a mapping of keys, got 'digits'"),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(raw, message):
+    with pytest.raises(UserError) as info:
+        parse_params(raw)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_invalid_yaml_is_a_user_error(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("data:\n  source: [digits\n")
+    with pytest.raises(UserError, match=r"params.yaml: not valid YAML at line \d+, column \d+"):
+        load_params(f)
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_frozen():
+    p = Params()
+    with pytest.raises(AttributeError):
+        p.seed = 3  # type: ignore[misc]
+
+
+def test_stage_reports_one_line_without_traceback(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump({"data": {"source": "stl11"}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.pretrain", "--method", "paws", "--params", str(f)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: data.source: 'stl11' is not one of stl10, digits, folder"
+    assert "Traceback" not in proc.stderr
