@@ -1,0 +1,108 @@
+"""PAWS: predicting view assignments with support samples (Assran et al., 2021, arXiv:2104.13963).
+
+Each unlabeled view gets soft nearest-neighbour class probabilities against the labeled support batch;
+its target is the other view's probabilities, sharpened and held constant (stop-gradient).
+
+Mean-entropy maximisation (`me_max`) follows facebookresearch/suncet (src/losses.py): the term subtracted
+from the loss is H(mean over both views of sharpen(prediction)), the entropy of the average *sharpened
+prediction*, and it carries gradient (the targets are constants, so their entropy could not regularise
+anything). Maximising it keeps the batch from collapsing onto a few classes.
+Unlike the reference, targets below 1e-4 are not zeroed: the logarithm of the predictions is clamped instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import tensorflow as tf
+
+from semisup.methods.infonce import normalize
+
+if TYPE_CHECKING:
+    from semisup.config import PAWSParams
+    from semisup.methods import LossInputs
+
+# log(p) of a prediction that underflowed to 0 (its target is then ~0 too); smallest normal float32.
+_TINY = 1.1754944e-38
+
+
+def sharpen(p: tf.Tensor, temperature: float) -> tf.Tensor:
+    """Raise class probabilities to 1/T and renormalise rows. (N, C) -> (N, C)"""
+    p = tf.cast(p, tf.float32) ** (1.0 / temperature)
+    return p / tf.reduce_sum(p, axis=1, keepdims=True)
+
+
+def smooth_onehot(labels: tf.Tensor, num_classes: int, label_smoothing: float = 0.0) -> tf.Tensor:
+    """(1 - ls) * onehot + ls / C of integer labels. (L,) -> (L, C) float32"""
+    onehot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
+    return (1.0 - label_smoothing) * onehot + label_smoothing / num_classes
+
+
+def snn(queries: tf.Tensor, supports: tf.Tensor, support_onehot: tf.Tensor, temperature: float) -> tf.Tensor:
+    """Soft nearest-neighbour class probabilities: softmax(q s^T / tau) @ onehot. (N, D), (L, D), (L, C) -> (N, C)"""
+    weights = tf.nn.softmax(
+        tf.matmul(normalize(queries), normalize(supports), transpose_b=True) / temperature
+    )
+    return tf.matmul(weights, support_onehot)  # (N, L) x (L, C) -> (N, C)
+
+
+def targets(probs: tf.Tensor, sharpen_temperature: float) -> tf.Tensor:
+    """Sharpened probabilities as constant targets: no gradient flows back through them. (N, C) -> (N, C)"""
+    return tf.stop_gradient(sharpen(probs, sharpen_temperature))
+
+
+def cross_entropy(target: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
+    """Mean over rows of -sum_c target * log(probs). (N, C), (N, C) -> scalar"""
+    log_p = tf.math.log(tf.maximum(probs, _TINY))
+    return tf.reduce_mean(-tf.reduce_sum(target * log_p, axis=1))
+
+
+def mean_entropy(p: tf.Tensor) -> tf.Tensor:
+    """Entropy H(mean_n p_n) of the average row, in nats. (N, C) -> scalar"""
+    avg = tf.reduce_mean(p, axis=0)
+    return -tf.reduce_sum(tf.math.xlogy(avg, avg))  # xlogy: 0 log 0 = 0, with a finite gradient
+
+
+def loss(
+    view1: tf.Tensor,
+    view2: tf.Tensor,
+    supports: tf.Tensor,
+    support_labels: tf.Tensor,
+    num_classes: int,
+    temperature: float = 0.1,
+    sharpen_temperature: float = 0.25,
+    me_max: bool = True,
+    label_smoothing: float = 0.0,
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """PAWS of (B, D) views against (L, D) supports with (L,) labels -> (scalar, {"ce", "me_max_entropy"})."""
+    onehot = smooth_onehot(support_labels, num_classes, label_smoothing)
+    p1 = snn(view1, supports, onehot, temperature)
+    p2 = snn(view2, supports, onehot, temperature)
+    # View 1 is predicted from view 2's target and vice versa; the two halves are averaged.
+    ce = 0.5 * (
+        cross_entropy(targets(p2, sharpen_temperature), p1)
+        + cross_entropy(targets(p1, sharpen_temperature), p2)
+    )
+    entropy = mean_entropy(sharpen(tf.concat([p1, p2], axis=0), sharpen_temperature))
+    value = ce - entropy if me_max else ce
+    return value, {"ce": ce, "me_max_entropy": entropy}
+
+
+def compute(inputs: LossInputs, params: PAWSParams) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """Registry entry: two unlabeled views + labeled supports and labels -> (loss, logs)."""
+    if inputs.num_classes < 1:
+        raise ValueError(
+            f"paws: needs num_classes >= 1 to one-hot the support labels, got {inputs.num_classes}"
+        )
+    view1, view2 = inputs.views
+    return loss(
+        view1,
+        view2,
+        inputs.labeled,
+        inputs.labels,
+        inputs.num_classes,
+        params.temperature,
+        params.sharpen_temperature,
+        params.me_max,
+        params.label_smoothing,
+    )
