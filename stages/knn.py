@@ -1,0 +1,112 @@
+"""Stage knn@M: score one method's embeddings with cosine kNN (bank = labeled train set, queries = test set).
+
+Writes metrics/M/knn.json (per k: accuracy and weighted_accuracy; per-class accuracy at the smallest k)
+and metrics/M/confusion.csv (actual,predicted class names per test query, smallest k) for `dvc plots`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from semisup.config import METHOD_NAMES
+from semisup.errors import DataError, UserError
+from semisup.io import atomic_path, write_json
+from semisup.knn import accuracy_metrics, knn_predict, per_class_accuracy
+from stages.common import load, params_option, user_errors
+
+
+def load_embeddings(path: Path, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """features (N, D) float32 and labels (N,) int64 of one embeddings file."""
+    if not path.exists():
+        raise UserError(f"{path}: not found (run `dvc repro embed@{method}` first)")
+    try:
+        with np.load(path) as data:
+            features, labels = data["features"], data["labels"]
+    except KeyError as exc:
+        raise DataError(
+            f"{path}: no array {exc} (expected 'features' and 'labels'; rerun embed@{method})"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"{path}: not a readable .npz file ({exc}); rerun `dvc repro -f embed@{method}`"
+        ) from None
+    return features.astype(np.float32, copy=False), labels.astype(np.int64, copy=False)
+
+
+def check_labels(path: Path, features: np.ndarray, labels: np.ndarray, num_classes: int, method: str) -> None:
+    """A DataError unless labels (N,) pair with features (N, D) and are class ids in [0, num_classes)."""
+    if labels.shape != features.shape[:1]:
+        raise DataError(
+            f"{path}: {labels.shape} labels for {features.shape} features; rerun `dvc repro -f embed@{method}`"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(
+            f"{path}: labels outside [0, {num_classes}) (the manifest's classes); rerun `dvc repro embed@{method}`"
+        )
+
+
+def load_class_names(shards: Path) -> list[str]:
+    """Class names, in class-id order, from the shard manifest."""
+    path = shards / "manifest.json"
+    if not path.exists():
+        raise UserError(f"{path}: not found (run `dvc repro shard` first)")
+    try:
+        manifest = json.loads(path.read_text())
+        names, count = list(manifest["class_names"]), int(manifest["num_classes"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: unreadable manifest ({exc}); rerun `dvc repro -f shard`") from None
+    if len(names) != count:
+        raise DataError(
+            f"{path}: {len(names)} class_names but num_classes {count}; rerun `dvc repro -f shard`"
+        )
+    return [str(n) for n in names]
+
+
+def write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, names: list[str]) -> None:
+    """One `actual,predicted` row of class names per query, for DVC's confusion template."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows((names[a], names[p]) for a, p in zip(actual, predicted, strict=True))
+
+
+@click.command()
+@click.option("--method", required=True, type=click.Choice(METHOD_NAMES), help="The method to score.")
+@params_option
+@click.option("--embeddings", default="data/embeddings", show_default=True, type=click.Path(file_okay=False))
+@click.option("--shards", default="data/shards", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="metrics", show_default=True, type=click.Path(file_okay=False))
+@user_errors
+def main(method: str, params_path: str, embeddings: str, shards: str, out: str) -> None:
+    """Score METHOD's test embeddings by cosine kNN against its labeled embeddings."""
+    knn = load(params_path).knn
+    names = load_class_names(Path(shards))
+    files = {split: Path(embeddings) / method / f"{split}.npz" for split in ("labeled", "test")}
+    bank, bank_labels = load_embeddings(files["labeled"], method)
+    queries, query_labels = load_embeddings(files["test"], method)
+    check_labels(files["labeled"], bank, bank_labels, len(names), method)
+    check_labels(files["test"], queries, query_labels, len(names), method)
+    predictions = knn_predict(
+        bank,
+        bank_labels,
+        queries,
+        ks=knn.k,
+        num_classes=len(names),
+        temperature=knn.temperature,
+        query_chunk=knn.query_chunk,
+    )
+    scores = accuracy_metrics(predictions, query_labels)
+    smallest = predictions[min(knn.k)][0]  # unweighted votes at the smallest k
+    per_class = dict(zip(names, per_class_accuracy(smallest, query_labels, len(names)), strict=True))
+    write_json(Path(out) / method / "knn.json", {**scores, "per_class_accuracy": per_class})
+    write_confusion(Path(out) / method / "confusion.csv", query_labels, smallest, names)
+    click.echo(f"{method}: " + " ".join(f"{key}={value['accuracy']:.4f}" for key, value in scores.items()))
+
+
+if __name__ == "__main__":
+    main()
