@@ -30,14 +30,15 @@ def manifest_digest(shard_dir: str | Path) -> str:
 
 
 def run_key(method: str, params: Params, shard_dir: str | Path) -> str:
-    """What a checkpoint is valid for: the method's, training, augmentation, encoder and kNN params, data, seed."""
+    """What a checkpoint is valid for: the params pretrain@M depends on (see dvc.yaml), the data and the seed."""
     return fingerprint(
         method,
         to_dict(params.method(method)),
         to_dict(params.train),
         to_dict(params.augment),
         to_dict(params.encoder),
-        to_dict(params.knn),
+        params.knn.k,
+        params.knn.monitor_every,
         params.seed,
         manifest_digest(shard_dir),
     )
@@ -46,7 +47,7 @@ def run_key(method: str, params: Params, shard_dir: str | Path) -> str:
 def monitor(
     encoder: keras.Model, shard_dir: str | Path, params: Params, num_classes: int
 ) -> dict[str, float]:
-    """kNN accuracy of the current encoder: labeled split as the bank, test split as queries."""
+    """Unweighted kNN accuracy of the current encoder: labeled split as the bank, test split as queries."""
     batch = params.embed.batch_size
     jit = params.train.jit_compile
     bank, bank_labels = embed(encoder, readers.eval_dataset(shard_dir, "labeled", batch), jit_compile=jit)
@@ -61,9 +62,7 @@ def monitor(
         temperature=params.knn.temperature,
         query_chunk=params.knn.query_chunk,
     )
-    return {f"knn_{k}": v["accuracy"] for k, v in scores.items()} | {
-        f"knn_{k}_weighted": v["weighted_accuracy"] for k, v in scores.items()
-    }
+    return {f"knn_{k}": v["accuracy"] for k, v in scores.items()}
 
 
 def _log_epoch(live: Live, record: dict[str, Any]) -> None:
