@@ -235,7 +235,9 @@ def test_stage_writes_metrics_and_confusion(tmp_path):
     result = run_stage(tmp_path)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics" / "suncet" / "knn.json").read_text())
-    assert list(metrics) == ["k3", "k10", "per_class_accuracy"]
+    assert list(metrics) == ["k3", "k10"]
+    per_class = json.loads((tmp_path / "metrics" / "suncet" / "per_class.json").read_text())
+    assert per_class["k"] == 3 and list(per_class["per_class_accuracy"]) == ["cat", "dog", "ship"]
     names = ["cat", "dog", "ship"]
     plain3 = reference_votes(bank, bank_labels, queries, 3, 3).argmax(axis=1)
     for k in (3, 10):
@@ -245,7 +247,7 @@ def test_stage_writes_metrics_and_confusion(tmp_path):
         assert metrics[f"k{k}"]["weighted_accuracy"] == pytest.approx(np.mean(weighted == query_labels))
     for c, name in enumerate(names):
         in_class = query_labels == c
-        assert metrics["per_class_accuracy"][name] == pytest.approx(np.mean(plain3[in_class] == c))
+        assert per_class["per_class_accuracy"][name] == pytest.approx(np.mean(plain3[in_class] == c))
     with open(tmp_path / "metrics" / "suncet" / "confusion.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["actual", "predicted"]
