@@ -164,10 +164,10 @@ def test_gradients_are_finite_and_nonzero(name):
         assert grad is not None and np.all(np.isfinite(grad.numpy())) and np.any(grad.numpy() != 0)
 
 
-@pytest.mark.parametrize("name", list(METHODS))
-def test_runs_under_xla(name):
+@pytest.mark.parametrize("name,params", CASES, ids=lambda c: getattr(c, "__name__", None))
+def test_runs_under_xla(name, params):
     inputs = make_inputs(name, seed=3)
-    method, params = METHODS[name], DEFAULTS[name]
+    method = METHODS[name]
 
     @tf.function(jit_compile=True)
     def step(views, labeled, labels):
