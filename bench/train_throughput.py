@@ -1,0 +1,156 @@
+"""Training throughput per method at the reference shapes, and each step's cost over its compute floor.
+
+The floor is a bare encoder forward + backward + Adam update over the images the method must encode
+(CrossEntropy 250, SuNCEt and PAWS 750, InfoNCE 1,000), fed from memory. The step is the real thing:
+input pipeline (shards on disk, via semisup.data.readers), augmentation, encoder, loss and update.
+step/floor is what augmentation, loss and input cost on top of the encoder's own compute.
+
+    python bench/train_throughput.py [--steps 6] [--methods paws,suncet] [--jit] [--mixed]
+
+Last line: one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from semisup import augment as aug  # noqa: E402
+from semisup.config import AugmentParams, Params  # noqa: E402
+from semisup.data import readers  # noqa: E402
+from semisup.encoder import get_encoder, get_head  # noqa: E402
+from semisup.methods import METHODS  # noqa: E402
+from semisup.train import Trainer, set_precision  # noqa: E402
+
+SHAPE = (96, 96, 3)
+CLASSES = 10
+
+
+def write_shards(root: str, unlabeled: int, labeled: int) -> str:
+    """STL10-shaped random shards through the project's own shard writer."""
+    from semisup.data.shards import write_split_shards  # the data package's writer
+
+    rng = np.random.default_rng(0)
+    splits = {
+        "unlabeled": (rng.integers(0, 256, (unlabeled, *SHAPE), dtype=np.uint8), np.full(unlabeled, -1)),
+        "labeled": (rng.integers(0, 256, (labeled, *SHAPE), dtype=np.uint8), np.arange(labeled) % CLASSES),
+        "test": (rng.integers(0, 256, (CLASSES, *SHAPE), dtype=np.uint8), np.arange(CLASSES)),
+    }
+    return write_split_shards(root, splits, class_names=[str(i) for i in range(CLASSES)], num_shards=4)
+
+
+def floor_step_seconds(encoder: keras.Model, n_images: int, steps: int, jit: bool) -> list[float]:
+    """Median-able timings of a bare forward+backward+Adam step over `n_images` images."""
+    opt = keras.optimizers.Adam()
+    x = tf.random.uniform((n_images, *SHAPE))
+
+    @tf.function(jit_compile=jit)
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(tf.cast(encoder(x, training=True), tf.float32)))
+        grads = tape.gradient(loss, encoder.trainable_variables)
+        opt.apply(grads, encoder.trainable_variables)
+        return loss
+
+    step(x).numpy()  # trace and warm up
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step(x).numpy()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def method_step_seconds(
+    name: str, shard_dir: str, steps: int, repeats: int, jit: bool
+) -> tuple[list[float], int]:
+    """Per-step timings of the real training step of method `name`; -> (timings, unlabeled batch)."""
+    method, mp = METHODS[name], Params().method(name)
+    encoder = get_encoder(SHAPE)
+    head = get_head(CLASSES) if method.has_head else None
+    if head is not None:
+        head(tf.zeros((1, encoder.output_shape[-1])))
+    trainer = Trainer(
+        method,
+        mp,
+        encoder=encoder,
+        head=head,
+        optimizer=keras.optimizers.Adam(),
+        augment_kwargs=aug.from_params(AugmentParams()),
+        num_classes=CLASSES,
+        seed=0,
+        jit_compile=jit,
+    )
+    times = []
+    # Epoch 0 runs one step to trace and warm up; each later epoch times `steps` steps end to end
+    # (input pipeline included) and contributes its mean step time.
+    for epoch in range(0, repeats + 1):
+        dataset, per_epoch = readers.train_dataset(
+            shard_dir,
+            unlabeled_batch=mp.unlabeled_batch,
+            labeled_batch=mp.labeled_batch,
+            seed=0,
+            epoch=epoch + 1,
+            shuffle_buffer=1000,
+        )
+        n = 1 if epoch == 0 else steps
+        t0 = time.perf_counter()
+        trainer.train_epoch(dataset.take(n), epoch + 1, per_epoch)
+        if epoch:
+            times.append((time.perf_counter() - t0) / n)
+    return times, mp.unlabeled_batch
+
+
+def images_encoded(name: str) -> int:
+    method, mp = METHODS[name], Params().method(name)
+    return method.unlabeled_views * mp.unlabeled_batch + (mp.labeled_batch if method.uses_labeled else 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed epoch")
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs (the median is reported)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--jit", action="store_true", help="jit_compile=True for step and floor")
+    parser.add_argument("--mixed", action="store_true", help="mixed_bfloat16 for step and floor")
+    args = parser.parse_args()
+    set_precision(args.mixed)
+    keras.utils.set_random_seed(0)
+    figures: dict = {"cpu_count": os.cpu_count(), "jit_compile": args.jit, "mixed_precision": args.mixed}
+    with tempfile.TemporaryDirectory() as tmp:
+        shard_dir = write_shards(tmp, unlabeled=500 * (args.steps + 1), labeled=500)
+        for name in args.methods.split(","):
+            step_times, unlabeled = method_step_seconds(name, shard_dir, args.steps, args.repeats, args.jit)
+            floor_times = floor_step_seconds(
+                get_encoder(SHAPE), images_encoded(name), args.steps * args.repeats, args.jit
+            )
+            step, floor = statistics.median(step_times), statistics.median(floor_times)
+            figures[name] = {
+                "unlabeled_images_per_s": round(unlabeled / step, 1),
+                "images_encoded_per_step": images_encoded(name),
+                "step_s": round(step, 4),
+                "floor_s": round(floor, 4),
+                "step_over_floor": round(step / floor, 3),
+                "floor_images_per_s": round(images_encoded(name) / floor, 1),
+            }
+            f = figures[name]
+            print(
+                f"{name:>12}: {f['unlabeled_images_per_s']:7.1f} unlabeled img/s  step {step:.3f}s  "
+                f"floor {floor:.3f}s ({f['images_encoded_per_step']} images)  step/floor {f['step_over_floor']:.3f}",
+                flush=True,
+            )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

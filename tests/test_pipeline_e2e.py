@@ -1,0 +1,136 @@
+"""The whole pipeline in a temporary git + DVC repository on digits: repro, experiments, metrics diff."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+METHODS = ("crossentropy", "infonce", "suncet", "paws")
+
+# A tiny digits budget: every stage runs for real, in about a minute per repro on two cores.
+TINY = {
+    "data": {"source": "digits", "image_size": 32, "labeled_per_class": 25, "num_shards": 2},
+    "train": {"epochs": 2, "shuffle_buffer": 500},
+    "encoder": {"filters": 16},
+    "methods": {
+        "crossentropy": {"unlabeled_batch": 128, "labeled_batch": 64},
+        "infonce": {"unlabeled_batch": 128, "labeled_batch": 16},
+        "suncet": {"unlabeled_batch": 128, "labeled_batch": 64},
+        "paws": {"unlabeled_batch": 128, "labeled_batch": 64},
+    },
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git + DVC clone of this project with a tiny digits params.yaml, reproduced once."""
+    repo = tmp_path_factory.mktemp("repo")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True).stdout
+    for rel in filter(None, tracked.split("\0")):
+        if rel.startswith(("semisup/", "stages/", ".dvc/")) or rel in (
+            "dvc.yaml",
+            ".dvcignore",
+            ".gitignore",
+        ):
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(repo, "git", "init", "-q")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "project")
+    run(repo, "dvc", "repro")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "first results")
+    return repo
+
+
+@pytest.mark.slow
+def test_repro_scores_every_method_above_chance(repo):
+    for method in METHODS:
+        scores = json.loads((repo / "metrics" / method / "knn.json").read_text())
+        assert set(scores) >= {"k20", "k200"}
+        assert scores["k20"]["accuracy"] > 0.2, (method, scores)  # chance is 0.1
+        assert 0.0 <= scores["k200"]["weighted_accuracy"] <= 1.0
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert set(summary) == set(METHODS)
+    assert (repo / "metrics" / "plots" / "knn_k20.png").stat().st_size > 1000
+    for method in METHODS:
+        embeddings = repo / "data" / "embeddings" / method / "test.npz"
+        with __import__("numpy").load(embeddings) as npz:
+            assert npz["features"].dtype.name == "float32" and npz["labels"].dtype.name == "int64"
+
+
+@pytest.mark.slow
+def test_second_repro_runs_nothing_and_status_is_clean(repo):
+    proc = run(repo, "dvc", "repro")
+    assert "Running stage" not in proc.stdout
+    status = run(repo, "dvc", "status", "--json")
+    assert json.loads(status.stdout) == {}
+
+
+@pytest.mark.slow
+def test_metrics_show_and_plots(repo):
+    shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
+    data = next(iter(shown.values()))["data"]
+    assert set(data) == {f"metrics/{m}/knn.json" for m in METHODS}
+    out = run(repo, "dvc", "plots", "show", "--json").stdout
+    assert "kNN@20 accuracy per epoch" in out
+
+
+@pytest.mark.slow
+def test_experiment_on_one_method_reruns_only_that_method(repo):
+    proc = run(repo, "dvc", "exp", "run", "-S", "methods.paws.sharpen_temperature=0.5")
+    ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"pretrain@paws", "embed@paws", "knn@paws", "report"}, proc.stdout
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+    text = json.dumps(shown)
+    assert '"sharpen_temperature": 0.5' in text
+    # The experiment's new paws metrics are reported next to the baseline's.
+    assert text.count('"metrics/paws/knn.json"') >= 2
+    run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock")
+    run(repo, "dvc", "checkout", "--force")
+
+
+@pytest.mark.slow
+def test_metrics_diff_between_two_commits(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["knn"]["temperature"] = 0.5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run(repo, "dvc", "repro")
+    ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {f"knn@{m}" for m in METHODS} | {"report"}
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "weighted kNN at T=0.5")
+    diff = json.loads(run(repo, "dvc", "metrics", "diff", "HEAD~1", "--json").stdout)
+    assert set(diff) == {f"metrics/{m}/knn.json" for m in METHODS}
+    # Unweighted votes do not depend on the temperature; the weighted ones may.
+    for method in METHODS:
+        assert diff[f"metrics/{method}/knn.json"]["k20.accuracy"].get("diff", 0) == 0
