@@ -1,0 +1,246 @@
+"""tf.data readers of the shards: verified before use, raw uint8 decode only, seeded per epoch.
+
+The training stream follows the SuNCEt/PAWS recipe (Assran et al., 2020; 2021): one epoch is one pass
+over the shuffled unlabeled split in fixed-size batches, each zipped with a batch of the labeled split,
+which repeats (reshuffled each pass) for as long as the epoch needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from semisup.data.shards import MANIFEST, count_records, sha256_file
+from semisup.data.sources import SPLITS
+from semisup.errors import DataError, UserError
+
+_AUTOTUNE = tf.data.AUTOTUNE
+_MAX_CYCLE = 16  # shards read at once by the training stream
+_FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+}
+_REQUIRED = ("source", "image_shape", "num_classes", "class_names", "counts", "shards")
+# (resolved manifest path) -> the file stats that passed verify_shards in this process.
+_verified: dict[str, tuple] = {}
+
+
+def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
+    """shard_dir/manifest.json as a dict; DataError if missing or malformed."""
+    path = Path(shard_dir) / MANIFEST
+    rerun = "run the shard stage (dvc repro shard)"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} not found: {rerun}") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({str(exc).splitlines()[0]}): {rerun}") from None
+    missing = [key for key in _REQUIRED if key not in manifest] if isinstance(manifest, dict) else _REQUIRED
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(missing)}: {rerun}")
+    return manifest
+
+
+def _stats(shard_dir: Path, manifest: dict[str, Any]) -> tuple:
+    """(name, size, mtime) of the manifest and every shard; DataError naming a missing shard."""
+    stats = []
+    for name in [MANIFEST] + [s["file"] for s in manifest["shards"]]:
+        try:
+            st = os.stat(shard_dir / name)
+        except FileNotFoundError:
+            raise DataError(
+                f"{shard_dir / name}: missing shard: run the shard stage again (dvc repro shard)"
+            ) from None
+        stats.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(stats)
+
+
+def _check_shard(path: Path, entry: dict[str, Any], hash_it: bool) -> None:
+    """DataError naming `path` when its size, record count or (if hash_it) sha256 differs from the manifest."""
+    fix = "the shard is truncated or corrupted: run the shard stage again (dvc repro -f shard)"
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise DataError(f"{path}: {size} bytes, the manifest says {entry['bytes']}: {fix}")
+    try:
+        records = count_records(path)
+    except ValueError as exc:
+        raise DataError(f"{path}: {exc}: {fix}") from None
+    if records != entry["records"]:
+        raise DataError(f"{path}: {records} records, the manifest says {entry['records']}: {fix}")
+    if hash_it and sha256_file(path) != entry["sha256"]:
+        raise DataError(f"{path}: sha256 differs from the manifest: {fix}")
+
+
+def verify_shards(shard_dir: str | Path, *, hash_limit_bytes: int = 2**30) -> dict[str, Any]:
+    """Check every shard of the manifest (size, record count; sha256 when the total is under the limit). -> manifest.
+
+    A shard set that passed once in this process is not checked again while its files' sizes and
+    modification times stay the same, so calling this every epoch costs a few stat calls.
+    """
+    shard_dir = Path(shard_dir)
+    manifest = read_manifest(shard_dir)
+    key = str((shard_dir / MANIFEST).resolve())
+    stats = _stats(shard_dir, manifest)
+    if _verified.get(key) == stats:
+        return manifest
+    hash_it = sum(s["bytes"] for s in manifest["shards"]) <= hash_limit_bytes
+    for entry in manifest["shards"]:
+        _check_shard(shard_dir / entry["file"], entry, hash_it)
+    for split in SPLITS:
+        records = sum(s["records"] for s in manifest["shards"] if s["split"] == split)
+        if records != manifest["counts"].get(split, 0):
+            raise DataError(
+                f"{shard_dir / MANIFEST}: {split} shards hold {records} records, counts say otherwise"
+            )
+    _verified[key] = stats
+    return manifest
+
+
+def _split_shards(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    if split not in SPLITS:
+        raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    return [s for s in manifest["shards"] if s["split"] == split]
+
+
+def _parse_batch(serialized: tf.Tensor, shape: tuple[int, int, int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """(B,) serialized examples -> images (B, H, W, 3) uint8, labels (B,) int64."""
+    parsed = tf.io.parse_example(serialized, _FEATURES)
+    images = tf.io.decode_raw(parsed["image"], tf.uint8)  # (B, H*W*3)
+    return tf.reshape(images, (-1, *shape)), parsed["label"]
+
+
+def eval_dataset(shard_dir: str | Path, split: str, batch_size: int) -> tf.data.Dataset:
+    """(images (B, H, W, 3) uint8, labels (B,) int64) of a split: manifest order, one pass, last batch kept."""
+    manifest = verify_shards(shard_dir)
+    shape = tuple(manifest["image_shape"])
+    files = [str(Path(shard_dir) / s["file"]) for s in _split_shards(manifest, split)]
+    ds = tf.data.TFRecordDataset(tf.constant(files, dtype=tf.string))
+    ds = ds.batch(batch_size).map(lambda b: _parse_batch(b, shape), num_parallel_calls=_AUTOTUNE)
+    return ds.prefetch(_AUTOTUNE)
+
+
+def load_split(shard_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split in memory: images (N, H, W, 3) uint8, labels (N,) int64, in eval_dataset order."""
+    manifest = verify_shards(shard_dir)
+    images = [np.zeros((0, *manifest["image_shape"]), np.uint8)]
+    labels = [np.zeros((0,), np.int64)]
+    for x, y in eval_dataset(shard_dir, split, 1024).as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _epoch_seeds(seed: int, epoch: int) -> list[int]:
+    """Three op seeds derived from (seed, epoch) alone: file order, unlabeled and labeled shuffles."""
+    state = np.random.SeedSequence([seed % 2**63, epoch]).generate_state(3, dtype=np.uint32)
+    return [int(s) for s in state]
+
+
+def _pipeline_counts(shards: list[dict[str, Any]], num_pipelines: int) -> list[int]:
+    """Records each input pipeline reads: whole shards when there are enough, else every n-th record."""
+    if len(shards) >= num_pipelines:
+        return [sum(s["records"] for s in shards[w::num_pipelines]) for w in range(num_pipelines)]
+    total = sum(s["records"] for s in shards)
+    return [len(range(w, total, num_pipelines)) for w in range(num_pipelines)]
+
+
+def _records(
+    shard_dir: Path, shards: list[dict[str, Any]], num_pipelines: int, pipeline: int, file_seed: int
+) -> tf.data.Dataset:
+    """Serialized records of this input pipeline's part of a split, shards in a seeded order, interleaved."""
+    by_file = len(shards) >= num_pipelines
+    mine = shards[pipeline::num_pipelines] if by_file else shards
+    files = tf.data.Dataset.from_tensor_slices([str(shard_dir / s["file"]) for s in mine])
+    files = files.shuffle(len(mine), seed=file_seed)
+    ds = files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(mine), _MAX_CYCLE),
+        num_parallel_calls=_AUTOTUNE,
+        deterministic=True,
+    )
+    # Fewer shards than pipelines: every pipeline reads all of them in the same seeded order and keeps
+    # every n-th record, so the parts stay disjoint.
+    return ds if by_file else ds.shard(num_pipelines, pipeline)
+
+
+def _per_replica(input_context: tf.distribute.InputContext | None, batch: int, param: str) -> int:
+    if input_context is None:
+        return batch
+    try:
+        return input_context.get_per_replica_batch_size(batch)
+    except ValueError:
+        replicas = input_context.num_replicas_in_sync
+        raise UserError(
+            f"{param}: {batch} does not divide among {replicas} replicas; use a multiple of {replicas}"
+        ) from None
+
+
+def train_dataset(
+    shard_dir: str | Path,
+    *,
+    unlabeled_batch: int,
+    labeled_batch: int,
+    seed: int,
+    epoch: int,
+    shuffle_buffer: int,
+    input_context: tf.distribute.InputContext | None = None,
+    method: str = "<method>",
+) -> tuple[tf.data.Dataset, int]:
+    """One epoch of (unlabeled (U, H, W, 3) uint8, labeled (L, H, W, 3) uint8, labels (L,) int64). -> (ds, steps).
+
+    Batch sizes are global; with `input_context` this pipeline reads its own shards and yields
+    per-replica batches, and `steps` (the same on every worker) counts global steps. The order
+    depends only on (seed, epoch) (and TF's global seed, if the caller sets one), so a resumed run
+    sees the same batches. shuffle_buffer <= 1 turns the record shuffle off (shards still interleave
+    in a seeded order). A labeled split smaller than its batch repeats within a batch.
+    """
+    shard_dir = Path(shard_dir)
+    manifest = verify_shards(shard_dir)
+    shape = tuple(manifest["image_shape"])
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline = input_context.input_pipeline_id if input_context else 0
+    replicas_per_pipeline = max(1, (input_context.num_replicas_in_sync if input_context else 1) // pipelines)
+    per_u = _per_replica(input_context, unlabeled_batch, f"methods.{method}.unlabeled_batch")
+    per_l = _per_replica(input_context, labeled_batch, f"methods.{method}.labeled_batch")
+
+    unlabeled, labeled = _split_shards(manifest, "unlabeled"), _split_shards(manifest, "labeled")
+    if not labeled:
+        raise DataError(
+            f"{shard_dir}: the labeled split is empty: set data.labeled_per_class >= 1 and reshard"
+        )
+    steps = min(c // per_u for c in _pipeline_counts(unlabeled, pipelines)) // replicas_per_pipeline
+    if steps == 0:
+        raise DataError(
+            f"{shard_dir}: the unlabeled split ({manifest['counts']['unlabeled']} images) is smaller than one "
+            f"batch of {unlabeled_batch}: lower methods.{method}.unlabeled_batch"
+        )
+    file_seed, u_seed, l_seed = _epoch_seeds(seed, epoch)
+
+    u = _records(shard_dir, unlabeled, pipelines, pipeline, file_seed)
+    if shuffle_buffer > 1:
+        u = u.shuffle(shuffle_buffer, seed=u_seed)
+    u = u.batch(per_u, drop_remainder=True).take(steps * replicas_per_pipeline)
+    u = u.map(lambda b: _parse_batch(b, shape)[0], num_parallel_calls=_AUTOTUNE)
+
+    n_labeled = _pipeline_counts(labeled, pipelines)[pipeline]
+    if n_labeled == 0:
+        raise DataError(
+            f"{shard_dir}: the labeled split has fewer images than the {pipelines} input pipelines"
+        )
+    lab = _records(shard_dir, labeled, pipelines, pipeline, file_seed)
+    if shuffle_buffer > 1:
+        lab = lab.shuffle(min(shuffle_buffer, n_labeled), seed=l_seed, reshuffle_each_iteration=True)
+    lab = lab.repeat().batch(per_l, drop_remainder=True)
+    lab = lab.map(lambda b: _parse_batch(b, shape), num_parallel_calls=_AUTOTUNE)
+
+    ds = tf.data.Dataset.zip(u, lab).map(lambda x, yl: (x, yl[0], yl[1]))
+    if input_context is not None:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        ds = ds.with_options(options)
+    return ds.prefetch(_AUTOTUNE), steps
