@@ -80,11 +80,13 @@ def index_folder(root: str | Path, *, on_bad_image: str, progress: bool = True) 
     items = [(f, label) for f, label in labeled] + [(f, -1) for f in unlabeled]
     index: dict[str, Any] = {"source": "folder", "path": str(root), "class_names": list(class_names)}
     index.update(labeled=[], unlabeled=[], skipped=[])
-    for path, label in tqdm(items, desc="checking images", unit="img", disable=not progress):
+    bar = tqdm(items, desc="checking images", unit="img", disable=None if progress else True)
+    for path, label in bar:
         entry, problem = _check_image(path)
         rel = path.relative_to(root).as_posix()
         if problem is not None:
             if on_bad_image == "error":
+                bar.close()  # so that the error message starts on a line of its own
                 raise DataError(
                     f"{path}: not a readable image ({problem}); fix or remove it, or set data.on_bad_image: skip"
                 )

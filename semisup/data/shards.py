@@ -80,6 +80,11 @@ def count_records(path: str | Path) -> int:
     return count
 
 
+def _quiet(progress: bool) -> bool | None:
+    """tqdm's `disable`: off when asked, and when stderr is not a terminal (None)."""
+    return None if progress else True
+
+
 def _check_example(
     image: np.ndarray, label: int, shape: tuple[int, ...], split: str, num_classes: int
 ) -> None:
@@ -101,10 +106,10 @@ def _write_split(
     records = [0] * total
     class_counts = [0] * len(source.class_names)
     writers = [tf.io.TFRecordWriter(str(tmp / name)) for name in names]
+    bar = tqdm(
+        total=stream.count, desc=f"{split} shards", unit="img", file=sys.stderr, disable=_quiet(progress)
+    )
     try:
-        bar = tqdm(
-            total=stream.count, desc=f"{split} shards", unit="img", file=sys.stderr, disable=not progress
-        )
         for i, (image, label) in enumerate(stream.examples()):
             if i >= stream.count:
                 raise DataError(f"{source.source}: the {split} split yields more than {stream.count} images")
@@ -114,8 +119,8 @@ def _write_split(
             if label >= 0:
                 class_counts[label] += 1
             bar.update()
-        bar.close()
     finally:
+        bar.close()  # before any error message, so that it starts on a line of its own
         for writer in writers:
             writer.close()
     if sum(records) != stream.count:
