@@ -131,7 +131,7 @@ def _chunk_step(ks: tuple[int, ...], num_classes: int) -> Any:
 
 
 def _class_sums(labels: tf.Tensor, values: tf.Tensor, num_classes: int) -> tf.Tensor:
-    """Sum values (B, k) into their rows' classes labels (B, k) -> (B, C)."""
+    """Per row, the sum of values (B, k) by class labels (B, k) -> (B, C)."""
     rows = tf.shape(labels)[0]
     segment = labels + num_classes * tf.range(rows)[:, None]  # one segment per (row, class)
     sums = tf.math.unsorted_segment_sum(values, segment, num_segments=rows * num_classes)
