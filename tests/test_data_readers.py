@@ -177,6 +177,17 @@ def test_empty_labeled_split(tmp_path: Path) -> None:
         readers.train_dataset(
             tmp_path / "s", unlabeled_batch=8, labeled_batch=4, seed=0, epoch=1, shuffle_buffer=10
         )
+    images, labels = readers.load_split(tmp_path / "s", "labeled")
+    assert images.shape == (0, SIZE, SIZE, 3) and images.dtype == np.uint8 and labels.shape == (0,)
+
+
+def test_malformed_manifest(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"manifest\.json: unreadable"):
+        readers.read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"source": "x"}')
+    with pytest.raises(DataError, match="missing image_shape, num_classes"):
+        readers.read_manifest(tmp_path)
 
 
 def test_input_context_splits_the_data_between_workers(shard_dir: Path) -> None:

@@ -202,3 +202,58 @@ def test_stl10_mock_to_shards_subsampled(tmp_path: Path, monkeypatch: pytest.Mon
         int(x[0]) for x, _ in records["unlabeled"][-10:]
     )
     assert sorted(train_values) == list(range(30))
+
+
+def _fake_stl10_archive(path: Path, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A tiny stl10_binary.tar.gz in the real layout: (N, 3, 96, 96) column-major images, labels 1..10."""
+    import io
+    import tarfile
+
+    data = {"train": 20, "test": 10, "unlabeled": 15}
+    out, members = {}, {}
+    for split, n in data.items():
+        x = rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).astype(np.uint8)
+        members[f"{split}_X.bin"] = x.tobytes()
+        if split != "unlabeled":
+            members[f"{split}_y.bin"] = y.tobytes()
+        out[split] = (x.transpose(0, 3, 2, 1), y.astype(np.int64) - 1)  # tfds' HWC view of the bytes
+    members["class_names.txt"] = "\n".join(stl10.CLASS_NAMES).encode() + b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in members.items():
+            info = tarfile.TarInfo(f"stl10_binary/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return out
+
+
+def test_stl10_real_tfds_prepare_from_manual_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorflow_datasets.core.download import download_manager
+
+    from semisup.data import readers
+    from semisup.data.images import resize_rgb
+
+    raw = _fake_stl10_archive(tmp_path / "manual" / stl10.ARCHIVE, np.random.default_rng(0))
+    # The stand-in archive cannot have the real sha256; everything else is tfds' real path.
+    monkeypatch.setattr(
+        download_manager.DownloadManager, "_register_or_validate_checksums", lambda *a, **k: None
+    )
+    monkeypatch.setattr(stl10, "host_reachable", lambda *a, **k: pytest.fail("network probed"))
+    dirs = {"manual_dir": tmp_path / "manual", "download_dir": tmp_path / "dl"}
+    stl10.prepare_stl10(tmp_path / "raw", labeled_per_class=1, **dirs)
+    assert json.loads((tmp_path / "raw" / stl10.MARKER_FILE).read_text())["splits"] == {
+        "test": 10,
+        "train": 20,
+        "unlabelled": 15,
+    }
+    src = stl10.stl10_splits(tmp_path / "raw", image_size=32, labeled_per_class=1, seed=0)
+    assert src.class_names == stl10.CLASS_NAMES
+    manifest = _write(tmp_path / "out", src, size=32)
+    assert manifest["counts"] == {"unlabeled": 15 + 10, "labeled": 10, "test": 10}
+    images, labels = readers.load_split(tmp_path / "out", "test")
+    # tfds stores examples in its own shuffled order: match each image to its source.
+    expected = {resize_rgb(x, 32).tobytes(): int(y) for x, y in zip(*raw["test"], strict=True)}
+    assert (
+        len(images) == 10 and {a.tobytes(): int(b) for a, b in zip(images, labels, strict=True)} == expected
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,8 +75,25 @@ def _quiet_tfds() -> Iterator[None]:
         logging.set_verbosity(verbosity)
 
 
+def _provide_importlib_resources() -> None:
+    """Let tfds find `importlib_resources` when it is not installed.
+
+    tfds 4.9.10 imports it in download_and_prepare but declares it only for Python < 3.9
+    (tensorflow/datasets#11212); the standard library's importlib.resources has what it uses.
+    """
+    try:
+        import importlib_resources  # noqa: F401
+    except ImportError:
+        import importlib.resources
+        import importlib.resources.abc
+
+        sys.modules["importlib_resources"] = importlib.resources
+        sys.modules["importlib_resources.abc"] = importlib.resources.abc
+
+
 def _builder(raw_dir: str | Path) -> Any:
     """The tfds STL10 builder reading and writing under raw_dir."""
+    _provide_importlib_resources()
     import tensorflow_datasets as tfds
 
     with _quiet_tfds():
