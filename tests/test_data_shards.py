@@ -257,3 +257,20 @@ def test_stl10_real_tfds_prepare_from_manual_archive(tmp_path: Path, monkeypatch
     assert (
         len(images) == 10 and {a.tobytes(): int(b) for a, b in zip(images, labels, strict=True)} == expected
     )
+
+
+def test_stl10_archive_with_wrong_checksum_is_a_user_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semisup.errors import UserError
+
+    _fake_stl10_archive(tmp_path / "manual" / stl10.ARCHIVE, np.random.default_rng(0))
+    monkeypatch.setattr(stl10, "host_reachable", lambda *a, **k: pytest.fail("network probed"))
+    with pytest.raises(UserError, match=r"sha256 is not f31fd992.*delete .*manual/stl10_binary\.tar\.gz"):
+        stl10.prepare_stl10(
+            tmp_path / "raw",
+            manual_dir=tmp_path / "manual",
+            download_dir=tmp_path / "dl",
+            labeled_per_class=None,
+        )
+    assert not (tmp_path / "raw" / stl10.MARKER_FILE).exists()

@@ -150,7 +150,7 @@ def _pipeline_counts(shards: list[dict[str, Any]], num_pipelines: int) -> list[i
 
 
 def _records(
-    shard_dir: Path, shards: list[dict[str, Any]], num_pipelines: int, pipeline: int, file_seed: int
+    shard_dir: Path, num_pipelines: int, pipeline: int, file_seed: int, *, shards: list[dict[str, Any]]
 ) -> tf.data.Dataset:
     """Serialized records of this input pipeline's part of a split, shards in a seeded order, interleaved."""
     by_file = len(shards) >= num_pipelines
@@ -178,6 +178,35 @@ def _per_replica(input_context: tf.distribute.InputContext | None, batch: int, p
         raise UserError(
             f"{param}: {batch} does not divide among {replicas} replicas; use a multiple of {replicas}"
         ) from None
+
+
+def _fill_check(
+    shard_dir: Path,
+    manifest: dict[str, Any],
+    per_u: int,
+    pipelines: int,
+    pipeline: int,
+    replicas_per_pipeline: int,
+    method: str,
+) -> tuple[int, int]:
+    """(global steps per epoch, labeled records of this pipeline); DataError when a batch cannot be filled."""
+    unlabeled, labeled = _split_shards(manifest, "unlabeled"), _split_shards(manifest, "labeled")
+    if not labeled:
+        raise DataError(
+            f"{shard_dir}: the labeled split is empty: set data.labeled_per_class >= 1 and reshard"
+        )
+    steps = min(c // per_u for c in _pipeline_counts(unlabeled, pipelines)) // replicas_per_pipeline
+    if steps == 0:
+        raise DataError(
+            f"{shard_dir}: the unlabeled split ({manifest['counts']['unlabeled']} images) is smaller than one "
+            f"batch of {per_u * pipelines * replicas_per_pipeline}: lower methods.{method}.unlabeled_batch"
+        )
+    n_labeled = _pipeline_counts(labeled, pipelines)[pipeline]
+    if n_labeled == 0:
+        raise DataError(
+            f"{shard_dir}: the labeled split has fewer images than the {pipelines} input pipelines"
+        )
+    return steps, n_labeled
 
 
 def train_dataset(
@@ -209,30 +238,21 @@ def train_dataset(
     per_l = _per_replica(input_context, labeled_batch, f"methods.{method}.labeled_batch")
 
     unlabeled, labeled = _split_shards(manifest, "unlabeled"), _split_shards(manifest, "labeled")
-    if not labeled:
-        raise DataError(
-            f"{shard_dir}: the labeled split is empty: set data.labeled_per_class >= 1 and reshard"
-        )
-    steps = min(c // per_u for c in _pipeline_counts(unlabeled, pipelines)) // replicas_per_pipeline
-    if steps == 0:
-        raise DataError(
-            f"{shard_dir}: the unlabeled split ({manifest['counts']['unlabeled']} images) is smaller than one "
-            f"batch of {unlabeled_batch}: lower methods.{method}.unlabeled_batch"
-        )
+    steps, n_labeled = _fill_check(
+        shard_dir, manifest, per_u, pipelines, pipeline, replicas_per_pipeline, method
+    )
     file_seed, u_seed, l_seed = _epoch_seeds(seed, epoch)
+    where = (shard_dir, pipelines, pipeline, file_seed)
 
-    u = _records(shard_dir, unlabeled, pipelines, pipeline, file_seed)
+    # One pass over this pipeline's unlabeled records, cut to the steps every pipeline can fill.
+    u = _records(*where, shards=unlabeled)
     if shuffle_buffer > 1:
         u = u.shuffle(shuffle_buffer, seed=u_seed)
     u = u.batch(per_u, drop_remainder=True).take(steps * replicas_per_pipeline)
     u = u.map(lambda b: _parse_batch(b, shape)[0], num_parallel_calls=_AUTOTUNE)
 
-    n_labeled = _pipeline_counts(labeled, pipelines)[pipeline]
-    if n_labeled == 0:
-        raise DataError(
-            f"{shard_dir}: the labeled split has fewer images than the {pipelines} input pipelines"
-        )
-    lab = _records(shard_dir, labeled, pipelines, pipeline, file_seed)
+    # The labeled records, reshuffled on every pass, for as long as the unlabeled pass lasts.
+    lab = _records(*where, shards=labeled)
     if shuffle_buffer > 1:
         lab = lab.shuffle(min(shuffle_buffer, n_labeled), seed=l_seed, reshuffle_each_iteration=True)
     lab = lab.repeat().batch(per_l, drop_remainder=True)

@@ -133,9 +133,10 @@ def prepare_stl10(
         try:
             builder.download_and_prepare(download_dir=str(download_dir), download_config=config)
         except NonMatchingChecksumError:
+            where = manual_dir / ARCHIVE if (manual_dir / ARCHIVE).exists() else download_dir
             raise UserError(
-                f"stl10: the archive's sha256 is not {SHA256}: replace {manual_dir / ARCHIVE} "
-                f"(a truncated or different download), then rerun"
+                f"stl10: the archive's sha256 is not {SHA256} (a truncated or different download): "
+                f"delete {where} and download it again"
             ) from None
     marker = Path(raw_dir) / MARKER_FILE
     splits = {name: int(info.num_examples) for name, info in sorted(builder.info.splits.items())}
