@@ -1,0 +1,82 @@
+"""The convnet encoder and head: shapes, parameter counts by hand, size checks, save/load."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from semisup.encoder import get_encoder, get_head, min_image_size
+from semisup.errors import UserError
+
+
+def _conv_params(k: int, c_in: int, c_out: int) -> int:
+    return k * k * c_in * c_out + c_out
+
+
+def test_reference_encoder_shapes_and_parameter_count():
+    enc = get_encoder((96, 96, 3))
+    # Valid 3x3 stride-2 convs: 96 -> 47 -> 23 -> 11 -> 5, so Flatten gives 5 * 5 * 128 = 3200.
+    assert [layer.output.shape[1] for layer in enc.layers if "conv" in layer.name] == [47, 23, 11, 5]
+    expected = _conv_params(3, 3, 128) + 3 * _conv_params(3, 128, 128) + (3200 * 128 + 128)
+    assert expected == 856_064
+    assert enc.count_params() == expected
+    out = enc(np.random.default_rng(0).random((2, 96, 96, 3), dtype=np.float32))
+    assert out.shape == (2, 128) and out.dtype == "float32"
+
+
+def test_small_config_matches_a_hand_count_and_a_numpy_forward_pass():
+    enc = get_encoder((15, 15, 3), filters=4, depth=2, kernel_size=3, stride=2, embedding_dim=5)
+    # conv1: 3*3*3*4 + 4 = 112, 15 -> 7; conv2: 3*3*4*4 + 4 = 148, 7 -> 3; dense: 3*3*4*5 + 5 = 185.
+    assert enc.count_params() == 112 + 148 + 185
+    x = np.random.default_rng(1).random((2, 15, 15, 3), dtype=np.float32)
+    h = x
+    for name in ("conv1", "conv2"):
+        kernel, bias = (w.numpy() for w in enc.get_layer(name).weights)
+        n = (h.shape[1] - 3) // 2 + 1
+        patches = np.array([[h[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3] for j in range(n)] for i in range(n)])
+        patches = patches.transpose(2, 0, 1, 3, 4, 5)  # (B, n, n, 3, 3, C)
+        h = np.maximum(np.einsum("bijuvc,uvcf->bijf", patches, kernel) + bias, 0)
+    kernel, bias = (w.numpy() for w in enc.get_layer("embedding").weights)
+    expected = h.reshape(2, -1) @ kernel + bias
+    np.testing.assert_allclose(enc(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_min_image_size_inverts_the_valid_conv_arithmetic():
+    assert min_image_size(4, 3, 2) == 31
+    assert min_image_size(1, 5, 3) == 5
+    assert min_image_size(3, 3, 1) == 7
+    enc = get_encoder((31, 31, 3))
+    assert enc.output.shape == (None, 128) and enc.get_layer("conv4").output.shape[1:3] == (1, 1)
+
+
+def test_too_small_image_is_a_user_error_naming_image_size_and_minimum():
+    with pytest.raises(UserError, match=r"data\.image_size: 30 .*at least 31"):
+        get_encoder((30, 30, 3))
+    with pytest.raises(UserError, match=r"at least 15"):
+        get_encoder((32, 14, 3), depth=3)
+
+
+def test_head_is_relu_then_dense():
+    head = get_head(10)
+    z = np.random.default_rng(2).normal(size=(3, 8)).astype(np.float32)
+    logits = head(z).numpy()
+    kernel, bias = (w.numpy() for w in head.get_layer("logits").weights)
+    np.testing.assert_allclose(logits, np.maximum(z, 0) @ kernel + bias, rtol=1e-5, atol=1e-6)
+    assert logits.shape == (3, 10)
+    with pytest.raises(UserError, match="at least 2"):
+        get_head(1)
+
+
+def test_save_and_load_in_safe_mode_gives_identical_outputs(tmp_path):
+    enc = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
+    head = get_head(4)
+    head(enc.output)  # build the head on the embedding
+    x = np.random.default_rng(3).random((4, 32, 32, 3), dtype=np.float32)
+    for model in (enc, head):
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        loaded = keras.models.load_model(path, safe_mode=True)
+        inputs = x if model is enc else enc(x).numpy()
+        np.testing.assert_array_equal(loaded(inputs).numpy(), model(inputs).numpy())
+        assert loaded.name == model.name
