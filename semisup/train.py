@@ -114,7 +114,7 @@ class Trainer:
         ctx = tf.distribute.get_replica_context()
         replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
         base = tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003 + replica, tf.cast(step, tf.int64)])
-        seeds = tf.random.experimental.stateless_split(base, num=3)
+        seeds = tf.random.experimental.stateless_split(base, num=3, alg="philox")
         views = tuple(
             aug.augment(unlabeled, seeds[i], **self.augment_kwargs)
             for i in range(self.method.unlabeled_views)

@@ -52,7 +52,12 @@ def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess
 def repo(tmp_path_factory) -> Path:
     """A git + DVC clone of this project with a tiny digits params.yaml, reproduced once."""
     repo = tmp_path_factory.mktemp("repo")
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True).stdout
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
     for rel in filter(None, tracked.split("\0")):
         if rel.startswith(("semisup/", "stages/", ".dvc/")) or rel in (
             "dvc.yaml",
@@ -115,8 +120,10 @@ def test_experiment_on_one_method_reruns_only_that_method(repo):
     assert '"sharpen_temperature": 0.5' in text
     # The experiment's new paws metrics are reported next to the baseline's.
     assert text.count('"metrics/paws/knn.json"') >= 2
-    run(repo, "git", "checkout", "--", "params.yaml", "dvc.lock")
+    # Back to the committed baseline: git holds params, dvc.lock and the metrics; DVC's cache the rest.
+    run(repo, "git", "checkout", "HEAD", "--", ".")
     run(repo, "dvc", "checkout", "--force")
+    assert json.loads(run(repo, "dvc", "status", "--json").stdout) == {}
 
 
 @pytest.mark.slow
@@ -129,8 +136,14 @@ def test_metrics_diff_between_two_commits(repo):
     assert ran == {f"knn@{m}" for m in METHODS} | {"report"}
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "weighted kNN at T=0.5")
-    diff = json.loads(run(repo, "dvc", "metrics", "diff", "HEAD~1", "--json").stdout)
+    diff = json.loads(run(repo, "dvc", "metrics", "diff", "HEAD~1", "--all", "--json").stdout)
     assert set(diff) == {f"metrics/{m}/knn.json" for m in METHODS}
-    # Unweighted votes do not depend on the temperature; the weighted ones may.
+    # Unweighted votes do not depend on the temperature; the weighted ones do.
     for method in METHODS:
-        assert diff[f"metrics/{method}/knn.json"]["k20.accuracy"].get("diff", 0) == 0
+        entry = diff[f"metrics/{method}/knn.json"]
+        assert entry["k20.accuracy"]["diff"] == 0
+        assert (
+            entry["k20.accuracy"]["new"]
+            == json.loads((repo / f"metrics/{method}/knn.json").read_text())["k20"]["accuracy"]
+        )
+    assert any(diff[f"metrics/{m}/knn.json"]["k200.weighted_accuracy"]["diff"] != 0 for m in METHODS)
