@@ -27,7 +27,8 @@ import tensorflow as tf  # noqa: E402
 
 from semisup import augment as aug  # noqa: E402
 from semisup.config import AugmentParams, Params  # noqa: E402
-from semisup.data import readers  # noqa: E402
+from semisup.data import readers, shards  # noqa: E402
+from semisup.data.sources import SourceSplits, SplitStream  # noqa: E402
 from semisup.encoder import get_encoder, get_head  # noqa: E402
 from semisup.methods import METHODS  # noqa: E402
 from semisup.train import Trainer, set_precision  # noqa: E402
@@ -38,15 +39,25 @@ CLASSES = 10
 
 def write_shards(root: str, unlabeled: int, labeled: int) -> str:
     """STL10-shaped random shards through the project's own shard writer."""
-    from semisup.data.shards import write_split_shards  # the data package's writer
-
     rng = np.random.default_rng(0)
-    splits = {
-        "unlabeled": (rng.integers(0, 256, (unlabeled, *SHAPE), dtype=np.uint8), np.full(unlabeled, -1)),
-        "labeled": (rng.integers(0, 256, (labeled, *SHAPE), dtype=np.uint8), np.arange(labeled) % CLASSES),
-        "test": (rng.integers(0, 256, (CLASSES, *SHAPE), dtype=np.uint8), np.arange(CLASSES)),
-    }
-    return write_split_shards(root, splits, class_names=[str(i) for i in range(CLASSES)], num_shards=4)
+
+    def stream(n: int, labeled: bool) -> SplitStream:
+        def examples():
+            for i in range(n):
+                yield rng.integers(0, 256, SHAPE, dtype=np.uint8), i % CLASSES if labeled else -1
+
+        return SplitStream(n, examples)
+
+    source = SourceSplits(
+        "bench",
+        tuple(str(i) for i in range(CLASSES)),
+        {"unlabeled": stream(unlabeled, False), "labeled": stream(labeled, True), "test": stream(0, True)},
+    )
+    out = os.path.join(root, "shards")
+    shards.write_shards(
+        out, source, image_size=SHAPE[0], num_shards=4, seed=0, data_params={}, progress=False
+    )
+    return out
 
 
 def floor_step_seconds(encoder: keras.Model, n_images: int, steps: int, jit: bool) -> list[float]:

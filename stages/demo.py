@@ -18,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from semisup.report import format_table
+
 # The digits profile: 32x32 images (the smallest the 4-layer encoder takes), 25 labels per class (a bank
 # large enough for kNN@200), a narrower encoder, and augmentation fit for digits (no flip: a mirrored 2 is
 # not a 2; crops of at least half the area). It runs all four methods in a few minutes on two CPU cores.
@@ -27,7 +29,7 @@ DEMO_PARAMS = {
     "data.image_size": 32,
     "data.labeled_per_class": 25,
     "data.num_shards": 2,
-    "train.epochs": 15,
+    "train.epochs": 25,
     "train.shuffle_buffer": 2000,
     "encoder.filters": 32,
     "augment.flip": "false",
@@ -55,22 +57,6 @@ def _git_env() -> dict[str, str]:
     return env
 
 
-def format_table(summary: dict) -> str:
-    """The method x k accuracy table of metrics/summary.json as aligned text."""
-    methods = list(summary)
-    ks = sorted({k for m in methods for k in summary[m]}, key=lambda k: int(k.lstrip("k")))
-    header = ["method"] + [f"kNN@{k[1:]}" for k in ks] + [f"weighted@{k[1:]}" for k in ks]
-    rows = [
-        [m]
-        + [f"{summary[m][k]['accuracy']:.3f}" for k in ks]
-        + [f"{summary[m][k]['weighted_accuracy']:.3f}" for k in ks]
-        for m in methods
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
-    return "\n".join(lines)
-
-
 @click.command()
 @click.option("--dry-run", is_flag=True, help="Print the dvc command and exit.")
 def main(dry_run: bool) -> None:
@@ -91,8 +77,9 @@ def main(dry_run: bool) -> None:
     if proc.returncode != 0:
         sys.exit(proc.returncode)
     summary = json.loads(Path("metrics/summary.json").read_text())
+    ks = sorted(int(k.lstrip("k")) for k in next(iter(summary.values())))
     click.echo("\nkNN test accuracy on digits (demo profile; `dvc metrics show` for every figure):")
-    click.echo(format_table(summary))
+    click.echo(format_table(summary, ks))
     click.echo(f"\npipeline wall time: {time.monotonic() - start:.0f} s; plots: `dvc plots show`")
 
 
