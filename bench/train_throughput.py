@@ -27,10 +27,11 @@ import tensorflow as tf  # noqa: E402
 
 from semisup import augment as aug  # noqa: E402
 from semisup.config import AugmentParams, Params  # noqa: E402
-from semisup.data import readers, shards  # noqa: E402
+from semisup.data import shards  # noqa: E402
 from semisup.data.sources import SourceSplits, SplitStream  # noqa: E402
 from semisup.encoder import get_encoder, get_head  # noqa: E402
 from semisup.methods import METHODS  # noqa: E402
+from semisup.pretrain import epoch_dataset  # noqa: E402
 from semisup.train import Trainer, set_precision  # noqa: E402
 
 SHAPE = (96, 96, 3)
@@ -106,17 +107,12 @@ def method_step_seconds(
     # Epoch 0 runs one step to trace and warm up; each later epoch times `steps` steps end to end
     # (input pipeline included) and contributes its mean step time.
     for epoch in range(0, repeats + 1):
-        dataset, per_epoch = readers.train_dataset(
-            shard_dir,
-            unlabeled_batch=mp.unlabeled_batch,
-            labeled_batch=mp.labeled_batch,
-            seed=0,
-            epoch=epoch + 1,
-            shuffle_buffer=1000,
+        dataset, _ = epoch_dataset(
+            tf.distribute.get_strategy(), method, mp, shard_dir, seed=0, epoch=epoch + 1, shuffle_buffer=1000
         )
         n = 1 if epoch == 0 else steps
         t0 = time.perf_counter()
-        trainer.train_epoch(dataset.take(n), epoch + 1, per_epoch)
+        trainer.train_epoch(dataset, epoch + 1, n)
         if epoch:
             times.append((time.perf_counter() - t0) / n)
     return times, mp.unlabeled_batch

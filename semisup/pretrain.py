@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from semisup.encoder import get_encoder, get_head
 from semisup.errors import DataError
 from semisup.io import atomic_path
 from semisup.knn import knn_accuracy
-from semisup.methods import METHODS
+from semisup.methods import METHODS, Method
 from semisup.train import Checkpoints, Trainer, embed, fingerprint, select_strategy, set_precision
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,51 @@ def monitor(
     return {f"knn_{k}": v["accuracy"] for k, v in scores.items()}
 
 
+def epoch_dataset(
+    strategy: tf.distribute.Strategy,
+    method: Method,
+    method_params: Any,
+    shard_dir: str | Path,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle_buffer: int,
+) -> tuple[tf.distribute.DistributedDataset, int]:
+    """Epoch `epoch`'s training stream, each input pipeline reading its own shards; -> (dataset, steps).
+
+    Only the parts the method encodes are read: CrossEntropy reads no unlabeled images (they only set
+    the epoch length), InfoNCE no labeled ones.
+    """
+
+    def make(context: tf.distribute.InputContext | None = None) -> tuple[tf.data.Dataset, int]:
+        return readers.train_dataset(
+            shard_dir,
+            unlabeled_batch=method_params.unlabeled_batch,
+            labeled_batch=method_params.labeled_batch,
+            seed=seed,
+            epoch=epoch,
+            shuffle_buffer=shuffle_buffer,
+            input_context=context,
+            method=method.name,
+            read_unlabeled=method.unlabeled_views > 0,
+            read_labeled=method.uses_labeled,
+        )
+
+    steps = make()[1]
+    return strategy.distribute_datasets_from_function(lambda context: make(context)[0]), steps
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the outputs: always, except on the non-chief workers of a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
 def _log_epoch(live: Live, record: dict[str, Any]) -> None:
     live.step = record["epoch"]
     for key, value in record.items():
@@ -104,6 +150,11 @@ def pretrain(
         tf.config.experimental.enable_op_determinism()
     set_precision(train.mixed_precision)
     strategy = select_strategy(train.strategy)
+    if not is_chief(strategy):
+        # Every worker of a multi-worker run trains and saves (saving may take part in collectives),
+        # but only the chief writes where DVC looks; the others write into a scratch directory.
+        scratch = Path(tempfile.mkdtemp(prefix="semisup-worker-"))
+        model_dir, metrics_dir, checkpoint_root = scratch / "model", scratch / "metrics", scratch / "ckpt"
     with strategy.scope():
         encoder = get_encoder(
             tuple(manifest["image_shape"]),
@@ -142,10 +193,11 @@ def pretrain(
         _log_epoch(live, record)
     monitor_every = params.knn.monitor_every
     for epoch in range(start + 1, train.epochs + 1):
-        dataset, steps = readers.train_dataset(
+        dataset, steps = epoch_dataset(
+            strategy,
+            method,
+            method_params,
             shard_dir,
-            unlabeled_batch=method_params.unlabeled_batch,
-            labeled_batch=method_params.labeled_batch,
             seed=params.seed,
             epoch=epoch,
             shuffle_buffer=train.shuffle_buffer,

@@ -175,9 +175,17 @@ class Trainer:
 
     # --- epochs -----------------------------------------------------------------------------------
 
-    def train_epoch(self, dataset: tf.data.Dataset, epoch: int, steps_per_epoch: int) -> dict[str, float]:
-        """One pass over `dataset` (elements: unlabeled, labeled, labels); mean loss and logs of the epoch."""
-        dist = self.strategy.experimental_distribute_dataset(dataset)
+    def train_epoch(
+        self, dataset: tf.data.Dataset | tf.distribute.DistributedDataset, epoch: int, steps_per_epoch: int
+    ) -> dict[str, float]:
+        """One pass over `dataset` (elements: unlabeled, labeled, labels); mean loss and logs of the epoch.
+
+        A plain tf.data.Dataset holds global batches and is split across replicas here. At most
+        `steps_per_epoch` steps run (the step counter that seeds augmentation assumes that many).
+        """
+        dist = dataset
+        if isinstance(dataset, tf.data.Dataset):
+            dist = self.strategy.experimental_distribute_dataset(dataset)
         totals: dict[str, float] = {}
         steps = 0
         for unlabeled, labeled, labels in dist:
@@ -192,6 +200,8 @@ class Trainer:
             for key, value in {"loss": loss, **{k: float(v) for k, v in logs.items()}}.items():
                 totals[key] = totals.get(key, 0.0) + value
             steps += 1
+            if steps == steps_per_epoch:
+                break
         return {k: v / max(steps, 1) for k, v in totals.items()}
 
 

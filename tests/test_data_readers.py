@@ -133,6 +133,24 @@ def test_train_stream_shapes_and_contents(shard_dir: Path, originals: dict) -> N
     assert len(set(first_pass)) == N_LABELED  # the labeled split repeats whole passes
 
 
+def test_parts_a_method_never_encodes_are_not_read(shard_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    full, steps = _epoch(shard_dir, epoch=2)
+    reads = []
+    record_reader = readers._records
+    monkeypatch.setattr(
+        readers, "_records", lambda *a, **k: reads.append(k["shards"][0]["split"]) or record_reader(*a, **k)
+    )
+    no_u, steps_u = _epoch(shard_dir, epoch=2, read_unlabeled=False)
+    no_l, steps_l = _epoch(shard_dir, epoch=2, read_labeled=False)
+    assert reads == ["labeled", "unlabeled"]
+    assert steps_u == steps_l == steps == len(no_u) == len(no_l)
+    for (u, x, y), (u0, x0, y0), (u1, x1, y1) in zip(full, no_u, no_l, strict=True):
+        assert u0.shape == (0, SIZE, SIZE, 3) and u0.dtype == np.uint8
+        assert np.array_equal(x0, x) and np.array_equal(y0, y)  # the same labeled stream
+        assert np.array_equal(u1, u)  # the same unlabeled stream
+        assert x1.shape == (0, SIZE, SIZE, 3) and y1.shape == (0,) and y1.dtype == np.int64
+
+
 def test_train_stream_is_seeded_by_seed_and_epoch(shard_dir: Path) -> None:
     a, _ = _epoch(shard_dir, epoch=3)
     b, _ = _epoch(shard_dir, epoch=3)

@@ -219,3 +219,25 @@ def test_embed_is_inference_on_scaled_images():
     np.testing.assert_allclose(
         features, encoder(images.astype(np.float32) / 255.0).numpy(), rtol=1e-5, atol=1e-6
     )
+
+
+def test_only_the_chief_writes_outputs():
+    from semisup.pretrain import is_chief
+
+    assert is_chief(tf.distribute.get_strategy())
+
+    class Resolver:
+        def __init__(self, task_type, task_id, jobs):
+            self.task_type, self.task_id, self._jobs = task_type, task_id, jobs
+
+        def cluster_spec(self):
+            return tf.train.ClusterSpec({job: [f"h{i}:1" for i in range(n)] for job, n in self._jobs.items()})
+
+    class Strategy:
+        def __init__(self, resolver):
+            self.cluster_resolver = resolver
+
+    assert is_chief(Strategy(Resolver("worker", 0, {"worker": 2})))
+    assert not is_chief(Strategy(Resolver("worker", 1, {"worker": 2})))
+    assert is_chief(Strategy(Resolver("chief", 0, {"chief": 1, "worker": 2})))
+    assert not is_chief(Strategy(Resolver("worker", 0, {"chief": 1, "worker": 2})))

@@ -219,6 +219,8 @@ def train_dataset(
     shuffle_buffer: int,
     input_context: tf.distribute.InputContext | None = None,
     method: str = "<method>",
+    read_unlabeled: bool = True,
+    read_labeled: bool = True,
 ) -> tuple[tf.data.Dataset, int]:
     """One epoch of (unlabeled (U, H, W, 3) uint8, labeled (L, H, W, 3) uint8, labels (L,) int64). -> (ds, steps).
 
@@ -227,6 +229,8 @@ def train_dataset(
     depends only on (seed, epoch) (and TF's global seed, if the caller sets one), so a resumed run
     sees the same batches. shuffle_buffer <= 1 turns the record shuffle off (shards still interleave
     in a seeded order). A labeled split smaller than its batch repeats within a batch.
+    read_unlabeled / read_labeled False: that part of every element is an empty batch (0 images, no
+    labels) and nothing of it is read, for methods that never encode it; the epoch length is the same.
     """
     shard_dir = Path(shard_dir)
     manifest = verify_shards(shard_dir)
@@ -244,19 +248,28 @@ def train_dataset(
     file_seed, u_seed, l_seed = _epoch_seeds(seed, epoch)
     where = (shard_dir, pipelines, pipeline, file_seed)
 
-    # One pass over this pipeline's unlabeled records, cut to the steps every pipeline can fill.
-    u = _records(*where, shards=unlabeled)
-    if shuffle_buffer > 1:
-        u = u.shuffle(shuffle_buffer, seed=u_seed)
-    u = u.batch(per_u, drop_remainder=True).take(steps * replicas_per_pipeline)
-    u = u.map(lambda b: _parse_batch(b, shape)[0], num_parallel_calls=_AUTOTUNE)
+    batches = steps * replicas_per_pipeline
+    if read_unlabeled:
+        # One pass over this pipeline's unlabeled records, cut to the steps every pipeline can fill.
+        u = _records(*where, shards=unlabeled)
+        if shuffle_buffer > 1:
+            u = u.shuffle(shuffle_buffer, seed=u_seed)
+        u = u.batch(per_u, drop_remainder=True).take(batches)
+        u = u.map(lambda b: _parse_batch(b, shape)[0], num_parallel_calls=_AUTOTUNE)
+    else:
+        u = tf.data.Dataset.from_tensors(tf.zeros((0, *shape), tf.uint8)).repeat(batches)
 
-    # The labeled records, reshuffled on every pass, for as long as the unlabeled pass lasts.
-    lab = _records(*where, shards=labeled)
-    if shuffle_buffer > 1:
-        lab = lab.shuffle(min(shuffle_buffer, n_labeled), seed=l_seed, reshuffle_each_iteration=True)
-    lab = lab.repeat().batch(per_l, drop_remainder=True)
-    lab = lab.map(lambda b: _parse_batch(b, shape), num_parallel_calls=_AUTOTUNE)
+    if read_labeled:
+        # The labeled records, reshuffled on every pass, for as long as the unlabeled pass lasts.
+        lab = _records(*where, shards=labeled)
+        if shuffle_buffer > 1:
+            lab = lab.shuffle(min(shuffle_buffer, n_labeled), seed=l_seed, reshuffle_each_iteration=True)
+        lab = lab.repeat().batch(per_l, drop_remainder=True)
+        lab = lab.map(lambda b: _parse_batch(b, shape), num_parallel_calls=_AUTOTUNE)
+    else:
+        lab = tf.data.Dataset.from_tensors(
+            (tf.zeros((0, *shape), tf.uint8), tf.zeros((0,), tf.int64))
+        ).repeat()
 
     ds = tf.data.Dataset.zip(u, lab).map(lambda x, yl: (x, yl[0], yl[1]))
     if input_context is not None:
