@@ -89,9 +89,7 @@ def method_step_seconds(
     """Per-step timings of the real training step of method `name`; -> (timings, unlabeled batch)."""
     method, mp = METHODS[name], Params().method(name)
     encoder = get_encoder(SHAPE)
-    head = get_head(CLASSES) if method.has_head else None
-    if head is not None:
-        head(tf.zeros((1, encoder.output_shape[-1])))
+    head = get_head(CLASSES, input_dim=encoder.output_shape[-1]) if method.has_head else None
     trainer = Trainer(
         method,
         mp,

@@ -49,12 +49,16 @@ def get_encoder(
     return keras.Model(inputs, outputs, name=name)
 
 
-def get_head(num_classes: int, name: str = "head") -> keras.Sequential:
-    """CrossEntropy's classifier: embeddings (B, D) -> ReLU -> logits (B, num_classes)."""
+def get_head(num_classes: int, input_dim: int | None = None, name: str = "head") -> keras.Sequential:
+    """CrossEntropy's classifier: embeddings (B, D) -> ReLU -> logits (B, num_classes).
+
+    With `input_dim` the head is built at once, so its variables exist before an optimizer sees them.
+    """
     if num_classes < 2:
         raise UserError(
             f"head: {num_classes} classes; a classifier needs at least 2 (check the labeled data)"
         )
-    return keras.Sequential(
-        [keras.layers.ReLU(name="relu"), keras.layers.Dense(num_classes, name="logits")], name=name
-    )
+    layers = [keras.layers.ReLU(name="relu"), keras.layers.Dense(num_classes, name="logits")]
+    if input_dim is not None:
+        layers.insert(0, keras.Input((input_dim,)))
+    return keras.Sequential(layers, name=name)

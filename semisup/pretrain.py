@@ -164,10 +164,7 @@ def pretrain(
             stride=enc.stride,
             embedding_dim=enc.embedding_dim,
         )
-        head = None
-        if method.has_head:
-            head = get_head(num_classes)
-            head(tf.zeros((1, enc.embedding_dim)))  # build its variables before the optimizer sees them
+        head = get_head(num_classes, input_dim=enc.embedding_dim) if method.has_head else None
         optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
     trainer = Trainer(
         method,

@@ -80,3 +80,9 @@ def test_save_and_load_in_safe_mode_gives_identical_outputs(tmp_path):
         inputs = x if model is enc else enc(x).numpy()
         np.testing.assert_array_equal(loaded(inputs).numpy(), model(inputs).numpy())
         assert loaded.name == model.name
+
+
+def test_head_with_input_dim_is_built_at_once():
+    head = get_head(3, input_dim=5)
+    assert [tuple(w.shape) for w in head.weights] == [(5, 3), (3,)]
+    assert get_head(3).weights == []  # built lazily on first call otherwise

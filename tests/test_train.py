@@ -44,9 +44,7 @@ MIRRORED = textwrap.dedent(
         keras.utils.set_random_seed(0)
         with strategy.scope():
             encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
-            head = get_head(4) if method.has_head else None
-            if head is not None:
-                head(tf.zeros((1, 16)))
+            head = get_head(4, input_dim=16) if method.has_head else None
             optimizer = keras.optimizers.Adam()
         return Trainer(method, Params().method(name), encoder=encoder, head=head, optimizer=optimizer,
                        augment_kwargs=aug.from_params(AugmentParams()), num_classes=4, seed=0, strategy=strategy)
@@ -106,9 +104,7 @@ def test_mirrored_two_replicas_match_one_device(name):
 def _trainer(method: Method, **kwargs) -> Trainer:
     keras.utils.set_random_seed(0)
     encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
-    head = get_head(4) if method.has_head else None
-    if head is not None:
-        head(tf.zeros((1, 16)))
+    head = get_head(4, input_dim=16) if method.has_head else None
     params = kwargs.pop("params", Params().method(method.name) if method.name in METHODS else None)
     return Trainer(
         method,
