@@ -84,7 +84,7 @@ def floor_step_seconds(encoder: keras.Model, n_images: int, steps: int, jit: boo
 
 
 def method_step_seconds(
-    name: str, shard_dir: str, steps: int, repeats: int, jit: bool
+    name: str, shard_dir: str, steps: int, jit: bool, warmup: int = 2
 ) -> tuple[list[float], int]:
     """Per-step timings of the real training step of method `name`; -> (timings, unlabeled batch)."""
     method, mp = METHODS[name], Params().method(name)
@@ -101,18 +101,23 @@ def method_step_seconds(
         seed=0,
         jit_compile=jit,
     )
+    # Steady state: one epoch's stream, each step timed from asking for its batch (so input the
+    # pipeline has not prefetched counts) to its loss on the host; the first `warmup` steps (tracing,
+    # filling the shuffle buffer) are not counted.
+    dataset, per_epoch = epoch_dataset(
+        tf.distribute.get_strategy(), method, mp, shard_dir, seed=0, epoch=1, shuffle_buffer=1000
+    )
+    if per_epoch < warmup + steps:
+        raise SystemExit(f"{name}: {per_epoch} steps per epoch, need {warmup + steps}: write more shards")
     times = []
-    # Epoch 0 runs one step to trace and warm up; each later epoch times `steps` steps end to end
-    # (input pipeline included) and contributes its mean step time.
-    for epoch in range(0, repeats + 1):
-        dataset, _ = epoch_dataset(
-            tf.distribute.get_strategy(), method, mp, shard_dir, seed=0, epoch=epoch + 1, shuffle_buffer=1000
-        )
-        n = 1 if epoch == 0 else steps
+    batches = iter(dataset)
+    for i in range(warmup + steps):
         t0 = time.perf_counter()
-        trainer.train_epoch(dataset, epoch + 1, n)
-        if epoch:
-            times.append((time.perf_counter() - t0) / n)
+        unlabeled, labeled, labels = next(batches)
+        loss, _ = trainer.step(unlabeled, labeled, labels, i)
+        float(loss)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
     return times, mp.unlabeled_batch
 
 
@@ -123,8 +128,9 @@ def images_encoded(name: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3, help="steps per timed epoch")
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs (the median is reported)")
+    parser.add_argument(
+        "--steps", type=int, default=6, help="timed steps per method (the median is reported)"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--jit", action="store_true", help="jit_compile=True for step and floor")
     parser.add_argument("--mixed", action="store_true", help="mixed_bfloat16 for step and floor")
@@ -133,12 +139,10 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     figures: dict = {"cpu_count": os.cpu_count(), "jit_compile": args.jit, "mixed_precision": args.mixed}
     with tempfile.TemporaryDirectory() as tmp:
-        shard_dir = write_shards(tmp, unlabeled=500 * (args.steps + 1), labeled=500)
+        shard_dir = write_shards(tmp, unlabeled=500 * (args.steps + 3), labeled=500)
         for name in args.methods.split(","):
-            step_times, unlabeled = method_step_seconds(name, shard_dir, args.steps, args.repeats, args.jit)
-            floor_times = floor_step_seconds(
-                get_encoder(SHAPE), images_encoded(name), args.steps * args.repeats, args.jit
-            )
+            step_times, unlabeled = method_step_seconds(name, shard_dir, args.steps, args.jit)
+            floor_times = floor_step_seconds(get_encoder(SHAPE), images_encoded(name), args.steps, args.jit)
             step, floor = statistics.median(step_times), statistics.median(floor_times)
             figures[name] = {
                 "unlabeled_images_per_s": round(unlabeled / step, 1),

@@ -55,7 +55,8 @@ class TrainParams:
     learning_rate: float = _f(1.0e-3, gt=0.0)
     shuffle_buffer: int = _f(10000, ge=1)
     strategy: Literal["auto", "default", "mirrored", "multiworker"] = "auto"
-    mixed_precision: bool = False  # mixed_bfloat16: bf16 compute, float32 weights and losses
+    # mixed_bfloat16 (bf16 compute, float32 weights and losses); auto: where bf16 is fast (see train.py)
+    mixed_precision: bool | Literal["auto"] = "auto"
     jit_compile: bool = False  # XLA for the encoder and the loss (augmentation stays outside)
     deterministic: bool = True  # tf op determinism: the same params give the same numbers twice
 
@@ -173,7 +174,8 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(map(str, typing.get_args(tp)))
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
+        nullable = " or null" if type(None) in typing.get_args(tp) else ""
+        return " or ".join(_type_name(a) for a in args) + nullable
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
@@ -193,11 +195,12 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        try:
-            return _convert(key, value, inner)
-        except UserError:
-            raise bad from None
+        for inner in (a for a in typing.get_args(tp) if a is not type(None)):
+            try:
+                return _convert(key, value, inner)
+            except UserError:
+                continue
+        raise bad
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):

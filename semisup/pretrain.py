@@ -20,7 +20,15 @@ from semisup.errors import DataError
 from semisup.io import atomic_path
 from semisup.knn import knn_accuracy
 from semisup.methods import METHODS, Method
-from semisup.train import Checkpoints, Trainer, embed, fingerprint, select_strategy, set_precision
+from semisup.train import (
+    Checkpoints,
+    Trainer,
+    embed,
+    fingerprint,
+    resolve_mixed_precision,
+    select_strategy,
+    set_precision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +156,11 @@ def pretrain(
     keras.utils.set_random_seed(params.seed)
     if train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    set_precision(train.mixed_precision)
+    mixed = resolve_mixed_precision(train.mixed_precision)
+    set_precision(mixed)
+    log.info(
+        "%s: %s precision, strategy %s", method_name, "mixed_bfloat16" if mixed else "float32", train.strategy
+    )
     strategy = select_strategy(train.strategy)
     if not is_chief(strategy):
         # Every worker of a multi-worker run trains and saves (saving may take part in collectives),
@@ -179,7 +191,10 @@ def pretrain(
         jit_compile=train.jit_compile,
     )
     models = {"encoder": encoder} | ({"head": head} if head is not None else {})
-    checkpoints = Checkpoints(checkpoint_root, f"{method_name}-{run_key(method_name, params, shard_dir)}")
+    key = fingerprint(
+        run_key(method_name, params, shard_dir), mixed
+    )  # auto may resolve differently elsewhere
+    checkpoints = Checkpoints(checkpoint_root, f"{method_name}-{key}")
     restored = checkpoints.load(models, optimizer, trainer.variables)
     start, history = restored if restored is not None else (0, [])
     if restored is not None:

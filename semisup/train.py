@@ -44,6 +44,25 @@ def select_strategy(name: str) -> tf.distribute.Strategy:
     raise UserError(f"train.strategy: {name!r} is not one of auto, default, mirrored, multiworker")
 
 
+def fast_bfloat16() -> bool:
+    """Whether this machine computes bf16 natively: a GPU of compute capability 8.0 or newer, or a CPU
+    with AVX512-BF16 or AMX (elsewhere TensorFlow emulates bf16, slower than float32)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        return tuple(capability) >= (8, 0)
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_mixed_precision(setting: bool | str) -> bool:
+    """`train.mixed_precision`: true, false, or auto (mixed where bf16 is fast on this machine)."""
+    return fast_bfloat16() if setting == "auto" else bool(setting)
+
+
 def set_precision(mixed: bool) -> None:
     """mixed_bfloat16 (no loss scaling needed) or float32 for every layer built afterwards."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
@@ -173,7 +192,11 @@ class Trainer:
         first = lambda t: self.strategy.experimental_local_results(t)[0]  # noqa: E731
         return first(loss), {k: first(v) for k, v in logs.items()}
 
-    # --- epochs -----------------------------------------------------------------------------------
+    # --- steps and epochs ---------------------------------------------------------------------------
+
+    def step(self, unlabeled, labeled, labels, global_step: int) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """One distributed training step on one element of the (distributed) training stream."""
+        return self._step(unlabeled, labeled, labels, tf.constant(global_step, tf.int64))
 
     def train_epoch(
         self, dataset: tf.data.Dataset | tf.distribute.DistributedDataset, epoch: int, steps_per_epoch: int
@@ -189,8 +212,7 @@ class Trainer:
         totals: dict[str, float] = {}
         steps = 0
         for unlabeled, labeled, labels in dist:
-            global_step = tf.constant((epoch - 1) * steps_per_epoch + steps, tf.int64)
-            loss, logs = self._step(unlabeled, labeled, labels, global_step)
+            loss, logs = self.step(unlabeled, labeled, labels, (epoch - 1) * steps_per_epoch + steps)
             loss = float(loss)
             if not math.isfinite(loss):
                 raise TrainingDiverged(

@@ -29,6 +29,11 @@ def test_round_trip_through_dict():
     assert parse_params(to_dict(p)) == p
 
 
+@pytest.mark.parametrize("value", [True, False, "auto"])
+def test_mixed_precision_takes_a_bool_or_auto(value):
+    assert parse_params({"train": {"mixed_precision": value}}).train.mixed_precision == value
+
+
 def test_empty_file_gives_defaults(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text("")
@@ -49,7 +54,11 @@ def test_empty_file_gives_defaults(tmp_path):
         ({"data": {"labeled_per_class": 0}}, "data.labeled_per_class: 0 is out of range"),
         ({"data": {"test_fraction": 1.0}}, "data.test_fraction: 1.0 is out of range (must be < 1.0)"),
         ({"train": {"learning_rate": "1e-3"}}, "write 1.0e-3"),
-        ({"train": {"mixed_precision": "yes"}}, "train.mixed_precision: 'yes' is not true or false"),
+        (
+            {"train": {"mixed_precision": "yes"}},
+            "train.mixed_precision: 'yes' is not true or false or one of auto",
+        ),
+        ({"data": {"path": 3}}, "data.path: 3 is not a string or null"),
         (
             {"train": {"strategy": "tpu"}},
             "train.strategy: 'tpu' is not one of auto, default, mirrored, multiworker",

@@ -237,3 +237,14 @@ def test_only_the_chief_writes_outputs():
     assert not is_chief(Strategy(Resolver("worker", 1, {"worker": 2})))
     assert is_chief(Strategy(Resolver("chief", 0, {"chief": 1, "worker": 2})))
     assert not is_chief(Strategy(Resolver("worker", 0, {"chief": 1, "worker": 2})))
+
+
+def test_mixed_precision_auto_follows_the_hardware(monkeypatch):
+    from semisup import train
+
+    monkeypatch.setattr(train, "fast_bfloat16", lambda: True)
+    assert train.resolve_mixed_precision("auto") is True
+    assert train.resolve_mixed_precision(False) is False
+    monkeypatch.setattr(train, "fast_bfloat16", lambda: False)
+    assert train.resolve_mixed_precision("auto") is False
+    assert train.resolve_mixed_precision(True) is True
