@@ -5,7 +5,7 @@ The floor is a bare encoder forward + backward + Adam update over the images the
 input pipeline (shards on disk, via semisup.data.readers), augmentation, encoder, loss and update.
 step/floor is what augmentation, loss and input cost on top of the encoder's own compute.
 
-    python bench/train_throughput.py [--steps 6] [--methods paws,suncet] [--jit] [--mixed]
+    python bench/train_throughput.py [--steps 6] [--methods paws,suncet] [--jit] [--mixed auto|true|false]
 
 Last line: one JSON object of the figures.
 """
@@ -32,7 +32,7 @@ from semisup.data.sources import SourceSplits, SplitStream  # noqa: E402
 from semisup.encoder import get_encoder, get_head  # noqa: E402
 from semisup.methods import METHODS  # noqa: E402
 from semisup.pretrain import epoch_dataset  # noqa: E402
-from semisup.train import Trainer, set_precision  # noqa: E402
+from semisup.train import Trainer, resolve_mixed_precision, set_precision  # noqa: E402
 
 SHAPE = (96, 96, 3)
 CLASSES = 10
@@ -133,11 +133,17 @@ def main() -> None:
     )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--jit", action="store_true", help="jit_compile=True for step and floor")
-    parser.add_argument("--mixed", action="store_true", help="mixed_bfloat16 for step and floor")
+    parser.add_argument(
+        "--mixed",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="mixed_bfloat16 for step and floor (auto: as train.mixed_precision's default resolves here)",
+    )
     args = parser.parse_args()
-    set_precision(args.mixed)
+    mixed = resolve_mixed_precision(args.mixed if args.mixed == "auto" else args.mixed == "true")
+    set_precision(mixed)
     keras.utils.set_random_seed(0)
-    figures: dict = {"cpu_count": os.cpu_count(), "jit_compile": args.jit, "mixed_precision": args.mixed}
+    figures: dict = {"cpu_count": os.cpu_count(), "jit_compile": args.jit, "mixed_precision": mixed}
     with tempfile.TemporaryDirectory() as tmp:
         shard_dir = write_shards(tmp, unlabeled=500 * (args.steps + 3), labeled=500)
         for name in args.methods.split(","):
