@@ -38,8 +38,9 @@ def manifest_digest(shard_dir: str | Path) -> str:
     return hashlib.sha256((Path(shard_dir) / "manifest.json").read_bytes()).hexdigest()
 
 
-def run_key(method: str, params: Params, shard_dir: str | Path) -> str:
-    """What a checkpoint is valid for: the params pretrain@M depends on (see dvc.yaml), the data and the seed."""
+def run_key(method: str, params: Params, shard_dir: str | Path, mixed: bool) -> str:
+    """What a checkpoint is valid for: the params pretrain@M depends on (see dvc.yaml), the data, the seed,
+    and the precision `train.mixed_precision` resolved to (auto may resolve differently elsewhere)."""
     return fingerprint(
         method,
         to_dict(params.method(method)),
@@ -50,6 +51,7 @@ def run_key(method: str, params: Params, shard_dir: str | Path) -> str:
         params.knn.monitor_every,
         params.seed,
         manifest_digest(shard_dir),
+        mixed,
     )
 
 
@@ -119,6 +121,20 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
+def check_batches(manifest: dict[str, Any], method_name: str, method_params: Any) -> None:
+    """Fail before any compute when a split cannot fill one of the method's batches."""
+    for split, batch in (
+        ("unlabeled", method_params.unlabeled_batch),
+        ("labeled", method_params.labeled_batch),
+    ):
+        available = manifest["counts"].get(split, 0)
+        if available < batch:
+            raise DataError(
+                f"methods.{method_name}.{split}_batch: {batch} is larger than the {split} split "
+                f"({available} images): lower it or add data"
+            )
+
+
 def _log_epoch(live: Live, record: dict[str, Any]) -> None:
     live.step = record["epoch"]
     for key, value in record.items():
@@ -142,16 +158,7 @@ def pretrain(
     manifest = readers.verify_shards(shard_dir)
     num_classes = int(manifest["num_classes"])
     train, enc = params.train, params.encoder
-    for split, batch in (
-        ("unlabeled", method_params.unlabeled_batch),
-        ("labeled", method_params.labeled_batch),
-    ):
-        # Fail before any compute when a batch cannot be filled (readers raise the same error lazily).
-        if manifest["counts"].get(split, 0) < batch:
-            raise DataError(
-                f"methods.{method_name}.{split}_batch: {batch} is larger than the {split} split "
-                f"({manifest['counts'].get(split, 0)} images): lower it or add data"
-            )
+    check_batches(manifest, method_name, method_params)
 
     keras.utils.set_random_seed(params.seed)
     if train.deterministic:
@@ -191,9 +198,7 @@ def pretrain(
         jit_compile=train.jit_compile,
     )
     models = {"encoder": encoder} | ({"head": head} if head is not None else {})
-    key = fingerprint(
-        run_key(method_name, params, shard_dir), mixed
-    )  # auto may resolve differently elsewhere
+    key = run_key(method_name, params, shard_dir, mixed)
     checkpoints = Checkpoints(checkpoint_root, f"{method_name}-{key}")
     restored = checkpoints.load(models, optimizer, trainer.variables)
     start, history = restored if restored is not None else (0, [])

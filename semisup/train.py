@@ -13,7 +13,6 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +75,6 @@ def fingerprint(*parts: Any) -> str:
 
 def _to_f32(x: tf.Tensor) -> tf.Tensor:
     return tf.cast(x, tf.float32)
-
-
-@dataclass
-class StepResult:
-    loss: float
-    logs: dict[str, float]
 
 
 class Trainer:
