@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import shutil
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -241,8 +242,13 @@ def embed(
     return np.concatenate(feats).astype(np.float32), np.concatenate(labels)
 
 
+# One traced inference function per (encoder, jit) for as long as the encoder lives: the per-epoch monitor
+# embeds with the same encoder every epoch and should not retrace.
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _inference_fn(encoder: keras.Model, jit_compile: bool) -> Callable[[tf.Tensor], tf.Tensor]:
-    cache = encoder.__dict__.setdefault("_semisup_inference", {})
+    cache = _INFERENCE.setdefault(encoder, {})
     if jit_compile not in cache:
 
         def forward(images: tf.Tensor) -> tf.Tensor:
