@@ -186,3 +186,17 @@ def test_batch_larger_than_split_fails_before_training(shards, tmp_path):
         proc.stderr.strip().splitlines()[-1].startswith("error: methods.paws.labeled_batch: 5000 is larger")
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_diverging_run_stops_with_epoch_and_step_and_saves_nothing(shards, tmp_path):
+    params, shard_dir = shards
+    wild = _write_params(tmp_path / "wild.yaml", **{"train.learning_rate": 1.0e30})
+    proc = subprocess.run(
+        _pretrain_cmd(wild, shard_dir, tmp_path), cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: loss is nan at epoch 1, step ") and "nothing saved" in last
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("*.keras"))
+    assert not list(tmp_path.rglob("state.json"))
