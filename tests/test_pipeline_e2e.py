@@ -12,29 +12,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT, write_params
+
 BIN = Path(sys.executable).parent
 METHODS = ("crossentropy", "infonce", "suncet", "paws")
 
 # A tiny digits budget: every stage runs for real, in about a minute per repro on two cores.
 TINY = {
-    "data": {"source": "digits", "image_size": 32, "labeled_per_class": 25, "num_shards": 2},
-    "train": {"epochs": 2, "shuffle_buffer": 500},
-    "encoder": {"filters": 16},
-    "methods": {
-        "crossentropy": {"unlabeled_batch": 128, "labeled_batch": 64},
-        "infonce": {"unlabeled_batch": 128, "labeled_batch": 16},
-        "suncet": {"unlabeled_batch": 128, "labeled_batch": 64},
-        "paws": {"unlabeled_batch": 128, "labeled_batch": 64},
-    },
+    "data.source": "digits",
+    "data.image_size": 32,
+    "data.labeled_per_class": 25,
+    "data.num_shards": 2,
+    "train.epochs": 2,
+    "train.shuffle_buffer": 500,
+    "encoder.filters": 16,
+    **{f"methods.{m}.unlabeled_batch": 128 for m in METHODS},
+    **{f"methods.{m}.labeled_batch": 64 for m in METHODS},
+    "methods.infonce.labeled_batch": 16,
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return out
 
 
 def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -66,8 +61,7 @@ def repo(tmp_path_factory) -> Path:
         ):
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, repo / rel)
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(repo / "params.yaml", TINY)
     run(repo, "git", "init", "-q")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "project")

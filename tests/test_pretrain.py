@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -14,67 +13,37 @@ import numpy as np
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+from tests.support import ENV, ROOT, make_shards, write_params
 
 # Small enough to train in seconds, large enough to have several steps per epoch.
 TINY = {
-    "data": {"source": "digits", "image_size": 32, "labeled_per_class": 25, "num_shards": 2},
-    "train": {"epochs": 4, "shuffle_buffer": 500},
-    "encoder": {"filters": 8, "embedding_dim": 32},
-    "methods": {"paws": {"unlabeled_batch": 128, "labeled_batch": 50}},
+    "data.source": "digits",
+    "data.image_size": 32,
+    "data.labeled_per_class": 25,
+    "data.num_shards": 2,
+    "train.epochs": 4,
+    "train.shuffle_buffer": 500,
+    "encoder.filters": 8,
+    "encoder.embedding_dim": 32,
+    "methods.paws.unlabeled_batch": 128,
+    "methods.paws.labeled_batch": 50,
 }
 
 
 def _write_params(path: Path, **changes) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        for key, value in values.items():
-            if isinstance(value, dict):
-                params[section][key].update(value)
-            else:
-                params[section][key] = value
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
+    return write_params(path, TINY | changes)
 
 
-def _stage(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kwargs,
-    )
+def _pretrain(params: Path, shard_dir: Path, out: Path) -> subprocess.CompletedProcess:
+    cmd = _pretrain_cmd(params, shard_dir, out)
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("digits")
     params = _write_params(tmp / "params.yaml")
-    for cmd in (
-        ("stages.download", "--params", str(params), "--raw-dir", str(tmp / "raw")),
-        (
-            "stages.shard",
-            "--params",
-            str(params),
-            "--raw-dir",
-            str(tmp / "raw"),
-            "--out",
-            str(tmp / "shards"),
-        ),
-    ):
-        proc = _stage(*cmd)
-        assert proc.returncode == 0, proc.stderr
-    return params, tmp / "shards"
+    return params, make_shards(tmp, params)
 
 
 def _pretrain_cmd(params: Path, shard_dir: Path, out: Path) -> list[str]:
@@ -136,17 +105,13 @@ def _kill_after_epoch(params: Path, shard_dir: Path, out: Path, epoch: int) -> N
 def test_sigkill_mid_run_resumes_and_matches_uninterrupted(shards, tmp_path):
     params, shard_dir = shards
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    proc = subprocess.run(
-        _pretrain_cmd(params, shard_dir, straight), cwd=ROOT, env=ENV, capture_output=True, text=True
-    )
+    proc = _pretrain(params, shard_dir, straight)
     assert proc.returncode == 0, proc.stderr
     assert "resuming" not in proc.stderr
     assert not any((straight / "ckpt").iterdir()), "a finished run removes its checkpoints"
 
     _kill_after_epoch(params, shard_dir, resumed, epoch=2)
-    proc = subprocess.run(
-        _pretrain_cmd(params, shard_dir, resumed), cwd=ROOT, env=ENV, capture_output=True, text=True
-    )
+    proc = _pretrain(params, shard_dir, resumed)
     assert proc.returncode == 0, proc.stderr
     assert "resuming paws after epoch 2" in proc.stderr
     assert "paws epoch 1/4" not in proc.stderr and "paws epoch 3/4" in proc.stderr
@@ -166,9 +131,7 @@ def test_changed_param_never_resumes_a_stale_checkpoint(shards, tmp_path):
     out = tmp_path / "out"
     _kill_after_epoch(params, shard_dir, out, epoch=1)
     changed = _write_params(tmp_path / "changed.yaml", **{"train.learning_rate": 2.0e-3})
-    proc = subprocess.run(
-        _pretrain_cmd(changed, shard_dir, out), cwd=ROOT, env=ENV, capture_output=True, text=True
-    )
+    proc = _pretrain(changed, shard_dir, out)
     assert proc.returncode == 0, proc.stderr
     assert "resuming" not in proc.stderr
     assert "paws epoch 1/4" in proc.stderr
@@ -178,9 +141,7 @@ def test_changed_param_never_resumes_a_stale_checkpoint(shards, tmp_path):
 def test_batch_larger_than_split_fails_before_training(shards, tmp_path):
     params, shard_dir = shards
     bad = _write_params(tmp_path / "bad.yaml", **{"methods.paws.labeled_batch": 5000})
-    proc = subprocess.run(
-        _pretrain_cmd(bad, shard_dir, tmp_path), cwd=ROOT, env=ENV, capture_output=True, text=True
-    )
+    proc = _pretrain(bad, shard_dir, tmp_path)
     assert proc.returncode == 2
     assert (
         proc.stderr.strip().splitlines()[-1].startswith("error: methods.paws.labeled_batch: 5000 is larger")
@@ -191,9 +152,7 @@ def test_batch_larger_than_split_fails_before_training(shards, tmp_path):
 def test_diverging_run_stops_with_epoch_and_step_and_saves_nothing(shards, tmp_path):
     params, shard_dir = shards
     wild = _write_params(tmp_path / "wild.yaml", **{"train.learning_rate": 1.0e30})
-    proc = subprocess.run(
-        _pretrain_cmd(wild, shard_dir, tmp_path), cwd=ROOT, env=ENV, capture_output=True, text=True
-    )
+    proc = _pretrain(wild, shard_dir, tmp_path)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: loss is nan at epoch 1, step ") and "nothing saved" in last

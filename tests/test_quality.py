@@ -2,59 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-import yaml
 from sklearn.neighbors import KNeighborsClassifier
 
 from semisup.config import parse_params
 from semisup.data.readers import load_split
 from semisup.methods import METHODS
 from stages.demo import DEMO_PARAMS
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import make_shards, params_with, write_params
 
 # Bars set from measured runs of this profile (seed 0): see the closing note of the methods issue.
 CHANCE = 0.1
 WIDE_MARGIN = 0.6
 
 
-def demo_params() -> dict:
-    """params.yaml with the demo's `-S key=value` overrides applied."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in DEMO_PARAMS.items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for key in parents:
-            node = node[key]
-        node[leaf] = yaml.safe_load(str(value))
-    return params
-
-
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quality")
-    params_path = tmp / "params.yaml"
-    params_path.write_text(yaml.safe_dump(demo_params(), sort_keys=False))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    for args in (
-        ["stages.download", "--raw-dir", str(tmp / "raw")],
-        ["stages.shard", "--raw-dir", str(tmp / "raw"), "--out", str(tmp / "shards")],
-    ):
-        proc = subprocess.run(
-            [sys.executable, "-m", *args, "--params", str(params_path)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 0, proc.stderr
-    return parse_params(demo_params()), tmp
+    make_shards(tmp, write_params(tmp / "params.yaml", DEMO_PARAMS))
+    return parse_params(params_with(DEMO_PARAMS)), tmp
 
 
 @pytest.fixture(scope="module")

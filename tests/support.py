@@ -1,0 +1,54 @@
+"""What several test files share: params.yaml with `dvc exp run -S`-style overrides, digits shards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def params_with(overrides: Mapping[str, Any]) -> dict:
+    """The repository's params.yaml with dotted `key: value` overrides, as `dvc exp run -S key=value`.
+
+    A string value is read as YAML, as DVC reads `-S` values (`"false"` -> False, `"[0.5,1.0]"` -> a list).
+    """
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+    return params
+
+
+def write_params(path: Path, overrides: Mapping[str, Any]) -> Path:
+    """Write `params_with(overrides)` to `path`; -> path."""
+    path.write_text(yaml.safe_dump(params_with(overrides), sort_keys=False))
+    return path
+
+
+def make_shards(root: Path, params_path: Path) -> Path:
+    """Run the download and shard stages into root/raw and root/shards; -> the shard directory."""
+    for args in (
+        ["stages.download", "--raw-dir", str(root / "raw")],
+        ["stages.shard", "--raw-dir", str(root / "raw"), "--out", str(root / "shards")],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", *args, "--params", str(params_path)],
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr
+    return root / "shards"
