@@ -45,6 +45,13 @@ from stages.common import load, params_option, user_errors
     help="Run as N worker processes of one multiworker cluster on this machine (loopback ports); "
     "the first writes the outputs. [env SEMISUP_LOCAL_WORKERS]",
 )
+@click.option(
+    "--step-log",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append every training step's loss to this file (step, steps per epoch, loss; tab-separated), "
+    "e.g. to compare the same run on different hardware. Only the chief writes it.",
+)
 @user_errors
 def main(
     method: str,
@@ -55,6 +62,7 @@ def main(
     checkpoints: str,
     cpu_replicas: int,
     local_workers: int,
+    step_log: str | None,
 ) -> None:
     """Pretrain METHOD's encoder on the shards."""
     params = load(params_path)
@@ -72,6 +80,8 @@ def main(
 
     from semisup.pretrain import pretrain
 
+    log_file = open(step_log, "a", buffering=1) if step_log and worker == 0 else None  # noqa: SIM115
+    on_step = (lambda step, steps, loss: log_file.write(f"{step}\t{steps}\t{loss!r}\n")) if log_file else None
     try:
         history = pretrain(
             method,
@@ -80,6 +90,7 @@ def main(
             model_dir=f"{models}/{method}",
             metrics_dir=f"{metrics}/{method}",
             checkpoint_root=checkpoints,
+            on_step=on_step,
         )
     except WorkerLost as exc:
         # TensorFlow's cluster runtime may wait for the lost peer at interpreter exit: leave at once.
