@@ -291,3 +291,51 @@ def test_batch_divisibility_is_checked_only_for_what_is_read(digits):
     readers.train_dataset(shards, unlabeled_batch=64, labeled_batch=25, read_labeled=False, **args)
     with pytest.raises(UserError, match=r"methods\.infonce\.labeled_batch: 25 does not divide among 2"):
         readers.train_dataset(shards, unlabeled_batch=64, labeled_batch=25, **args)
+
+
+@pytest.mark.slow
+def test_local_workers_through_dvc_repro(tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for rel in filter(None, tracked.split("\0")):
+        if rel.startswith(("semisup/", "stages/", ".dvc/")) or rel in (
+            "dvc.yaml",
+            ".dvcignore",
+            ".gitignore",
+        ):
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    write_params(repo / "params.yaml", TINY)
+    env = _env(tmp_path) | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    proc = subprocess.run(
+        ["dvc", "repro", "pretrain@infonce"],
+        cwd=repo,
+        env=env | {"SEMISUP_LOCAL_WORKERS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "worker 0 of 2" in output and "infonce: trained 1 epochs" in output
+    lock = (repo / "dvc.lock").read_text()
+    assert "pretrain@infonce" in lock
+    assert (repo / "models" / "infonce" / "encoder.keras").exists()
+    assert not any((repo / ".checkpoints").iterdir())
+    assert not list((tmp_path / "tmp").glob("semisup-*"))
