@@ -182,6 +182,26 @@ class Run:
         return self.worker == 0
 
 
+def build_models(
+    strategy: tf.distribute.Strategy, method: Method, params: Params, manifest: dict[str, Any]
+) -> tuple[keras.Model, keras.Model | None, keras.optimizers.Optimizer]:
+    """The encoder, the head (methods that have one) and Adam, created inside the strategy's scope."""
+    enc = params.encoder
+    with strategy.scope():
+        encoder = get_encoder(
+            tuple(manifest["image_shape"]),
+            filters=enc.filters,
+            depth=enc.depth,
+            kernel_size=enc.kernel_size,
+            stride=enc.stride,
+            embedding_dim=enc.embedding_dim,
+        )
+        classes = int(manifest["num_classes"])
+        head = get_head(classes, input_dim=enc.embedding_dim) if method.has_head else None
+        optimizer = keras.optimizers.Adam(learning_rate=params.train.learning_rate)
+    return encoder, head, optimizer
+
+
 def build(
     method_name: str,
     params: Params,
@@ -198,7 +218,7 @@ def build(
     if labeled_ids is not None:
         labeled_ids = [int(i) for i in readers.check_labeled_ids(labeled_ids, manifest["counts"]["labeled"])]
     check_batches(manifest, method_name, method_params, None if labeled_ids is None else len(labeled_ids))
-    train, enc = params.train, params.encoder
+    train = params.train
 
     keras.utils.set_random_seed(params.seed)
     if train.deterministic:
@@ -215,17 +235,7 @@ def build(
         strategy.num_replicas_in_sync,
         f", worker {worker} of {workers}" if workers > 1 else "",
     )
-    with strategy.scope():
-        encoder = get_encoder(
-            tuple(manifest["image_shape"]),
-            filters=enc.filters,
-            depth=enc.depth,
-            kernel_size=enc.kernel_size,
-            stride=enc.stride,
-            embedding_dim=enc.embedding_dim,
-        )
-        head = get_head(num_classes, input_dim=enc.embedding_dim) if method.has_head else None
-        optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
+    encoder, head, optimizer = build_models(strategy, method, params, manifest)
     trainer = Trainer(
         method,
         method_params,

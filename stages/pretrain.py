@@ -71,8 +71,10 @@ def main(
         sys.exit(_launch(params.train.strategy, local_workers))
 
     from semisup.distribute import WorkerLost, cluster_spec, configure_devices
+    from semisup.errors import UserError
 
-    worker = _worker_index(cluster_spec())
+    spec = cluster_spec()
+    worker = _worker_index(spec)
     # A cluster's other workers log warnings only: the chief's progress is the run's.
     logging.basicConfig(level=logging.INFO if worker == 0 else logging.WARNING, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its per-collective INFO lines
@@ -92,8 +94,11 @@ def main(
             checkpoint_root=checkpoints,
             on_step=on_step,
         )
-    except WorkerLost as exc:
-        # TensorFlow's cluster runtime may wait for the lost peer at interpreter exit: leave at once.
+    except UserError as exc:
+        if not isinstance(exc, WorkerLost) and not spec:
+            raise
+        # In a cluster, TensorFlow's runtime may wait for a lost (or failed) peer at interpreter exit:
+        # report and leave at once.
         click.echo(f"error: {exc}", err=True)
         sys.stdout.flush()
         sys.stderr.flush()
