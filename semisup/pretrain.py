@@ -217,7 +217,13 @@ def build(
     num_classes = int(manifest["num_classes"])
     if labeled_ids is not None:
         labeled_ids = [int(i) for i in readers.check_labeled_ids(labeled_ids, manifest["counts"]["labeled"])]
-    check_batches(manifest, method_name, method_params, None if labeled_ids is None else len(labeled_ids))
+    labeled = manifest["counts"].get("labeled", 0) if labeled_ids is None else len(labeled_ids)
+    check_batches(manifest, method_name, method_params, None if labeled_ids is None else labeled)
+    if params.knn.monitor_every and max(params.knn.k) > labeled:
+        raise DataError(
+            f"knn.k: {max(params.knn.k)} is larger than the kNN monitor's bank ({labeled} labeled images): "
+            "lower knn.k, or set knn.monitor_every: 0"
+        )
     train = params.train
 
     keras.utils.set_random_seed(params.seed)

@@ -244,3 +244,56 @@ def test_labeled_ids_reach_the_checkpoint_key_batches_and_monitor(shards, monkey
 
     pt.monitor(get_encoder((32, 32, 3), filters=8, embedding_dim=8), shard_dir, params, 10, [5, 6, 7, 8])
     assert seen == {"n": 4}
+
+
+@pytest.mark.slow
+def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path):
+    import keras
+
+    from semisup.config import load_params
+    from semisup.data import readers
+    from semisup.errors import DataError
+    from semisup.pretrain import pretrain
+
+    _, shard_dir = shards
+    params = load_params(
+        _write_params(
+            tmp_path / "p.yaml", **{"train.epochs": 1, "train.mixed_precision": False, "knn.k": [20]}
+        )
+    )
+    with pytest.raises(DataError, match=r"^knn\.k: 200 is larger than the kNN monitor's bank \(50 labeled"):
+        pretrain(
+            "paws",
+            load_params(shards[0]),
+            shard_dir=shard_dir,
+            model_dir=tmp_path,
+            metrics_dir=tmp_path,
+            checkpoint_root=tmp_path,
+            labeled_ids=list(range(50)),
+        )
+    ids = list(range(0, 250, 5))  # 50 of the 250 labeled images: exactly one labeled batch
+    calls, subsets = [], []
+    original = readers.labeled_subset
+    readers.labeled_subset = lambda shard_dir, labeled_ids=None: (
+        subsets.append(labeled_ids) or original(shard_dir, labeled_ids)
+    )
+    try:
+        history = pretrain(
+            "paws",
+            params,
+            shard_dir=shard_dir,
+            model_dir=tmp_path / "model",
+            metrics_dir=tmp_path / "metrics",
+            checkpoint_root=tmp_path / "ckpt",
+            labeled_ids=ids,
+            on_step=lambda step, steps, loss: calls.append((step, steps, loss)),
+        )
+    finally:
+        readers.labeled_subset = original
+        keras.mixed_precision.set_global_policy("float32")
+    steps = 1188 // 128
+    assert [(s, n) for s, n, _ in calls] == [(s, steps) for s in range(1, steps + 1)]
+    assert all(isinstance(loss, float) and np.isfinite(loss) for *_, loss in calls)
+    assert np.isclose(history[0]["loss"], np.mean([loss for *_, loss in calls]), rtol=1e-5)
+    assert subsets and all(s == ids for s in subsets)  # the stream and the kNN bank: only these images
+    assert (tmp_path / "model" / "encoder.keras").exists()
