@@ -27,6 +27,10 @@ def main(method: str, params_path: str, shards: str, models: str, metrics: str, 
     params = load(params_path)
     params.method(method)  # an unknown method name fails here, before TensorFlow starts
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from semisup.preflight import check_pretrain
+
+    # Everything that can fail before training fails here: manifest, knn.k, writable folders, free disk.
+    check_pretrain(params, method, shards, f"{models}/{method}", f"{metrics}/{method}", checkpoints)
 
     from semisup.pretrain import pretrain
 

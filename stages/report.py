@@ -13,6 +13,7 @@ import click
 
 from semisup.errors import DataError, UserError
 from semisup.io import output_set, write_json
+from semisup.preflight import check_outputs
 from semisup.report import Curve, format_table, plot_curves, read_curve, summarize
 from stages.common import load, params_option, user_errors
 
@@ -58,6 +59,7 @@ def main(params_path: str, metrics: str, out: str) -> None:
     monitored = params.knn.monitor_every > 0
     curves = {k: load_curves(metrics_dir, methods, k) if monitored else {} for k in ks}
     # Everything is read and checked: now write.
+    check_outputs(out)
     note = "" if monitored else "no per-epoch kNN scores (knn.monitor_every = 0)"
     with output_set(Path(out) / "summary.json", Path(out) / "plots") as (summary_json, plots):
         write_json(summary_json, summary)

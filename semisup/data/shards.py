@@ -78,6 +78,12 @@ def count_records(path: str | Path) -> int:
     return count
 
 
+def shard_bytes(source: SourceSplits, image_size: int) -> int:
+    """About how many bytes write_shards writes for `source`: the pixels plus ~40 bytes of framing each."""
+    images = sum(stream.count for stream in source.splits.values())
+    return images * (image_size * image_size * 3 + 40) + 2**20
+
+
 def _quiet(progress: bool) -> bool | None:
     """tqdm's `disable`: off when asked, and when stderr is not a terminal (None)."""
     return None if progress else True
