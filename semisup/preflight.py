@@ -19,10 +19,9 @@ _SLACK = 2**20  # file headers, JSON, dvclive's few lines
 
 def check_k_vs_bank(ks: Sequence[int], bank_size: int, where: str) -> None:
     """UserError when a k of knn.k exceeds the labeled bank of `bank_size` embeddings."""
-    too_big = [k for k in ks if k > bank_size]
-    if too_big:
+    if max(ks) > bank_size:
         raise UserError(
-            f"knn.k: {too_big[0]} is larger than the kNN bank ({bank_size} labeled images in {where}): "
+            f"knn.k: {max(ks)} is larger than the bank ({bank_size} labeled examples in {where}); "
             f"use k <= {bank_size}, or label more images (data.labeled_per_class)"
         )
 
@@ -86,7 +85,7 @@ def check_pretrain(
     check_free_space(metrics_dir, _SLACK, f"the {method} training curves")
 
 
-def check_outputs(*folders: str | os.PathLike, need_bytes: int = _SLACK) -> None:
+def check_outputs(*folders: str | os.PathLike, need_bytes: int = 0) -> None:
     """Every output folder writable, with `need_bytes` free: before compute, for any stage."""
     for folder in folders:
         probe_writable(folder)
