@@ -7,7 +7,7 @@ from pathlib import Path
 from semisup.data import readers
 from semisup.data.sources import save_npz
 from semisup.encoder import load_encoder
-from semisup.io import check_free_space, output_set
+from semisup.io import check_free_space, output_set, probe_writable
 from semisup.train import embed
 
 SPLITS = ("labeled", "test")
@@ -24,6 +24,7 @@ def embed_splits(
     encoder = load_encoder(model_path, image_shape=tuple(manifest["image_shape"]), rerun=rerun)
     dim = int(encoder.outputs[0].shape[-1])
     images = sum(manifest["counts"][split] for split in SPLITS)
+    probe_writable(out_dir)
     check_free_space(out_dir, images * (4 * dim + 8) + 2**20, "the embeddings")
     counts = {}
     with output_set(out_dir) as (tmp,):

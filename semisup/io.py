@@ -120,12 +120,15 @@ def output_set(*outputs: str | os.PathLike) -> Iterator[list[Path]]:
     outs = [Path(o) for o in outputs]
     parent = _common_parent(outs)
     name = outs[0].name
+    created = _missing_ancestors(parent)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         remove_stale(parent, name)
         tmp, fd = _new_tmp_dir(parent, name)
     except OSError as exc:
+        _remove_empty(created)
         raise _fault(exc, outs) from None
+    ok = False
     try:
         staged = [tmp / str(i) / o.name for i, o in enumerate(outs)]
         for path in staged:
@@ -137,6 +140,7 @@ def output_set(*outputs: str | os.PathLike) -> Iterator[list[Path]]:
                 raise RuntimeError(f"output_set: the block did not write {', '.join(map(str, missing))}")
             (tmp / "old").mkdir()
             _commit(list(zip(staged, outs, strict=True)), tmp / "old")
+            ok = True
         except Exception as exc:
             fault = _fault(exc, outs)
             if fault is None:
@@ -145,6 +149,23 @@ def output_set(*outputs: str | os.PathLike) -> Iterator[list[Path]]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         os.close(fd)
+        if not ok:
+            _remove_empty(created)  # a failed stage leaves no trace, not even the folders it made
+
+
+def _missing_ancestors(folder: Path) -> list[Path]:
+    """`folder` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _fault(exc: BaseException, outs: list[Path]) -> Exception | None:
