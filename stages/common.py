@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import os
@@ -60,6 +61,21 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         sys.exit(2)
 
     return wrapper
+
+
+def _release_failed_frames() -> None:
+    """At exit after a traceback, free the failed frames while imports still work.
+
+    Python keeps the uncaught exception in sys.last_* until the modules are torn down; the frames hold
+    dvclive's dulwich repository, whose finalisers then print `ImportError: sys.meta_path is None`.
+    """
+    for name in ("last_exc", "last_traceback", "last_value", "last_type"):
+        if hasattr(sys, name):
+            setattr(sys, name, None)
+    gc.collect()
+
+
+atexit.register(_release_failed_frames)
 
 
 def load(params_path: str) -> Params:

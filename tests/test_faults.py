@@ -430,3 +430,30 @@ def test_embed_stage_refuses_a_truncated_model(workspace, tmp_path: Path) -> Non
     proc = run_stage("embed", params, tmp_path, tmp_path)
     assert_one_line_error(proc, str(model), "not a .keras model file", "dvc repro -f pretrain@paws")
     assert not (tmp_path / "embeddings").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fault", "bug"])
+def test_no_shutdown_noise_after_a_failure_with_dvclive_open(tmp_path: Path, kind: str) -> None:
+    """dvclive's dulwich objects, finalised at shutdown, printed `ImportError: sys.meta_path is None`."""
+    code = f"""
+import errno, sys
+from stages.common import user_errors
+
+@user_errors
+def main():
+    from dvclive import Live
+    live = Live({str(tmp_path / "train")!r}, dvcyaml=False, save_dvc_exp=False)
+    live.log_metric("x", 1.0)
+    if {kind!r} == "fault":
+        raise OSError(errno.EROFS, "Read-only file system", {str(tmp_path / "models")!r})
+    raise RuntimeError("a bug of ours")
+
+main()
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert "meta_path" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    if kind == "fault":
+        assert_one_line_error(proc, f"{tmp_path / 'models'}: read-only file system")
+    else:
+        assert proc.returncode == 1 and proc.stderr.rstrip().endswith("RuntimeError: a bug of ours")
