@@ -364,6 +364,41 @@ def test_flipped_byte_is_named_by_file_at_any_size(workspace, tmp_path: Path, li
         readers.verify_shards(shards, hash_limit_bytes=limit)
 
 
+def test_a_passed_check_is_remembered_across_processes_until_a_file_changes(tmp_path, monkeypatch) -> None:
+    from semisup.data import readers
+    from semisup.data.shards import write_shards
+    from semisup.data.sources import SourceSplits, SplitStream
+    from semisup.errors import DataError
+
+    monkeypatch.setenv("SEMISUP_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    images = [(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), i % 2) for i in range(40)]
+
+    def stream(labeled: bool) -> SplitStream:
+        return SplitStream(40, lambda: iter([(x, y if labeled else -1) for x, y in images]))
+
+    source = SourceSplits(
+        "t", ("a", "b"), {"unlabeled": stream(False), "labeled": stream(True), "test": stream(True)}
+    )
+    shards = tmp_path / "shards"
+    write_shards(shards, source, image_size=32, num_shards=2, seed=0, data_params={}, progress=False)
+    readers.verify_shards(shards)
+    readers._verified.clear()  # a new process: only the stamp under SEMISUP_CACHE_DIR remembers
+
+    def no_hashing(path):
+        raise AssertionError("a remembered, untouched shard set is not hashed again")
+
+    monkeypatch.setattr(readers, "sha256_file", no_hashing)
+    readers.verify_shards(shards)
+    monkeypatch.undo()
+    monkeypatch.setenv("SEMISUP_CACHE_DIR", str(tmp_path / "cache"))
+    readers._verified.clear()
+    victim = shards / "test-00000-of-00001.tfrecord"
+    _flip_inside_a_record(victim)  # a write: its ctime changes, so the stamp no longer matches
+    with pytest.raises(DataError, match=rf"{victim}: sha256 differs"):
+        readers.verify_shards(shards)
+
+
 @pytest.mark.slow
 def test_embed_names_a_corrupt_shard_and_writes_nothing(workspace, tmp_path: Path) -> None:
     params, src, _ = workspace

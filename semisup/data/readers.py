@@ -7,6 +7,8 @@ which repeats (reshuffled each pass) for as long as the epoch needs.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ import tensorflow as tf
 from semisup.data.shards import MANIFEST, count_records, sha256_file
 from semisup.data.sources import SPLITS
 from semisup.errors import DataError, UserError
+from semisup.io import write_json
 
 _AUTOTUNE = tf.data.AUTOTUNE
 _MAX_CYCLE = 16  # shards read at once by the training stream
@@ -48,7 +51,10 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
 
 
 def _stats(shard_dir: Path, manifest: dict[str, Any]) -> tuple:
-    """(name, size, mtime) of the manifest and every shard; DataError naming a missing shard."""
+    """(name, size, mtime, ctime, inode) of the manifest and every shard; DataError naming a missing shard.
+
+    Any write through the file system changes a file's ctime, which no tool can set back.
+    """
     stats = []
     for name in [MANIFEST] + [s["file"] for s in manifest["shards"]]:
         try:
@@ -57,8 +63,37 @@ def _stats(shard_dir: Path, manifest: dict[str, Any]) -> tuple:
             raise DataError(
                 f"{shard_dir / name}: missing shard: run the shard stage again (dvc repro shard)"
             ) from None
-        stats.append((name, st.st_size, st.st_mtime_ns))
+        stats.append((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
     return tuple(stats)
+
+
+def _stamp(key: str) -> Path:
+    """Where a passed check of the shard set `key` is remembered across processes ($SEMISUP_CACHE_DIR)."""
+    root = os.environ.get("SEMISUP_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "semisup")
+    return Path(root) / "verified" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _remembered(key: str, stats: tuple) -> bool:
+    """Whether this exact shard set (same files, untouched since) passed a full check before."""
+    if _verified.get(key) == stats:
+        return True
+    try:
+        return json.loads(_stamp(key).read_text()) == [list(s) for s in stats]
+    except (OSError, ValueError):
+        return False
+
+
+def _remember(key: str, stats: tuple) -> None:
+    _verified[key] = stats
+    with contextlib.suppress(OSError, UserError):  # a read-only home only costs the next stage a check
+        write_json(_stamp(key), [list(s) for s in stats])
+
+
+def forget(shard_dir: str | Path) -> None:
+    """Drop what verify_shards remembers of shard_dir, so that the next call checks every byte again."""
+    key = str((Path(shard_dir) / MANIFEST).resolve())
+    _verified.pop(key, None)
+    _stamp(key).unlink(missing_ok=True)
 
 
 _FIX = "the shard is truncated or corrupted: run the shard stage again (dvc repro -f shard)"
@@ -98,14 +133,15 @@ def verify_shards(shard_dir: str | Path, *, hash_limit_bytes: int | None = None)
     Content: sha256 against the manifest, several files at once (hashlib releases the GIL), at disk
     speed; a shard set over `hash_limit_bytes` (None: no limit) is checked by the records' own CRC32C
     instead. Either way a corrupt shard is named before the stage computes or writes anything.
-    A shard set that passed once in this process is not checked again while its files' sizes and
-    modification times stay the same, so calling this every epoch costs a few stat calls.
+    A shard set that passed once is not checked again while its files stay the same (size, mtime,
+    ctime, inode: as DVC's own state cache keys its hashes), in this process or the next stage's, so
+    after the first check a stage pays a few stat calls.
     """
     shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir)
     key = str((shard_dir / MANIFEST).resolve())
     stats = _stats(shard_dir, manifest)
-    if _verified.get(key) == stats:
+    if _remembered(key, stats):
         return manifest
     entries = manifest["shards"]
     for entry in entries:
@@ -122,7 +158,7 @@ def verify_shards(shard_dir: str | Path, *, hash_limit_bytes: int | None = None)
             raise DataError(
                 f"{shard_dir / MANIFEST}: {split} shards hold {records} records, counts say otherwise"
             )
-    _verified[key] = stats
+    _remember(key, stats)
     return manifest
 
 
