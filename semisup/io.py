@@ -181,7 +181,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     `suffix` is kept for callers that need the temporary file to end like the output (.npz, .keras).
     """
     path = Path(path)
-    with output_set(path.with_name(path.name)) as (tmp,):
+    with output_set(path) as (tmp,):
         real = tmp.with_name(tmp.name + suffix) if suffix and not tmp.name.endswith(suffix) else tmp
         yield real
         if real != tmp:
