@@ -45,6 +45,8 @@ class DataParams:
     test_fraction: float = _f(0.2, gt=0.0, lt=1.0)  # sources without a test split
     num_shards: int = _f(16, ge=1)  # per split, fewer when a split has fewer records
     on_bad_image: Literal["error", "skip"] = "error"  # folder source: unreadable image files
+    # Folder source: images with more pixels are refused before decoding (a decompression bomb).
+    max_pixels: int = _f(100_000_000, ge=1)
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class EmbedParams:
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 0
+    seed: int = _f(0, ge=0, le=2**32 - 1)  # NumPy and Keras seed generators take 32-bit seeds
     method_names: tuple[str, ...] = _f(METHOD_NAMES, nonempty=True)  # the methods the pipeline runs
     data: DataParams = field(default_factory=DataParams)
     train: TrainParams = field(default_factory=TrainParams)

@@ -4,35 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
-import numpy as np
-
 from semisup.data import readers
-from semisup.errors import UserError
-from semisup.io import atomic_path
+from semisup.data.sources import save_npz
+from semisup.encoder import load_encoder
+from semisup.io import check_free_space, output_set, probe_writable
 from semisup.train import embed
 
 SPLITS = ("labeled", "test")
 
 
-def load_encoder(path: str | Path) -> keras.Model:
-    """Load a saved encoder in Keras' safe mode; a clear error when it is missing."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no saved encoder (run `dvc repro pretrain@{path.parent.name}` first)")
-    return keras.models.load_model(path, compile=False, safe_mode=True)
-
-
 def embed_splits(
-    model_path: str | Path, shard_dir: str | Path, out_dir: str | Path, *, batch_size: int
+    model_path: str | Path, shard_dir: str | Path, out_dir: str | Path, *, batch_size: int, rerun: str
 ) -> dict:
-    """Write out_dir/{labeled,test}.npz (float32 `features`, int64 `labels`); -> images per split."""
-    readers.verify_shards(shard_dir)
-    encoder = load_encoder(model_path)
+    """Write out_dir/{labeled,test}.npz (float32 `features`, int64 `labels`) together; -> images per split.
+
+    Shards and model are checked before anything is computed; the two files appear together or not at all.
+    """
+    manifest = readers.verify_shards(shard_dir)
+    encoder = load_encoder(model_path, image_shape=tuple(manifest["image_shape"]), rerun=rerun)
+    dim = int(encoder.outputs[0].shape[-1])
+    images = sum(manifest["counts"][split] for split in SPLITS)
+    probe_writable(out_dir)
+    check_free_space(out_dir, images * (4 * dim + 8) + 2**20, "the embeddings")
     counts = {}
-    for split in SPLITS:
-        features, labels = embed(encoder, readers.eval_dataset(shard_dir, split, batch_size))
-        with atomic_path(Path(out_dir) / f"{split}.npz", suffix=".npz") as tmp:
-            np.savez(tmp, features=features, labels=labels)
-        counts[split] = len(labels)
+    with output_set(out_dir) as (tmp,):
+        tmp.mkdir()
+        for split in SPLITS:
+            features, labels = embed(encoder, readers.eval_dataset(shard_dir, split, batch_size))
+            save_npz(tmp / f"{split}.npz", features=features, labels=labels)
+            counts[split] = len(labels)
     return counts

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import keras
 
-from semisup.errors import UserError
+from semisup.errors import DataError, UserError
 from semisup.io import atomic_path
+
+# What a saved encoder of this pipeline is made of, in order: anything else is a foreign model.
+ENCODER_LAYERS = ("InputLayer", "Conv2D", "Flatten", "Dense")
 
 
 def min_image_size(depth: int, kernel_size: int, stride: int) -> int:
@@ -100,3 +103,46 @@ def canonical_keras(path: str | Path) -> None:
             entry.external_attr = 0o644 << 16
             dst.writestr(entry, data)
     os.replace(tmp, path)
+
+
+def load_encoder(path: str | Path, *, image_shape: tuple[int, int, int], rerun: str) -> keras.Model:
+    """A saved encoder (B, H, W, 3) -> (B, D), in safe mode; a one-line error for anything else at `path`.
+
+    `rerun` says how to make a good one (e.g. "rerun `dvc repro -f pretrain@paws`").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no saved encoder: {rerun.replace('rerun', 'run', 1)}")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a .keras model file (empty, truncated or another format): {rerun}")
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError, TypeError, KeyError... for whatever it cannot rebuild
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "Lambda" in problem:
+            problem = "it holds a Lambda layer (arbitrary Python code), which safe mode refuses"
+        raise DataError(f"{path}: not an encoder of this pipeline ({problem[:200]}): {rerun}") from None
+    check_encoder(model, path, image_shape=image_shape, rerun=rerun)
+    return model
+
+
+def check_encoder(model: keras.Model, path: str | Path, *, image_shape: tuple[int, ...], rerun: str) -> None:
+    """DataError unless `model` is get_encoder's architecture for images of `image_shape`."""
+    kinds = [type(layer).__name__ for layer in model.layers]
+    # Deduplicated in order: Conv2D repeats `depth` times, each kind must appear once in this order.
+    ordered = [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k]
+    if kinds and kinds[0] != "InputLayer":
+        ordered.insert(0, "InputLayer")
+    if tuple(ordered) != ENCODER_LAYERS:
+        raise DataError(
+            f"{path}: layers {', '.join(kinds)} are not this pipeline's encoder "
+            f"(Conv2D x depth, Flatten, Dense): {rerun}"
+        )
+    inputs = model.inputs
+    shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else None
+    if shape != tuple(image_shape):
+        raise DataError(
+            f"{path}: takes images of shape {shape}, the shards hold {tuple(image_shape)}: {rerun}"
+        )
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+        raise DataError(f"{path}: does not output one (batch, features) embedding: {rerun}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -13,7 +15,7 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from semisup.config import Params, load_params  # noqa: E402
-from semisup.errors import UserError  # noqa: E402
+from semisup.errors import UserError, fault_message  # noqa: E402
 
 params_option = click.option(
     "--params",
@@ -25,18 +27,55 @@ params_option = click.option(
 )
 
 
+def one_line(exc: BaseException) -> str | None:
+    """The one-line message of a fault the user or the machine caused; None for a bug of ours."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    fault = fault_message(exc)
+    if fault is not None:
+        return str(fault)
+    if type(exc).__name__ == "DataLossError":  # TensorFlow read a record whose CRC does not match
+        return (
+            f"{str(exc).splitlines()[0]}: a shard changed after it was verified (corrupted disk or a "
+            "concurrent write): run the shard stage again (dvc repro -f shard)"
+        )
+    return None
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a UserError into a one-line message on stderr and exit status 2."""
+    """Turn a fault of the user or the machine into one line on stderr and exit status 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+        except Exception as exc:
+            message = one_line(exc)
+            if message is None:
+                raise
+        # Exit outside the except block: the exception's traceback keeps the failed stage's frames alive,
+        # and with them objects (dvclive's dulwich repo, TF resources) that would otherwise be finalised
+        # at interpreter shutdown, once imports no longer work (`ImportError: sys.meta_path is None`).
+        gc.collect()
+        click.echo(f"error: {message}", err=True)
+        sys.exit(2)
 
     return wrapper
+
+
+def _release_failed_frames() -> None:
+    """At exit after a traceback, free the failed frames while imports still work.
+
+    Python keeps the uncaught exception in sys.last_* until the modules are torn down; the frames hold
+    dvclive's dulwich repository, whose finalisers then print `ImportError: sys.meta_path is None`.
+    """
+    for name in ("last_exc", "last_traceback", "last_value", "last_type"):
+        if hasattr(sys, name):
+            setattr(sys, name, None)
+    gc.collect()
+
+
+atexit.register(_release_failed_frames)
 
 
 def load(params_path: str) -> Params:

@@ -29,6 +29,9 @@ def main(params_path: str, raw_dir: str, manual_dir: str, download_dir: str) -> 
     """Download STL10, or check the digits / image folder, and record it under RAW_DIR."""
     params = load(params_path)
     from semisup.data.sources import prepare_raw
+    from semisup.io import probe_writable
+
+    probe_writable(raw_dir)  # before checking every image of a folder, or a download of 2.6 GB
 
     summary = prepare_raw(params.data, raw_dir=raw_dir, manual_dir=manual_dir, download_dir=download_dir)
     click.echo(summary)

@@ -30,6 +30,7 @@ def main(method: str, params_path: str, shards: str, models: str, out: str) -> N
         shards,
         Path(out) / method,
         batch_size=params.embed.batch_size,
+        rerun=f"rerun `dvc repro -f pretrain@{method}`",
     )
     click.echo(f"{method}: embedded " + ", ".join(f"{n} {split}" for split, n in counts.items()))
 

@@ -16,8 +16,9 @@ import numpy as np
 
 from semisup.config import METHOD_NAMES
 from semisup.errors import DataError, UserError
-from semisup.io import atomic_path, write_json
+from semisup.io import output_set, write_json
 from semisup.knn import accuracy_metrics, knn_predict, per_class_accuracy
+from semisup.preflight import check_outputs
 from stages.common import load, params_option, user_errors
 
 
@@ -70,7 +71,7 @@ def load_class_names(shards: Path) -> list[str]:
 
 def write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, names: list[str]) -> None:
     """One `actual,predicted` row of class names per query, for DVC's confusion template."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+    with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["actual", "predicted"])
         writer.writerows((names[a], names[p]) for a, p in zip(actual, predicted, strict=True))
@@ -92,6 +93,7 @@ def main(method: str, params_path: str, embeddings: str, shards: str, out: str) 
     queries, query_labels = load_embeddings(files["test"], method)
     check_labels(files["labeled"], bank, bank_labels, len(names), method)
     check_labels(files["test"], queries, query_labels, len(names), method)
+    check_outputs(Path(out) / method)
     predictions = knn_predict(
         bank,
         bank_labels,
@@ -105,9 +107,11 @@ def main(method: str, params_path: str, embeddings: str, shards: str, out: str) 
     smallest = predictions[min(knn.k)][0]  # unweighted votes at the smallest k
     per_class = dict(zip(names, per_class_accuracy(smallest, query_labels, len(names)), strict=True))
     # Per-class scores live in their own file so that `dvc metrics show` on knn.json stays a method x k table.
-    write_json(Path(out) / method / "knn.json", scores)
-    write_json(Path(out) / method / "per_class.json", {"k": min(knn.k), "per_class_accuracy": per_class})
-    write_confusion(Path(out) / method / "confusion.csv", query_labels, smallest, names)
+    outputs = [Path(out) / method / name for name in ("knn.json", "per_class.json", "confusion.csv")]
+    with output_set(*outputs) as (scores_json, per_class_json, confusion_csv):
+        write_json(scores_json, scores)
+        write_json(per_class_json, {"k": min(knn.k), "per_class_accuracy": per_class})
+        write_confusion(confusion_csv, query_labels, smallest, names)
     click.echo(f"{method}: " + " ".join(f"{key}={value['accuracy']:.4f}" for key, value in scores.items()))
 
 

@@ -79,6 +79,10 @@ def main(
     logging.basicConfig(level=logging.INFO if worker == 0 else logging.WARNING, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its per-collective INFO lines
     configure_devices(cpu_replicas)
+    from semisup.preflight import check_pretrain
+
+    # Everything that can fail before training fails here: manifest, knn.k, writable folders, free disk.
+    check_pretrain(params, method, shards, f"{models}/{method}", f"{metrics}/{method}", checkpoints)
 
     from semisup.pretrain import pretrain
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 
 from semisup.errors import DataError, UserError
-from semisup.io import write_json
+from semisup.io import output_set, write_json
+from semisup.preflight import check_outputs
 from semisup.report import Curve, format_table, plot_curves, read_curve, summarize
 from stages.common import load, params_option, user_errors
 
@@ -58,10 +59,13 @@ def main(params_path: str, metrics: str, out: str) -> None:
     monitored = params.knn.monitor_every > 0
     curves = {k: load_curves(metrics_dir, methods, k) if monitored else {} for k in ks}
     # Everything is read and checked: now write.
-    write_json(Path(out) / "summary.json", summary)
+    check_outputs(out)
     note = "" if monitored else "no per-epoch kNN scores (knn.monitor_every = 0)"
-    for k in ks:
-        plot_curves(Path(out) / "plots" / f"knn_k{k}.png", curves[k], k, note=note)
+    with output_set(Path(out) / "summary.json", Path(out) / "plots") as (summary_json, plots):
+        write_json(summary_json, summary)
+        plots.mkdir()
+        for k in ks:
+            plot_curves(plots / f"knn_k{k}.png", curves[k], k, note=note)
     click.echo(format_table(summary, ks))
 
 

@@ -16,10 +16,13 @@ from stages.common import load, params_option, user_errors
 def main(params_path: str, raw_dir: str, out_dir: str) -> None:
     """Split, resize and shard the source's images into OUT_DIR."""
     params = load(params_path)
-    from semisup.data.shards import write_shards
+    from semisup.data.shards import shard_bytes, write_shards
     from semisup.data.sources import load_source
+    from semisup.io import check_free_space, probe_writable
 
     source = load_source(params.data, seed=params.seed, raw_dir=raw_dir)
+    probe_writable(out_dir)
+    check_free_space(out_dir, shard_bytes(source, params.data.image_size), "the shards")
     manifest = write_shards(
         out_dir,
         source,

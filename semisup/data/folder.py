@@ -36,6 +36,16 @@ def _images_under(folder: Path) -> list[Path]:
     )
 
 
+def unsupported_files(root: str | Path) -> list[str]:
+    """Files under root (hidden ones aside) whose extension is not a readable image's, relative, sorted."""
+    root = Path(root)
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
 def scan_folder(root: str | Path) -> tuple[tuple[str, ...], list[tuple[Path, int]], list[Path]]:
     """-> (class names, [(file, class id)], unlabeled files); UserError on a missing or empty layout."""
     root = Path(root)
@@ -59,7 +69,7 @@ def scan_folder(root: str | Path) -> tuple[tuple[str, ...], list[tuple[Path, int
     return tuple(d.name for d in class_dirs), labeled, unlabeled
 
 
-def _check_image(path: Path) -> tuple[dict[str, Any], str | None]:
+def _check_image(path: Path, max_pixels: int | None = None) -> tuple[dict[str, Any], str | None]:
     """Size and sha256 of an image file, and why it cannot be decoded (None when it can)."""
     try:
         data = path.read_bytes()
@@ -67,29 +77,39 @@ def _check_image(path: Path) -> tuple[dict[str, Any], str | None]:
         return {}, exc.strerror or str(exc)
     entry = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     try:
-        decode_image(data)
+        decode_image(data, max_pixels=max_pixels)
     except DECODE_ERRORS as exc:
         return entry, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return entry, None
 
 
-def index_folder(root: str | Path, *, on_bad_image: str, progress: bool = True) -> dict[str, Any]:
-    """Decode every image once; -> the index (class names, labeled and unlabeled entries, skipped files)."""
+def _bad_image(path: Path, problem: str) -> DataError:
+    if "data.max_pixels" in problem:
+        fix = "shrink or remove it, raise data.max_pixels, or set data.on_bad_image: skip"
+        return DataError(f"{path}: refused before decoding: {problem}: {fix}")
+    return DataError(
+        f"{path}: not a readable image ({problem}); fix or remove it, or set data.on_bad_image: skip"
+    )
+
+
+def index_folder(
+    root: str | Path, *, on_bad_image: str, progress: bool = True, max_pixels: int | None = None
+) -> dict[str, Any]:
+    """Decode every image once; -> the index (class names, labeled and unlabeled entries, skipped files,
+    and the files left out for their extension)."""
     root = Path(root)
     class_names, labeled, unlabeled = scan_folder(root)
     items = [(f, label) for f, label in labeled] + [(f, -1) for f in unlabeled]
     index: dict[str, Any] = {"source": "folder", "path": str(root), "class_names": list(class_names)}
-    index.update(labeled=[], unlabeled=[], skipped=[])
+    index.update(labeled=[], unlabeled=[], skipped=[], unsupported=unsupported_files(root))
     bar = tqdm(items, desc="checking images", unit="img", disable=None if progress else True)
     for path, label in bar:
-        entry, problem = _check_image(path)
+        entry, problem = _check_image(path, max_pixels)
         rel = path.relative_to(root).as_posix()
         if problem is not None:
             if on_bad_image == "error":
                 bar.close()  # so that the error message starts on a line of its own
-                raise DataError(
-                    f"{path}: not a readable image ({problem}); fix or remove it, or set data.on_bad_image: skip"
-                )
+                raise _bad_image(path, problem)
             index["skipped"].append({"file": rel, "problem": problem})
             continue
         if label < 0:
@@ -111,6 +131,7 @@ def prepare_folder(
     test_fraction: float,
     labeled_per_class: int | None,
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> dict[str, Any]:
     """Validate the folder and the split params, then write raw_dir/folder_index.json. -> the index."""
     # Check the split on the file listing first (instant), then again once unreadable files are skipped.
@@ -118,7 +139,7 @@ def prepare_folder(
     labels = np.array([label for _, label in labeled], dtype=np.int64)
     split_args = {"test_fraction": test_fraction, "labeled_per_class": labeled_per_class, "source": "folder"}
     check_split(labels, class_names, extra_unlabeled=len(unlabeled), **split_args)
-    index = index_folder(root, on_bad_image=on_bad_image, progress=progress)
+    index = index_folder(root, on_bad_image=on_bad_image, progress=progress, max_pixels=max_pixels)
     check_split(_labels(index), class_names, extra_unlabeled=len(index["unlabeled"]), **split_args)
     write_json(Path(raw_dir) / INDEX_FILE, index)
     return index
@@ -135,7 +156,7 @@ def read_index(raw_dir: str | Path, root: str | Path) -> dict[str, Any]:
     return index
 
 
-def _load(root: Path, entry: dict[str, Any], image_size: int) -> np.ndarray:
+def _load(root: Path, entry: dict[str, Any], image_size: int, max_pixels: int | None) -> np.ndarray:
     """Read one indexed image, check it is the file the download stage saw, decode and resize it."""
     path = root / entry["file"]
     try:
@@ -144,7 +165,11 @@ def _load(root: Path, entry: dict[str, Any], image_size: int) -> np.ndarray:
         raise DataError(f"{path}: cannot read it ({exc.strerror}); run the download stage again") from None
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise DataError(f"{path}: changed since the download stage; run it again (dvc repro -f download)")
-    return resize_rgb(decode_image(data), image_size)
+    try:
+        image = decode_image(data, max_pixels=max_pixels)
+    except DECODE_ERRORS as exc:
+        raise _bad_image(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    return resize_rgb(image, image_size)
 
 
 def folder_splits(
@@ -155,6 +180,7 @@ def folder_splits(
     test_fraction: float,
     labeled_per_class: int | None,
     seed: int,
+    max_pixels: int | None = None,
 ) -> SourceSplits:
     """The indexed folder, split (unlabeled/ joins the unlabeled split) and resized."""
     root = Path(root)
@@ -173,7 +199,7 @@ def folder_splits(
     def stream(entries: list[dict[str, Any]], keep_labels: bool) -> SplitStream:
         def examples() -> Iterator[Example]:
             for e in entries:
-                yield _load(root, e, image_size), e["label"] if keep_labels else -1
+                yield _load(root, e, image_size, max_pixels), e["label"] if keep_labels else -1
 
         return SplitStream(len(entries), examples)
 

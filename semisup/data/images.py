@@ -1,22 +1,146 @@
-"""Decode image files and bring every image to one uint8 (size, size, 3) shape, deterministically."""
+"""Decode image files and bring every image to one uint8 (size, size, 3) shape, deterministically.
+
+Every pixel mode Pillow opens becomes 8-bit RGB by arithmetic on the pixel values, not by Pillow's
+`convert("RGB")` (which clips 16-bit images instead of scaling them and drops transparency):
+
+- 16-bit channels (I;16*, 16-bit PNG gray, gray+alpha, RGB, RGBA) are scaled: round(v / 257).
+- 1-bit images map 0/1 to 0/255; gray images repeat their channel; palettes are looked up.
+- CMYK: R = 255 (1 - C)(1 - K) and likewise G, B; YCbCr, LAB and HSV by Pillow's conversion.
+- Transparency (an alpha channel, a palette's or a colour key's tRNS) is composited over BACKGROUND,
+  white: out = c a + 255 (1 - a), with c and a in [0, 1], rounded.
+
+An image with more than `max_pixels` pixels is refused from its header, before any decoding.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
 
+BACKGROUND = 255  # transparent pixels show white: the documented background
 # What PIL raises on a truncated, corrupted or unknown file (UnidentifiedImageError is an OSError).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+_SIXTEEN = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_EXIF_ORIENTATION = 0x0112
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes -> (H, W, 3) uint8, EXIF orientation applied; raises one of DECODE_ERRORS."""
-    with Image.open(io.BytesIO(data)) as img:
+class TooManyPixels(ValueError):
+    """An image over the pixel limit (a decompression bomb, or simply too big to decode)."""
+
+
+@contextlib.contextmanager
+def _pillow_limit_off() -> Iterator[None]:
+    """Our own max_pixels check replaces Pillow's global one (which warns, then raises at twice its limit)."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
+    """Image file bytes -> (H, W, 3) uint8, EXIF orientation applied; raises one of DECODE_ERRORS.
+
+    Each image is decoded once; with `max_pixels`, a larger one raises TooManyPixels from its header.
+    """
+    with _pillow_limit_off(), Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise TooManyPixels(
+                f"{width}x{height} = {width * height} pixels, over data.max_pixels ({max_pixels})"
+            )
+        if _is_png16_color(img):
+            return _orient(_png16(data), img.getexif().get(_EXIF_ORIENTATION, 1))
         img.load()
-        img = ImageOps.exif_transpose(img)
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return to_rgb8(ImageOps.exif_transpose(img))
+
+
+def _is_png16_color(img: Image.Image) -> bool:
+    """16-bit PNG with more than one channel: Pillow would keep only the high byte of each sample."""
+    if img.format != "PNG" or img.mode in _SIXTEEN or not img.tile:
+        return False
+    rawmode = img.tile[0][-1]
+    return isinstance(rawmode, str) and rawmode.endswith(";16B")
+
+
+def _png16(data: bytes) -> np.ndarray:
+    """A 16-bit gray+alpha, RGB or RGBA PNG -> (H, W, 3) uint8, decoded at full depth by TensorFlow."""
+    import tensorflow as tf
+
+    pixels = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy().astype(np.float64) / 65535.0
+    color, alpha = pixels[..., :-1], pixels[..., -1]
+    if pixels.shape[-1] == 3:  # RGB: no alpha
+        color, alpha = pixels, None
+    return _compose(color, alpha)
+
+
+def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an (H, W, C) array, as ImageOps.exif_transpose does."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops.get(orientation, lambda a: a)(image))
+
+
+def _compose(color: np.ndarray, alpha: np.ndarray | None, premultiplied: bool = False) -> np.ndarray:
+    """color (H, W, 1|3) and alpha (H, W) in [0, 1] -> (H, W, 3) uint8 over BACKGROUND."""
+    if alpha is not None:
+        a = alpha[..., None]
+        color = (color if premultiplied else color * a) + (BACKGROUND / 255.0) * (1.0 - a)
+    rgb = np.rint(np.clip(color, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    return np.ascontiguousarray(rgb)
+
+
+def _key_alpha(raw: np.ndarray, key: object) -> np.ndarray | None:
+    """Alpha (H, W) from a tRNS colour key (an int for gray, a tuple for RGB); None when there is none."""
+    if key is None or isinstance(key, bytes):
+        return None
+    key = np.asarray(key).reshape(-1)
+    match = raw == key if raw.ndim == 2 else np.all(raw == key, axis=-1)
+    return np.where(match, 0.0, 1.0)
+
+
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """A decoded Pillow image of any mode -> (H, W, 3) uint8 (see the module docstring for the rules)."""
+    mode, key = img.mode, img.info.get("transparency")
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or key is not None
+        return to_rgb8(img.convert("RGBA" if has_alpha else "RGB"))
+    if mode in ("YCbCr", "LAB", "HSV"):
+        return to_rgb8(img.convert("RGB"))
+    raw = np.asarray(img)
+    if mode == "1":
+        return _compose(raw[..., None].astype(np.float64), None)
+    if mode in _SIXTEEN:
+        values = np.clip(raw.astype(np.float64), 0, 65535)  # mode I: 16-bit PNGs in older Pillows
+        return _compose(values[..., None] / 65535.0, _key_alpha(raw, key))
+    if raw.dtype != np.uint8:
+        raise ValueError(f"pixel mode {mode} ({raw.dtype}) has no defined 0..255 range")
+    unit = raw.astype(np.float64) / 255.0
+    if mode == "L":
+        return _compose(unit[..., None], _key_alpha(raw, key))
+    if mode in ("LA", "La"):
+        return _compose(unit[..., :1], unit[..., 1], premultiplied=mode == "La")
+    if mode in ("RGB", "RGBX"):
+        return _compose(unit[..., :3], _key_alpha(raw[..., :3], key) if mode == "RGB" else None)
+    if mode in ("RGBA", "RGBa"):
+        return _compose(unit[..., :3], unit[..., 3], premultiplied=mode == "RGBa")
+    if mode == "CMYK":
+        return _compose((1.0 - unit[..., :3]) * (1.0 - unit[..., 3:]), None)
+    raise ValueError(f"pixel mode {mode} is not supported")
 
 
 def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:

@@ -7,10 +7,12 @@ which repeats (reshuffled each pass) for as long as the epoch needs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import tensorflow as tf
 from semisup.data.shards import MANIFEST, count_records, sha256_file
 from semisup.data.sources import SPLITS
 from semisup.errors import DataError, UserError
+from semisup.io import write_json
 
 _AUTOTUNE = tf.data.AUTOTUNE
 _MAX_CYCLE = 16  # shards read at once by the training stream
@@ -50,7 +53,10 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
 
 
 def _stats(shard_dir: Path, manifest: dict[str, Any]) -> tuple:
-    """(name, size, mtime) of the manifest and every shard; DataError naming a missing shard."""
+    """(name, size, mtime, ctime, inode) of the manifest and every shard; DataError naming a missing shard.
+
+    Any write through the file system changes a file's ctime, which no tool can set back.
+    """
     stats = []
     for name in [MANIFEST] + [s["file"] for s in manifest["shards"]]:
         try:
@@ -59,48 +65,102 @@ def _stats(shard_dir: Path, manifest: dict[str, Any]) -> tuple:
             raise DataError(
                 f"{shard_dir / name}: missing shard: run the shard stage again (dvc repro shard)"
             ) from None
-        stats.append((name, st.st_size, st.st_mtime_ns))
+        stats.append((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
     return tuple(stats)
 
 
-def _check_shard(path: Path, entry: dict[str, Any], hash_it: bool) -> None:
-    """DataError naming `path` when its size, record count or (if hash_it) sha256 differs from the manifest."""
-    fix = "the shard is truncated or corrupted: run the shard stage again (dvc repro -f shard)"
+def _stamp(key: str) -> Path:
+    """Where a passed check of the shard set `key` is remembered across processes ($SEMISUP_CACHE_DIR)."""
+    root = os.environ.get("SEMISUP_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "semisup")
+    return Path(root) / "verified" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _remembered(key: str, stats: tuple) -> bool:
+    """Whether this exact shard set (same files, untouched since) passed a full check before."""
+    if _verified.get(key) == stats:
+        return True
+    try:
+        return json.loads(_stamp(key).read_text()) == [list(s) for s in stats]
+    except (OSError, ValueError):
+        return False
+
+
+def _remember(key: str, stats: tuple) -> None:
+    _verified[key] = stats
+    with contextlib.suppress(OSError, UserError):  # a read-only home only costs the next stage a check
+        write_json(_stamp(key), [list(s) for s in stats])
+
+
+def forget(shard_dir: str | Path) -> None:
+    """Drop what verify_shards remembers of shard_dir, so that the next call checks every byte again."""
+    key = str((Path(shard_dir) / MANIFEST).resolve())
+    _verified.pop(key, None)
+    _stamp(key).unlink(missing_ok=True)
+
+
+_FIX = "the shard is truncated or corrupted: run the shard stage again (dvc repro -f shard)"
+
+
+def _check_layout(path: Path, entry: dict[str, Any]) -> None:
+    """DataError naming `path` when its size or record count differs from the manifest (a few reads)."""
     size = path.stat().st_size
     if size != entry["bytes"]:
-        raise DataError(f"{path}: {size} bytes, the manifest says {entry['bytes']}: {fix}")
+        raise DataError(f"{path}: {size} bytes, the manifest says {entry['bytes']}: {_FIX}")
     try:
         records = count_records(path)
     except ValueError as exc:
-        raise DataError(f"{path}: {exc}: {fix}") from None
+        raise DataError(f"{path}: {exc}: {_FIX}") from None
     if records != entry["records"]:
-        raise DataError(f"{path}: {records} records, the manifest says {entry['records']}: {fix}")
-    if hash_it and sha256_file(path) != entry["sha256"]:
-        raise DataError(f"{path}: sha256 differs from the manifest: {fix}")
+        raise DataError(f"{path}: {records} records, the manifest says {entry['records']}: {_FIX}")
 
 
-def verify_shards(shard_dir: str | Path, *, hash_limit_bytes: int = 2**30) -> dict[str, Any]:
-    """Check every shard of the manifest (size, record count; sha256 when the total is under the limit). -> manifest.
+def _check_sha256(path: Path, entry: dict[str, Any]) -> None:
+    if sha256_file(path) != entry["sha256"]:
+        raise DataError(f"{path}: sha256 differs from the manifest: {_FIX}")
 
-    A shard set that passed once in this process is not checked again while its files' sizes and
-    modification times stay the same, so calling this every epoch costs a few stat calls.
+
+def _check_crcs(path: Path, entry: dict[str, Any]) -> None:
+    """Read every record through TensorFlow, which checks each one's length and data CRC32C."""
+    done = 0
+    try:
+        for batch in tf.data.TFRecordDataset(str(path), buffer_size=1 << 22).batch(256):
+            done += int(batch.shape[0])
+    except tf.errors.DataLossError:
+        raise DataError(f"{path}: record {done} fails its CRC32C check: {_FIX}") from None
+
+
+def verify_shards(shard_dir: str | Path, *, hash_limit_bytes: int | None = None) -> dict[str, Any]:
+    """Check every shard of the manifest: size, record count, then its content. -> the manifest.
+
+    Content: sha256 against the manifest, several files at once (hashlib releases the GIL), at disk
+    speed; a shard set over `hash_limit_bytes` (None: no limit) is checked by the records' own CRC32C
+    instead. Either way a corrupt shard is named before the stage computes or writes anything.
+    A shard set that passed once is not checked again while its files stay the same (size, mtime,
+    ctime, inode: as DVC's own state cache keys its hashes), in this process or the next stage's, so
+    after the first check a stage pays a few stat calls.
     """
     shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir)
     key = str((shard_dir / MANIFEST).resolve())
     stats = _stats(shard_dir, manifest)
-    if _verified.get(key) == stats:
+    if _remembered(key, stats):
         return manifest
-    hash_it = sum(s["bytes"] for s in manifest["shards"]) <= hash_limit_bytes
-    for entry in manifest["shards"]:
-        _check_shard(shard_dir / entry["file"], entry, hash_it)
+    entries = manifest["shards"]
+    for entry in entries:
+        _check_layout(shard_dir / entry["file"], entry)
+    total = sum(s["bytes"] for s in entries)
+    check = _check_sha256 if hash_limit_bytes is None or total <= hash_limit_bytes else _check_crcs
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        # map yields in manifest order: the first corrupt shard of the manifest is the one reported.
+        for _ in pool.map(lambda entry: check(shard_dir / entry["file"], entry), entries):
+            pass
     for split in SPLITS:
-        records = sum(s["records"] for s in manifest["shards"] if s["split"] == split)
+        records = sum(s["records"] for s in entries if s["split"] == split)
         if records != manifest["counts"].get(split, 0):
             raise DataError(
                 f"{shard_dir / MANIFEST}: {split} shards hold {records} records, counts say otherwise"
             )
-    _verified[key] = stats
+    _remember(key, stats)
     return manifest
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
 import struct
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from tqdm import tqdm
 
 from semisup.data.sources import SPLITS, SourceSplits
 from semisup.errors import DataError
-from semisup.io import write_json
+from semisup.io import output_set, write_json
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -80,6 +78,12 @@ def count_records(path: str | Path) -> int:
     return count
 
 
+def shard_bytes(source: SourceSplits, image_size: int) -> int:
+    """About how many bytes write_shards writes for `source`: the pixels plus ~40 bytes of framing each."""
+    images = sum(stream.count for stream in source.splits.values())
+    return images * (image_size * image_size * 3 + 40) + 2**20
+
+
 def _quiet(progress: bool) -> bool | None:
     """tqdm's `disable`: off when asked, and when stderr is not a terminal (None)."""
     return None if progress else True
@@ -132,17 +136,6 @@ def _write_split(
     ], class_counts
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` onto `out`; a previous `out` is only removed once the new one is in place."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    shutil.rmtree(old)
-
-
 def write_shards(
     out_dir: str | Path,
     source: SourceSplits,
@@ -154,14 +147,10 @@ def write_shards(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write every split of `source` as shards + manifest.json into out_dir, atomically. -> the manifest."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
     shape = (image_size, image_size, 3)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the shard dir is ordinary output
-    try:
+    # The whole folder appears at once: a killed or failed run leaves the previous shards as they were.
+    with output_set(out_dir) as (tmp,):
+        tmp.mkdir()
         shards, class_counts = [], {}
         for split in SPLITS:
             entries, class_counts[split] = _write_split(tmp, split, source, shape, num_shards, progress)
@@ -182,7 +171,4 @@ def write_shards(
             "shards": shards,
         }
         write_json(tmp / MANIFEST, manifest)
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest

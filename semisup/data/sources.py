@@ -150,8 +150,15 @@ def prepare_raw(
         test_fraction=data.test_fraction,
         labeled_per_class=data.labeled_per_class,
         progress=progress,
+        max_pixels=data.max_pixels,
     )
     skipped = f", {len(index['skipped'])} unreadable skipped" if index["skipped"] else ""
+    if index["unsupported"]:
+        suffixes = sorted({Path(f).suffix.lower() or "(none)" for f in index["unsupported"]})
+        skipped += (
+            f", {len(index['unsupported'])} files not read for their extension ({', '.join(suffixes)}; "
+            "PNG and JPEG are read)"
+        )
     return (
         f"folder: {len(index['labeled'])} labeled images in {len(index['class_names'])} classes, "
         f"{len(index['unlabeled'])} unlabeled{skipped} -> {Path(raw_dir) / INDEX_FILE}"
@@ -169,4 +176,6 @@ def load_source(data: DataParams, *, seed: int, raw_dir: str | Path) -> SourceSp
         return digits_splits(raw_dir, test_fraction=data.test_fraction, **split_args)
     from semisup.data.folder import folder_splits
 
-    return folder_splits(data.path, raw_dir, test_fraction=data.test_fraction, **split_args)
+    return folder_splits(
+        data.path, raw_dir, test_fraction=data.test_fraction, max_pixels=data.max_pixels, **split_args
+    )

@@ -1,0 +1,92 @@
+"""Checks that run before any compute: what a stage can know to fail from params, manifest and disk alone.
+
+Each raises a one-line UserError naming the key or folder, what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from semisup.config import EncoderParams, Params
+from semisup.errors import DataError, UserError
+from semisup.io import check_free_space, probe_writable
+
+_SLACK = 2**20  # file headers, JSON, dvclive's few lines
+
+
+def check_k_vs_bank(ks: Sequence[int], bank_size: int, where: str) -> None:
+    """UserError when a k of knn.k exceeds the labeled bank of `bank_size` embeddings."""
+    if max(ks) > bank_size:
+        raise UserError(
+            f"knn.k: {max(ks)} is larger than the bank ({bank_size} labeled examples in {where}); "
+            f"use k <= {bank_size}, or label more images (data.labeled_per_class)"
+        )
+
+
+def check_manifest_matches(manifest: dict[str, Any], params: Params, where: str | os.PathLike) -> None:
+    """DataError when the shards were written for another image size or source than params.yaml asks for."""
+    data = params.data
+    want = [data.image_size, data.image_size, 3]
+    if list(manifest.get("image_shape", [])) != want:
+        raise DataError(
+            f"{where}: shards of {manifest.get('image_shape')} images, params.yaml's data.image_size "
+            f"asks for {want}: run the shard stage again (dvc repro shard)"
+        )
+    if manifest.get("source") not in (None, data.source):
+        raise DataError(
+            f"{where}: shards of source {manifest['source']!r}, params.yaml's data.source is "
+            f"{data.source!r}: run the download and shard stages again (dvc repro shard)"
+        )
+
+
+def encoder_weights(image_shape: Sequence[int], enc: EncoderParams) -> int:
+    """Number of weights of get_encoder(image_shape, ...) with `enc`'s settings, without building it."""
+    height, width, channels = image_shape[0], image_shape[1], image_shape[2]
+    total = 0
+    for _ in range(enc.depth):
+        total += enc.filters * (enc.kernel_size**2 * channels + 1)
+        height = (height - enc.kernel_size) // enc.stride + 1
+        width = (width - enc.kernel_size) // enc.stride + 1
+        channels = enc.filters
+    return total + height * width * channels * enc.embedding_dim + enc.embedding_dim
+
+
+def pretrain_bytes(image_shape: Sequence[int], enc: EncoderParams, num_classes: int) -> dict[str, int]:
+    """Bytes pretrain writes: 'model' (float32 weights of the encoder) and 'checkpoints' (two checkpoints
+    of encoder, head and Adam's two slots while a new one replaces the old)."""
+    weights = encoder_weights(image_shape, enc) + enc.embedding_dim * num_classes + num_classes
+    return {"model": 4 * weights + _SLACK, "checkpoints": 2 * 3 * 4 * weights + _SLACK}
+
+
+def check_pretrain(
+    params: Params,
+    method: str,
+    shard_dir: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    metrics_dir: str | os.PathLike,
+    checkpoint_dir: str | os.PathLike,
+) -> None:
+    """Everything pretrain@method can check before its first step (batch sizes are checked by pretrain)."""
+    from semisup.data.readers import MANIFEST, read_manifest
+
+    params.method(method)
+    manifest, manifest_path = read_manifest(shard_dir), Path(shard_dir) / MANIFEST
+    check_manifest_matches(manifest, params, manifest_path)
+    if params.knn.monitor_every:
+        check_k_vs_bank(params.knn.k, int(manifest["counts"]["labeled"]), str(manifest_path))
+    for folder in (model_dir, metrics_dir, checkpoint_dir):
+        probe_writable(folder)
+    need = pretrain_bytes(manifest["image_shape"], params.encoder, int(manifest["num_classes"]))
+    check_free_space(model_dir, need["model"], f"the {method} encoder")
+    check_free_space(checkpoint_dir, need["checkpoints"], f"the {method} checkpoints")
+    check_free_space(metrics_dir, _SLACK, f"the {method} training curves")
+
+
+def check_outputs(*folders: str | os.PathLike, need_bytes: int = 0) -> None:
+    """Every output folder writable, with `need_bytes` free: before compute, for any stage."""
+    for folder in folders:
+        probe_writable(folder)
+        check_free_space(Path(folder), need_bytes, "the outputs")
