@@ -293,11 +293,10 @@ def test_batch_divisibility_is_checked_only_for_what_is_read(digits):
         readers.train_dataset(shards, unlabeled_batch=64, labeled_batch=25, **args)
 
 
-@pytest.mark.slow
-def test_local_workers_through_dvc_repro(tmp_path):
+def _project_repo(repo: Path) -> None:
+    """A git repository holding this project's code, dvc.yaml and the TINY params, committed."""
     import shutil
 
-    repo = tmp_path / "repo"
     tracked = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -314,28 +313,78 @@ def test_local_workers_through_dvc_repro(tmp_path):
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, repo / rel)
     write_params(repo / "params.yaml", TINY)
-    env = _env(tmp_path) | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
-        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
-    proc = subprocess.run(
-        ["dvc", "repro", "pretrain@infonce"],
-        cwd=repo,
-        env=env | {"SEMISUP_LOCAL_WORKERS": "2"},
-        capture_output=True,
-        text=True,
-        timeout=900,
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "project")
+
+
+def _tool_env(tmp_path: Path) -> dict[str, str]:
+    names = {k: "t" for k in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME")}
+    mails = {k: "t@t" for k in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL")}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return _env(tmp_path) | names | mails | {"PATH": path}
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, env=_tool_env(repo.parent), check=True, capture_output=True)
+
+
+def _ok(cwd: Path, env: dict, *cmd: str) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (cmd, (proc.stdout + proc.stderr)[-3000:])
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_local_workers_through_dvc_repro(tmp_path):
+    repo = tmp_path / "repo"
+    _project_repo(repo)
+    output = _ok(
+        repo, _tool_env(tmp_path) | {"SEMISUP_LOCAL_WORKERS": "2"}, "dvc", "repro", "pretrain@infonce"
     )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-3000:]
     assert "worker 0 of 2" in output and "infonce: trained 1 epochs" in output
-    lock = (repo / "dvc.lock").read_text()
-    assert "pretrain@infonce" in lock
+    assert "pretrain@infonce" in (repo / "dvc.lock").read_text()
     assert (repo / "models" / "infonce" / "encoder.keras").exists()
     assert not any((repo / ".checkpoints").iterdir())
     assert not list((tmp_path / "tmp").glob("semisup-*"))
+
+
+@pytest.mark.slow
+def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path):
+    # README's recipe on one machine: the chief runs `dvc repro pretrain@M`; the other worker, a clone at
+    # the same commit, pulls the shards from the DVC remote and runs the stage; TF_CONFIG names both.
+    chief, worker, env = tmp_path / "chief", tmp_path / "worker", _tool_env(tmp_path)
+    _project_repo(chief)
+    _ok(chief, env, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
+    _ok(chief, env, "dvc", "repro", "shard")
+    _ok(chief, env, "dvc", "push", "data/shards")
+    _git(chief, "add", "-A")
+    _git(chief, "commit", "-qm", "shards")
+    _ok(tmp_path, env, "git", "clone", "-q", str(chief), str(worker))
+    _ok(worker, env, "dvc", "pull", "data/shards")
+
+    addresses = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    worker_cmd = [sys.executable, "-m", "stages.pretrain", "--method", "infonce"]
+    commands = [(chief, ["dvc", "repro", "pretrain@infonce"]), (worker, worker_cmd)]
+    procs = [
+        subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env | {"TF_CONFIG": tf_config(addresses, i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for i, (cwd, cmd) in enumerate(commands)
+    ]
+    try:
+        outputs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:
+        for p in procs:
+            _kill(p)
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "pretrain@infonce" in (chief / "dvc.lock").read_text()
+    assert (chief / "models" / "infonce" / "encoder.keras").exists()
+    assert not (worker / "models").exists() and not (worker / "metrics").exists()
+    assert not any((chief / ".checkpoints").iterdir()) and not any((worker / ".checkpoints").iterdir())
