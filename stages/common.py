@@ -10,8 +10,6 @@ from typing import Any
 
 import click
 
-from stages import console  # noqa: E402, F401  (first: quiets TensorFlow's native start-up lines)
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from semisup.config import Params, load_params  # noqa: E402

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 @click.command()
@@ -31,7 +32,7 @@ def main(params_path: str, raw_dir: str, manual_dir: str, download_dir: str) -> 
     from semisup.data.sources import prepare_raw
 
     summary = prepare_raw(params.data, raw_dir=raw_dir, manual_dir=manual_dir, download_dir=download_dir)
-    click.echo(summary)
+    done(summary)
 
 
 if __name__ == "__main__":

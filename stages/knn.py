@@ -19,6 +19,7 @@ from semisup.errors import DataError, UserError
 from semisup.io import atomic_path, write_json
 from semisup.knn import accuracy_metrics, knn_predict, per_class_accuracy
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 def load_embeddings(path: Path, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +109,11 @@ def main(method: str, params_path: str, embeddings: str, shards: str, out: str) 
     write_json(Path(out) / method / "knn.json", scores)
     write_json(Path(out) / method / "per_class.json", {"k": min(knn.k), "per_class_accuracy": per_class})
     write_confusion(Path(out) / method / "confusion.csv", query_labels, smallest, names)
-    click.echo(f"{method}: " + " ".join(f"{key}={value['accuracy']:.4f}" for key, value in scores.items()))
+    done(
+        f"{method}: "
+        + " ".join(f"{k}={v['accuracy']:.4f}" for k, v in scores.items())
+        + f" -> {out}/{method}"
+    )
 
 
 if __name__ == "__main__":

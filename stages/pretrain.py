@@ -13,6 +13,7 @@ import sys
 import click
 
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 @click.command()
@@ -71,6 +72,9 @@ def main(
     configure_devices(cpu_replicas)
 
     from semisup.pretrain import pretrain
+    from semisup.progress import Progress
+
+    batch = params.method(method).unlabeled_batch  # images/s as the bench counts them: unlabeled ones
 
     try:
         history = pretrain(
@@ -80,6 +84,7 @@ def main(
             model_dir=f"{models}/{method}",
             metrics_dir=f"{metrics}/{method}",
             checkpoint_root=checkpoints,
+            on_step=Progress(method, batch) if worker == 0 else None,
         )
     except WorkerLost as exc:
         # TensorFlow's cluster runtime may wait for the lost peer at interpreter exit: leave at once.
@@ -88,7 +93,7 @@ def main(
         sys.stderr.flush()
         os._exit(2)
     if worker == 0:
-        click.echo(f"{method}: trained {len(history)} epochs -> {models}/{method}/encoder.keras")
+        done(f"{method}: trained {len(history)} epochs -> {models}/{method}/encoder.keras")
 
 
 def _launch(strategy: str, workers: int) -> int:

@@ -15,6 +15,7 @@ from semisup.errors import DataError, UserError
 from semisup.io import write_json
 from semisup.report import Curve, format_table, plot_curves, read_curve, summarize
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 def curve_path(metrics: Path, method: str, k: int) -> Path:
@@ -63,6 +64,7 @@ def main(params_path: str, metrics: str, out: str) -> None:
     for k in ks:
         plot_curves(Path(out) / "plots" / f"knn_k{k}.png", curves[k], k, note=note)
     click.echo(format_table(summary, ks))
+    done(f"report: {out}/summary.json, {out}/plots/" + ", ".join(f"knn_k{k}.png" for k in ks))
 
 
 if __name__ == "__main__":
