@@ -90,3 +90,14 @@ def test_track_yields_every_item_and_reports_large_inputs_only():
 @pytest.mark.parametrize("seconds, text", [(0.4, "0s"), (42, "42s"), (185, "3m05s"), (3720, "1h02m")])
 def test_duration(seconds, text):
     assert duration(seconds) == text
+
+
+def test_describe_devices_names_where_replicas_run():
+    import tensorflow as tf
+
+    from semisup.progress import describe_devices
+
+    gpus = tf.config.list_physical_devices("GPU")
+    expected = "GPU:0" if gpus else "CPU:0"
+    assert describe_devices(tf.distribute.get_strategy()).split(" (")[0] == expected
+    assert describe_devices(tf.distribute.OneDeviceStrategy("/cpu:0")) == "CPU:0"

@@ -101,6 +101,8 @@ def test_pretrain_stage_without_terminal_prints_progress_every_tenth_and_no_star
     # Every tenth of each of the 2 epochs (a minute never passes here), then the epoch's own line.
     assert [int(step) for step, _ in lines] == _marks(steps) * 2, proc.stderr
     assert len(re.findall(r"^paws epoch [12]/2: loss=", proc.stderr, re.M)) == 2
+    # One start line: precision and devices.
+    assert len(re.findall(r"^paws: \w+ precision, .* replica\(s\) on [CG]PU:0", proc.stderr, re.M)) == 1
     assert re.search(r"img/s, \d+s left$", proc.stderr, re.M)
     out = proc.stdout.strip().splitlines()
     assert re.fullmatch(rf"paws: trained 2 epochs -> {tmp_path}/m/paws/encoder\.keras \[[^\]]+\]", out[-1])
