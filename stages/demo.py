@@ -85,11 +85,17 @@ def _git_env() -> dict[str, str]:
     return env
 
 
+# What DVC writes in a workspace (`dvc repro`): results, not inputs of the demo's experiment.
+NOT_INPUTS = (":(exclude)dvc.lock", ":(exclude)metrics", ":(exclude,glob)**/.gitignore")
+
+
 def code_key(profile: dict[str, object]) -> str:
     """What the experiment ran: the commit, every uncommitted change (untracked files too), the profile."""
     digest = hashlib.sha256(git("rev-parse", "HEAD").encode())
-    digest.update(subprocess.run(["git", "diff", "HEAD", "--binary"], capture_output=True).stdout)
-    for rel in sorted(filter(None, git("ls-files", "-z", "--others", "--exclude-standard").split("\0"))):
+    diff = subprocess.run(["git", "diff", "HEAD", "--binary", "--", ".", *NOT_INPUTS], capture_output=True)
+    digest.update(diff.stdout)
+    untracked = git("ls-files", "-z", "--others", "--exclude-standard", "--", ".", *NOT_INPUTS)
+    for rel in sorted(filter(None, untracked.split("\0"))):
         digest.update(rel.encode() + b"\0")
         path = Path(rel)
         digest.update(path.read_bytes() if path.is_file() else b"")
