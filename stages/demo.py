@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -73,16 +74,18 @@ def git(*args: str, check: bool = True) -> str:
     return proc.stdout.decode(errors="replace")
 
 
-def _git_env() -> dict[str, str]:
+def _git_identity() -> dict[str, str]:
     """DVC commits each experiment: lend it an identity where git has none, so a fresh machine works."""
-    env = dict(os.environ)
     name = git("config", "user.name", check=False).strip()
     email = git("config", "user.email", check=False).strip()
-    if not (name and email):
-        for role in ("AUTHOR", "COMMITTER"):
-            env.setdefault(f"GIT_{role}_NAME", "semisup demo")
-            env.setdefault(f"GIT_{role}_EMAIL", "demo@localhost")
-    return env
+    if name and email:
+        return {}
+    return {
+        f"GIT_{role}_{key}": value
+        for role in ("AUTHOR", "COMMITTER")
+        for key, value in (("NAME", "semisup demo"), ("EMAIL", "demo@localhost"))
+        if f"GIT_{role}_{key}" not in os.environ
+    }
 
 
 # What DVC writes in a workspace (`dvc repro`): results, not inputs of the demo's experiment.
@@ -110,14 +113,30 @@ def exp_ref(name: str) -> str | None:
     return ref if git("rev-parse", "--verify", "-q", ref, check=False).strip() else None
 
 
+class _OutputsToBeMade(logging.Filter):
+    """Drops DVC's "No file hash info found for '<out>'. It won't be created." from the temporary copy's
+    first checkout: in a clone without dvc.lock every output is one the run is about to make."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No file hash info found for")
+
+
 def run_experiment(name: str, profile: dict[str, object]) -> float:
-    """`dvc exp run --temp -n name -S ...` with the output streaming through; -> wall seconds."""
-    cmd = ["dvc", "exp", "run", "--temp", "-n", name] + [f"-S{k}={v}" for k, v in profile.items()]
-    click.echo("$ " + " ".join(cmd), err=True)
+    """`dvc exp run --temp -n name -S ...` in this process, the stages' output streaming through; -> seconds.
+
+    In-process rather than a `dvc` subprocess only to filter the warning above; the stages still write to
+    this terminal (a live bar there, lines in a log).
+    """
+    from dvc.cli import main as dvc
+
+    args = ["exp", "run", "--temp", "-n", name] + [f"-S{k}={v}" for k, v in profile.items()]
+    click.echo("$ dvc " + " ".join(args), err=True)
+    os.environ.update(_git_identity())
+    logging.getLogger("dvc_data.index.checkout").addFilter(_OutputsToBeMade())
     start = time.monotonic()
-    proc = subprocess.run(cmd, env=_git_env())
-    if proc.returncode != 0:
-        sys.exit(proc.returncode)
+    status = dvc(args)
+    if status != 0:
+        sys.exit(status)
     return time.monotonic() - start
 
 

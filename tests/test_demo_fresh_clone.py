@@ -76,6 +76,7 @@ def test_demo_then_suite_then_demo_again_on_a_fresh_clone(tmp_path):
     summaries = re.findall(r"^\w+: .* \[(?:\d+\.\d s|\d+ min \d\d s)\]$", first.stdout, re.M)
     assert len(summaries) == 2 + 3 * 4 + 1, first.stdout  # download, shard, 3 stages per method, report
     assert not NOISE.search(first.stdout + first.stderr), first.stderr
+    assert "WARNING" not in first.stderr, first.stderr  # nor DVC's about outputs the run is about to make
     # Results are visible without touching the workspace: figures in demo/ (ignored), the experiment in DVC.
     assert (repo / "demo" / "knn_k20.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (
