@@ -113,18 +113,26 @@ def exp_ref(name: str) -> str | None:
     return ref if git("rev-parse", "--verify", "-q", ref, check=False).strip() else None
 
 
-class _OutputsToBeMade(logging.Filter):
-    """Drops DVC's "No file hash info found for '<out>'. It won't be created." from the temporary copy's
-    first checkout: in a clone without dvc.lock every output is one the run is about to make."""
+class _DemoNoise(logging.Filter):
+    """Drops two DVC warnings that every demo run on a fresh clone gets and no user can act on: "No file
+    hash info found for '<out>'" (the temporary copy's first checkout, in a clone without dvc.lock: every
+    output is one the run is about to make) and "untracked files ... will not be included" when those are
+    only the .gitignore files DVC itself wrote next to its outputs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No file hash info found for")
+        message = record.getMessage()
+        if message.startswith("No file hash info found for"):
+            return False
+        if message.startswith("The following untracked files were present in the experiment directory"):
+            files = message.rsplit("\t", 1)[-1].split(", ")
+            return not all(f.strip().endswith(".gitignore") for f in files)
+        return True
 
 
 def run_experiment(name: str, profile: dict[str, object]) -> float:
     """`dvc exp run --temp -n name -S ...` in this process, the stages' output streaming through; -> seconds.
 
-    In-process rather than a `dvc` subprocess only to filter the warning above; the stages still write to
+    In-process rather than a `dvc` subprocess only to filter the warnings above; the stages still write to
     this terminal (a live bar there, lines in a log).
     """
     from dvc.cli import main as dvc
@@ -132,7 +140,8 @@ def run_experiment(name: str, profile: dict[str, object]) -> float:
     args = ["exp", "run", "--temp", "-n", name] + [f"-S{k}={v}" for k, v in profile.items()]
     click.echo("$ dvc " + " ".join(args), err=True)
     os.environ.update(_git_identity())
-    logging.getLogger("dvc_data.index.checkout").addFilter(_OutputsToBeMade())
+    for logger in ("dvc_data.index.checkout", "dvc.repo.experiments.executor.base"):
+        logging.getLogger(logger).addFilter(_DemoNoise())
     start = time.monotonic()
     status = dvc(args)
     if status != 0:

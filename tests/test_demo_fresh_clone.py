@@ -96,3 +96,19 @@ def test_demo_then_suite_then_demo_again_on_a_fresh_clone(tmp_path):
     assert f"already ran on this code: shown from experiment {name}" in again.stdout
     assert TABLE.search(again.stdout).group(1) == table.group(1)
     assert tracked_changes(repo) == ""
+
+
+def test_demo_drops_only_dvc_warnings_nobody_can_act_on():
+    import logging
+
+    from stages.demo import _DemoNoise
+
+    def passes(message: str, *args: str) -> bool:
+        return _DemoNoise().filter(logging.LogRecord("dvc", logging.WARNING, "x", 1, message, args, None))
+
+    untracked = "The following untracked files were present in the experiment directory after reproduction "
+    untracked += "but will not be included in experiment commits:\n\t%s"
+    assert not passes("No file hash info found for '%s'. It won't be created.", "models/paws")
+    assert not passes(untracked, "models/.gitignore, data/.gitignore")
+    assert passes(untracked, "models/.gitignore, notes.txt")  # a user's file: they should know
+    assert passes("Stage 'download' is cached - skipping run")
