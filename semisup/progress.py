@@ -3,12 +3,14 @@
 `Progress` is an `on_step(step, steps, loss)` callback: the trainer calls it after every step with the loss
 it already fetched, so it adds no host sync. On a terminal it draws a live tqdm bar per epoch (step/steps,
 loss, images/s, time left); elsewhere (DVC's logs, CI) it prints one line every 10% of an epoch or every
-60 s, whichever comes first.
+60 s, whichever comes first, but lines no closer than 5 s (SEMISUP_PROGRESS_MIN_SECONDS): an epoch of a
+second (the digits demo's) leaves only its own end-of-epoch line in a log, not ten more.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +19,7 @@ from typing import IO, TypeVar
 from tqdm import tqdm
 
 T = TypeVar("T")
+MIN_SECONDS = float(os.environ.get("SEMISUP_PROGRESS_MIN_SECONDS", "5"))
 
 
 def duration(seconds: float) -> str:
@@ -46,12 +49,14 @@ class Progress:
         tty: bool | None = None,
         fraction: float = 0.1,
         seconds: float = 60.0,
+        min_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.label, self.images_per_step, self.unit = label, images_per_step, unit
         self._stream = stream
         self._tty = tty
         self.fraction, self.seconds, self._clock = fraction, seconds, clock
+        self.min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
         self._bar: tqdm | None = None
         self._last_step = 0
         self._next_mark = 0
@@ -76,8 +81,10 @@ class Progress:
         self._last_step = step
         if self.tty:
             self._draw(step, steps, loss, now)
-        elif step >= self._next_mark or now - self._printed_at >= self.seconds or step == steps:
-            self._print(step, steps, loss, now)
+        else:
+            since = now - self._printed_at
+            if (step >= self._next_mark and since >= self.min_seconds) or since >= self.seconds:
+                self._print(step, steps, loss, now)
         if step >= steps:
             self.close()
 

@@ -32,7 +32,7 @@ def _steps(out: str) -> list[int]:
 
 def test_a_line_at_every_tenth_of_a_fast_epoch():
     out, clock = io.StringIO(), Clock()
-    progress = Progress("paws", 250, stream=out, tty=False, clock=clock)
+    progress = Progress("paws", 250, stream=out, tty=False, clock=clock, min_seconds=0)
     _run_epoch(progress, clock, 400, 0.1)  # 40 s an epoch: the 10% marks come first
     assert _steps(out.getvalue()) == [40, 80, 120, 160, 200, 240, 280, 320, 360, 400]
     first = out.getvalue().splitlines()[0]
@@ -42,7 +42,7 @@ def test_a_line_at_every_tenth_of_a_fast_epoch():
 
 def test_a_line_every_60_seconds_when_a_tenth_takes_longer():
     out, clock = io.StringIO(), Clock()
-    progress = Progress("paws", 250, stream=out, tty=False, clock=clock)
+    progress = Progress("paws", 250, stream=out, tty=False, clock=clock, min_seconds=0)
     _run_epoch(progress, clock, 100, 8.0)  # a tenth is 80 s: the 60 s rule comes first, then the mark
     # Step 9 ends 64 s after step 1, the 10% mark is step 10; then 64 s later step 18, the mark 20...
     expected = [9, 10] + [s for tens in range(10, 100, 10) for s in (tens + 8, tens + 10)]
@@ -51,9 +51,20 @@ def test_a_line_every_60_seconds_when_a_tenth_takes_longer():
     assert out.getvalue().splitlines()[0] == "paws: step 9/100 (9%), loss 2.1111, 31 img/s, 12m08s left"
 
 
+def test_lines_are_at_least_5_seconds_apart_by_default():
+    out, clock = io.StringIO(), Clock()
+    progress = Progress("paws", 250, stream=out, tty=False, clock=clock)
+    _run_epoch(progress, clock, 400, 0.125)  # a tenth is 4.875 s: the first step past each mark prints
+    assert _steps(out.getvalue()) == list(range(41, 400, 40))
+    out, clock = io.StringIO(), Clock()
+    progress = Progress("paws", 250, stream=out, tty=False, clock=clock)
+    _run_epoch(progress, clock, 9, 0.1)  # an epoch of a second: its end-of-epoch line is enough
+    assert out.getvalue() == ""
+
+
 def test_fewer_steps_than_ten_print_every_step_and_epochs_restart():
     out, clock = io.StringIO(), Clock()
-    progress = Progress("infonce", 500, stream=out, tty=False, clock=clock)
+    progress = Progress("infonce", 500, stream=out, tty=False, clock=clock, min_seconds=0)
     _run_epoch(progress, clock, 4, 1.0)
     _run_epoch(progress, clock, 4, 1.0)  # a second epoch: step goes back to 1
     assert _steps(out.getvalue()) == [1, 2, 3, 4] * 2
@@ -78,7 +89,9 @@ def test_terminal_bar_shows_steps_loss_rate_and_time_left_then_clears():
 
 def test_track_yields_every_item_and_reports_large_inputs_only():
     out = io.StringIO()
-    assert list(track(range(12), 12, "embed test", 500, stream=out, tty=False)) == list(range(12))
+    assert list(track(range(12), 12, "embed test", 500, stream=out, tty=False, min_seconds=0)) == list(
+        range(12)
+    )
     assert re.findall(r"batch (\d+)/12", out.getvalue()) == [
         str(i) for i in (2, 3, 4, 5, 6, 8, 9, 10, 11, 12)
     ]
