@@ -55,7 +55,11 @@ def quiet_fd2() -> Iterator[None]:
     A file, not a pipe: nothing has to read while TensorFlow writes, so a chatty import cannot block.
     """
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (a daemon): nothing to keep quiet
+        yield
+        return
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
