@@ -48,6 +48,9 @@ def launch_local(argv: Sequence[str], workers: int, env: Mapping[str, str] | Non
     addresses = [f"127.0.0.1:{p}" for p in free_ports(workers)]
     base = dict(os.environ if env is None else env)
     procs: list[subprocess.Popen] = []
+    # Terminated (say, by `dvc queue kill`), this launcher takes its workers with it: they run in their
+    # own process groups, which a signal to this one would not reach.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         for i in range(workers):
             child_env = base | {"TF_CONFIG": tf_config(addresses, i)}
@@ -57,18 +60,22 @@ def launch_local(argv: Sequence[str], workers: int, env: Mapping[str, str] | Non
     finally:
         for p in procs:
             _kill(p)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _wait(procs: list[subprocess.Popen]) -> int:
     """Wait for every process; once one fails, give the others GRACE_S to stop before killing them."""
     failed_at = None
-    while any(p.poll() is None for p in procs):
-        if failed_at is None and any(p.returncode not in (None, 0) for p in procs):
+    while None in (codes := [p.poll() for p in procs]):
+        if failed_at is None and any(c not in (None, 0) for c in codes):
             failed_at = time.monotonic()
         if failed_at is not None and time.monotonic() - failed_at > GRACE_S:
             break
         time.sleep(0.2)
-    codes = [p.poll() for p in procs]
     if all(c == 0 for c in codes):
         return 0
     if 2 in codes:

@@ -175,10 +175,32 @@ class Run:
     trainer: Trainer
     models: dict[str, keras.Model]
     checkpoints: Checkpoints
+    epoch: int = 0  # the epoch being trained
+    committed: int = 0  # the last epoch every worker has saved
 
     @property
     def chief(self) -> bool:
         return self.worker == 0
+
+
+def build_models(
+    strategy: tf.distribute.Strategy, method: Method, params: Params, manifest: dict[str, Any]
+) -> tuple[keras.Model, keras.Model | None, keras.optimizers.Optimizer]:
+    """The encoder, the head (methods that have one) and Adam, created inside the strategy's scope."""
+    enc = params.encoder
+    with strategy.scope():
+        encoder = get_encoder(
+            tuple(manifest["image_shape"]),
+            filters=enc.filters,
+            depth=enc.depth,
+            kernel_size=enc.kernel_size,
+            stride=enc.stride,
+            embedding_dim=enc.embedding_dim,
+        )
+        classes = int(manifest["num_classes"])
+        head = get_head(classes, input_dim=enc.embedding_dim) if method.has_head else None
+        optimizer = keras.optimizers.Adam(learning_rate=params.train.learning_rate)
+    return encoder, head, optimizer
 
 
 def build(
@@ -196,8 +218,14 @@ def build(
     num_classes = int(manifest["num_classes"])
     if labeled_ids is not None:
         labeled_ids = [int(i) for i in readers.check_labeled_ids(labeled_ids, manifest["counts"]["labeled"])]
-    check_batches(manifest, method_name, method_params, None if labeled_ids is None else len(labeled_ids))
-    train, enc = params.train, params.encoder
+    labeled = manifest["counts"].get("labeled", 0) if labeled_ids is None else len(labeled_ids)
+    check_batches(manifest, method_name, method_params, None if labeled_ids is None else labeled)
+    if params.knn.monitor_every and max(params.knn.k) > labeled:
+        raise DataError(
+            f"knn.k: {max(params.knn.k)} is larger than the kNN monitor's bank ({labeled} labeled images): "
+            "lower knn.k, or set knn.monitor_every: 0"
+        )
+    train = params.train
 
     keras.utils.set_random_seed(params.seed)
     if train.deterministic:
@@ -215,17 +243,7 @@ def build(
         describe_devices(strategy),
         f", worker {worker} of {workers}" if workers > 1 else "",
     )
-    with strategy.scope():
-        encoder = get_encoder(
-            tuple(manifest["image_shape"]),
-            filters=enc.filters,
-            depth=enc.depth,
-            kernel_size=enc.kernel_size,
-            stride=enc.stride,
-            embedding_dim=enc.embedding_dim,
-        )
-        head = get_head(num_classes, input_dim=enc.embedding_dim) if method.has_head else None
-        optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
+    encoder, head, optimizer = build_models(strategy, method, params, manifest)
     trainer = Trainer(
         method,
         method_params,
@@ -286,20 +304,16 @@ def run_epochs(
     live: Live | None,
     on_step: StepCallback | None = None,
 ) -> list[dict[str, Any]]:
-    """Train epochs start+1 .. train.epochs, each followed by the kNN monitor (when due) and a checkpoint."""
+    """Train epochs start+1 .. train.epochs, each followed by the kNN monitor (when due) and a checkpoint.
+
+    After each checkpoint the workers of a cluster wait for each other, so `run.committed` is the last
+    epoch every worker has saved: the one a rerun resumes after if a worker dies now.
+    """
     params, name = run.params, run.method.name
     epochs, monitor_every = params.train.epochs, params.knn.monitor_every
     for epoch in range(start + 1, epochs + 1):
-        try:
-            record = {"epoch": epoch, **_train_one(run, epoch, on_step)}
-        except PEER_ERRORS as exc:
-            if run.workers == 1:
-                raise
-            who = distribute.lost_worker(exc, run.worker, run.workers)
-            raise WorkerLost(
-                f"{who} stopped responding during epoch {epoch} ({_first_line(exc)}); "
-                f"rerun every worker to resume after epoch {epoch - 1}"
-            ) from None
+        run.epoch = epoch
+        record = {"epoch": epoch, **_train_one(run, epoch, on_step)}
         if monitor_every and (epoch % monitor_every == 0 or epoch == epochs):
             record |= monitor(run.models["encoder"], run.shard_dir, params, run.num_classes, run.labeled_ids)
         history.append(record)
@@ -307,6 +321,8 @@ def run_epochs(
             _log_epoch(live, record)
         log.info("%s epoch %d/%d: %s", name, epoch, epochs, _fmt(record))
         run.checkpoints.save(epoch, history, run.models, run.trainer.optimizer)
+        distribute.agree_min(run.strategy, epoch)
+        run.committed = epoch
     return history
 
 
@@ -355,22 +371,33 @@ def pretrain(
     run = build(
         method_name, params, shard_dir=shard_dir, checkpoint_root=checkpoint_root, labeled_ids=labeled_ids
     )
-    start, history = resume(run)
-    live = None
-    if run.chief:
-        live = Live(str(Path(metrics_dir) / "train"), dvcyaml=False, save_dvc_exp=False)
-        for record in history:  # DVC deleted the old curves: replay the finished epochs.
-            _log_epoch(live, record)
-    history = run_epochs(run, start, history, live, on_step)
-    save(run, model_dir)
+    try:
+        start, history = resume(run)
+        run.committed = start
+        live = None
+        if run.chief:
+            live = Live(str(Path(metrics_dir) / "train"), dvcyaml=False, save_dvc_exp=False)
+            for record in history:  # DVC deleted the old curves: replay the finished epochs.
+                _log_epoch(live, record)
+        history = run_epochs(run, start, history, live, on_step)
+        save(run, model_dir)
+    except PEER_ERRORS as exc:
+        if run.workers == 1:
+            raise
+        raise lost(run, exc) from None
     if live is not None:
         live.end()
     return history
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(getattr(exc, "message", exc)).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+def lost(run: Run, exc: Exception) -> WorkerLost:
+    """The one-line error of a worker whose peer stopped: who, when, and the epoch a rerun resumes after."""
+    who = distribute.lost_worker(exc, run.worker, run.workers)
+    when = f"during epoch {run.epoch}" if run.epoch else "while the workers agreed where to resume"
+    return WorkerLost(
+        f"{who} stopped responding {when} ({type(exc).__name__}); "
+        f"rerun every worker to resume after epoch {run.committed}"
+    )
 
 
 def _fmt(record: dict[str, Any]) -> str:

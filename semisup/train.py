@@ -277,7 +277,8 @@ class Checkpoints:
     """
 
     def __init__(self, root: str | Path, key: str, keep: int = 1):
-        self.dir = Path(root) / key
+        self.root = Path(root)
+        self.dir = self.root / key
         self.keep = max(1, keep)
 
     def save(self, epoch: int, history: list[dict], models: dict[str, keras.Model], optimizer) -> None:
@@ -344,4 +345,12 @@ class Checkpoints:
         return int(epoch), [r for r in state["history"] if r["epoch"] <= epoch]
 
     def clear(self) -> None:
+        """Remove this run's checkpoints, and the folders of a nested key (worker-i's) left empty."""
         shutil.rmtree(self.dir, ignore_errors=True)
+        for parent in self.dir.parents:
+            if parent == self.root or self.root not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # not empty: another worker's checkpoints share the folder
+                break

@@ -46,6 +46,13 @@ from stages.console import done
     help="Run as N worker processes of one multiworker cluster on this machine (loopback ports); "
     "the first writes the outputs. [env SEMISUP_LOCAL_WORKERS]",
 )
+@click.option(
+    "--step-log",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append every training step's loss to this file (step, steps per epoch, loss; tab-separated), "
+    "e.g. to compare the same run on different hardware. Only the chief writes it.",
+)
 @user_errors
 def main(
     method: str,
@@ -56,6 +63,7 @@ def main(
     checkpoints: str,
     cpu_replicas: int,
     local_workers: int,
+    step_log: str | None,
 ) -> None:
     """Pretrain METHOD's encoder on the shards."""
     params = load(params_path)
@@ -64,8 +72,10 @@ def main(
         sys.exit(_launch(params.train.strategy, local_workers))
 
     from semisup.distribute import WorkerLost, cluster_spec, configure_devices
+    from semisup.errors import UserError
 
-    worker = _worker_index(cluster_spec())
+    spec = cluster_spec()
+    worker = _worker_index(spec)
     # A cluster's other workers log warnings only: the chief's progress is the run's.
     logging.basicConfig(level=logging.INFO if worker == 0 else logging.WARNING, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its per-collective INFO lines
@@ -74,7 +84,15 @@ def main(
     from semisup.pretrain import pretrain
     from semisup.progress import Progress
 
-    batch = params.method(method).unlabeled_batch  # images/s as the bench counts them: unlabeled ones
+    log_file = open(step_log, "a", buffering=1) if step_log and worker == 0 else None  # noqa: SIM115
+    # Only the chief shows progress; images/s as the bench counts them: unlabeled ones.
+    progress = Progress(method, params.method(method).unlabeled_batch) if worker == 0 else None
+
+    def on_step(step: int, steps: int, loss: float) -> None:
+        if log_file is not None:
+            log_file.write(f"{step}\t{steps}\t{loss!r}\n")
+        if progress is not None:
+            progress(step, steps, loss)
 
     try:
         history = pretrain(
@@ -84,10 +102,13 @@ def main(
             model_dir=f"{models}/{method}",
             metrics_dir=f"{metrics}/{method}",
             checkpoint_root=checkpoints,
-            on_step=Progress(method, batch) if worker == 0 else None,
+            on_step=on_step,
         )
-    except WorkerLost as exc:
-        # TensorFlow's cluster runtime may wait for the lost peer at interpreter exit: leave at once.
+    except UserError as exc:
+        if not isinstance(exc, WorkerLost) and not spec:
+            raise
+        # In a cluster, TensorFlow's runtime may wait for a lost (or failed) peer at interpreter exit:
+        # report and leave at once.
         click.echo(f"error: {exc}", err=True)
         sys.stdout.flush()
         sys.stderr.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -159,3 +160,140 @@ def test_diverging_run_stops_with_epoch_and_step_and_saves_nothing(shards, tmp_p
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("*.keras"))
     assert not list(tmp_path.rglob("state.json"))
+
+
+def test_two_saves_of_the_same_weights_are_byte_identical(tmp_path):
+    import time
+    import zipfile
+
+    import keras
+
+    from semisup.encoder import get_encoder, save_encoder
+
+    model = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
+    save_encoder(model, tmp_path / "a" / "encoder.keras")
+    time.sleep(1.1)  # Keras stamps the second in metadata.json, the zip every entry's write time
+    save_encoder(model, tmp_path / "b" / "encoder.keras")
+    first = (tmp_path / "a" / "encoder.keras").read_bytes()
+    assert first == (tmp_path / "b" / "encoder.keras").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a" / "encoder.keras") as z:
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    loaded = keras.models.load_model(tmp_path / "a" / "encoder.keras")
+    for a, b in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    model.weights[0].assign(model.weights[0] + 1.0)
+    save_encoder(model, tmp_path / "c" / "encoder.keras")
+    assert (tmp_path / "c" / "encoder.keras").read_bytes() != first
+
+
+def test_labeled_ids_pick_the_labeled_images_trained_on(shards):
+    from semisup.data import readers
+
+    _, shard_dir = shards
+    images, labels = readers.load_split(shard_dir, "labeled")
+    ids = [7, 3, 100, 42, 0]
+    ds, _ = readers.train_dataset(
+        shard_dir,
+        unlabeled_batch=128,
+        labeled_batch=10,
+        seed=0,
+        epoch=1,
+        shuffle_buffer=500,
+        read_unlabeled=False,
+        labeled_ids=ids,
+    )
+    wanted = {images[i].tobytes(): int(labels[i]) for i in ids}
+    for k, (_, x, y) in enumerate(ds.as_numpy_iterator()):
+        keys = [img.tobytes() for img in x]
+        assert [wanted[key] for key in keys] == y.tolist()  # only those images, with their labels
+        assert sorted(keys) == sorted(list(wanted) * 2)  # a batch of 10 is two whole passes over 5
+        if k == 0:
+            assert keys[:5] != [images[i].tobytes() for i in ids]  # shuffled
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [([], "empty"), ([0, 250], "position 250 is outside the labeled split"), ([1, 1], "appears twice")],
+)
+def test_bad_labeled_ids_name_the_problem(shards, ids, message):
+    from semisup.data import readers
+    from semisup.errors import UserError
+
+    with pytest.raises(UserError, match=rf"^labeled_ids: .*{message}"):
+        readers.labeled_subset(shards[1], ids)
+
+
+def test_labeled_ids_reach_the_checkpoint_key_batches_and_monitor(shards, monkeypatch):
+    from semisup import pretrain as pt
+    from semisup.config import load_params
+    from semisup.errors import DataError
+
+    params_path, shard_dir = shards
+    params = load_params(params_path)
+    keys = {pt.run_key("paws", params, shard_dir, False, ids) for ids in (None, [1, 2, 3], [1, 2, 4])}
+    assert len(keys) == 3
+    assert pt.run_key("paws", params, shard_dir, False, [1, 2, 3]) in keys
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    with pytest.raises(DataError, match=r"labeled_batch: 50 is larger than the labeled subset \(3 images\)"):
+        pt.check_batches(manifest, "paws", params.methods.paws, labeled=3)
+    pt.check_batches(manifest, "infonce", params.methods.infonce, labeled=3)  # InfoNCE reads no labeled image
+
+    seen = {}
+    monkeypatch.setattr(pt, "knn_accuracy", lambda bank, bank_labels, *a, **k: seen.update(n=len(bank)) or {})
+    from semisup.encoder import get_encoder
+
+    pt.monitor(get_encoder((32, 32, 3), filters=8, embedding_dim=8), shard_dir, params, 10, [5, 6, 7, 8])
+    assert seen == {"n": 4}
+
+
+@pytest.mark.slow
+def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path):
+    import keras
+
+    from semisup.config import load_params
+    from semisup.data import readers
+    from semisup.errors import DataError
+    from semisup.pretrain import pretrain
+
+    _, shard_dir = shards
+    params = load_params(
+        _write_params(
+            tmp_path / "p.yaml", **{"train.epochs": 1, "train.mixed_precision": False, "knn.k": [20]}
+        )
+    )
+    with pytest.raises(DataError, match=r"^knn\.k: 200 is larger than the kNN monitor's bank \(50 labeled"):
+        pretrain(
+            "paws",
+            load_params(shards[0]),
+            shard_dir=shard_dir,
+            model_dir=tmp_path,
+            metrics_dir=tmp_path,
+            checkpoint_root=tmp_path,
+            labeled_ids=list(range(50)),
+        )
+    ids = list(range(0, 250, 5))  # 50 of the 250 labeled images: exactly one labeled batch
+    calls, subsets = [], []
+    original = readers.labeled_subset
+    readers.labeled_subset = lambda shard_dir, labeled_ids=None: (
+        subsets.append(labeled_ids) or original(shard_dir, labeled_ids)
+    )
+    try:
+        history = pretrain(
+            "paws",
+            params,
+            shard_dir=shard_dir,
+            model_dir=tmp_path / "model",
+            metrics_dir=tmp_path / "metrics",
+            checkpoint_root=tmp_path / "ckpt",
+            labeled_ids=ids,
+            on_step=lambda step, steps, loss: calls.append((step, steps, loss)),
+        )
+    finally:
+        readers.labeled_subset = original
+        keras.mixed_precision.set_global_policy("float32")
+    steps = 1188 // 128
+    assert [(s, n) for s, n, _ in calls] == [(s, steps) for s in range(1, steps + 1)]
+    assert all(isinstance(loss, float) and np.isfinite(loss) for *_, loss in calls)
+    assert np.isclose(history[0]["loss"], np.mean([loss for *_, loss in calls]), rtol=1e-5)
+    assert subsets and all(s == ids for s in subsets)  # the stream and the kNN bank: only these images
+    assert (tmp_path / "model" / "encoder.keras").exists()

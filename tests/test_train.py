@@ -248,3 +248,30 @@ def test_mixed_precision_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(train, "fast_bfloat16", lambda: False)
     assert train.resolve_mixed_precision("auto") is False
     assert train.resolve_mixed_precision(True) is True
+
+
+def test_cluster_checkpoints_keep_the_last_two_epochs(tmp_path):
+    trainer = _trainer(METHODS["paws"])
+    models = {"encoder": trainer.encoder}
+    ckpt = Checkpoints(tmp_path, "key", keep=2)
+    history = []
+    saved = {}
+    for epoch in (1, 2, 3):
+        for w in trainer.encoder.weights:
+            w.assign(tf.fill(w.shape, float(epoch)))
+        history.append({"epoch": epoch, "loss": 1.0 / epoch})
+        ckpt.save(epoch, history, models, trainer.optimizer)
+        saved[epoch] = [np.asarray(w) for w in trainer.encoder.weights]
+    assert sorted(p.name for p in ckpt.dir.iterdir()) == [
+        "state.json",
+        "weights-00002.npz",
+        "weights-00003.npz",
+    ]
+    assert ckpt.epochs() == [2, 3]
+    other = _trainer(METHODS["paws"])
+    # A peer that died before saving epoch 3: every worker resumes after epoch 2.
+    epoch, resumed = ckpt.load({"encoder": other.encoder}, other.optimizer, other.variables, epoch=2)
+    assert epoch == 2 and [r["epoch"] for r in resumed] == [1, 2]
+    for a, b in zip(saved[2], other.encoder.weights, strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    assert ckpt.load({"encoder": other.encoder}, other.optimizer, other.variables, epoch=1) is None
