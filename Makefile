@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Stages hide TensorFlow's start-up lines themselves (stages/console.py); SEMISUP_VERBOSE=1 shows its logs.
+ifeq ($(SEMISUP_VERBOSE),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+endif
 
 .PHONY: setup test test-fast lint demo bench clean
 

@@ -6,6 +6,7 @@ input pipeline (shards on disk, via semisup.data.readers), augmentation, encoder
 step/floor is what augmentation, loss and input cost on top of the encoder's own compute.
 
     python bench/train_throughput.py [--steps 6] [--methods paws,suncet] [--jit] [--mixed auto|true|false]
+        [--progress]   # each step also reports to semisup.progress, as pretrain does (bar or 10% lines)
 
 Last line: one JSON object of the figures.
 """
@@ -32,6 +33,7 @@ from semisup.data.sources import SourceSplits, SplitStream  # noqa: E402
 from semisup.encoder import get_encoder, get_head  # noqa: E402
 from semisup.methods import METHODS  # noqa: E402
 from semisup.pretrain import epoch_dataset  # noqa: E402
+from semisup.progress import Progress  # noqa: E402
 from semisup.train import Trainer, resolve_mixed_precision, set_precision  # noqa: E402
 
 SHAPE = (96, 96, 3)
@@ -84,7 +86,7 @@ def floor_step_seconds(encoder: keras.Model, n_images: int, steps: int, jit: boo
 
 
 def method_step_seconds(
-    name: str, shard_dir: str, steps: int, jit: bool, warmup: int = 2
+    name: str, shard_dir: str, steps: int, jit: bool, warmup: int = 2, progress: bool = False
 ) -> tuple[list[float], int]:
     """Per-step timings of the real training step of method `name`; -> (timings, unlabeled batch)."""
     method, mp = METHODS[name], Params().method(name)
@@ -110,12 +112,15 @@ def method_step_seconds(
     if per_epoch < warmup + steps:
         raise SystemExit(f"{name}: {per_epoch} steps per epoch, need {warmup + steps}: write more shards")
     times = []
+    on_step = Progress(name, mp.unlabeled_batch) if progress else None
     batches = iter(dataset)
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         unlabeled, labeled, labels = next(batches)
         loss, _ = trainer.step(unlabeled, labeled, labels, i)
-        float(loss)
+        value = float(loss)
+        if on_step is not None:
+            on_step(i + 1, warmup + steps, value)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times, mp.unlabeled_batch
@@ -132,6 +137,7 @@ def main() -> None:
         "--steps", type=int, default=6, help="timed steps per method (the median is reported)"
     )
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--progress", action="store_true", help="report every step to semisup.progress")
     parser.add_argument("--jit", action="store_true", help="jit_compile=True for step and floor")
     parser.add_argument(
         "--mixed",
@@ -144,10 +150,13 @@ def main() -> None:
     set_precision(mixed)
     keras.utils.set_random_seed(0)
     figures: dict = {"cpu_count": os.cpu_count(), "jit_compile": args.jit, "mixed_precision": mixed}
+    figures["progress"] = args.progress
     with tempfile.TemporaryDirectory() as tmp:
         shard_dir = write_shards(tmp, unlabeled=500 * (args.steps + 3), labeled=500)
         for name in args.methods.split(","):
-            step_times, unlabeled = method_step_seconds(name, shard_dir, args.steps, args.jit)
+            step_times, unlabeled = method_step_seconds(
+                name, shard_dir, args.steps, args.jit, progress=args.progress
+            )
             floor_times = floor_step_seconds(get_encoder(SHAPE), images_encoded(name), args.steps, args.jit)
             step, floor = statistics.median(step_times), statistics.median(floor_times)
             figures[name] = {

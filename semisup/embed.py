@@ -8,6 +8,7 @@ from semisup.data import readers
 from semisup.data.sources import save_npz
 from semisup.encoder import load_encoder
 from semisup.io import check_free_space, output_set, probe_writable
+from semisup.progress import track
 from semisup.train import embed
 
 SPLITS = ("labeled", "test")
@@ -30,7 +31,11 @@ def embed_splits(
     with output_set(out_dir) as (tmp,):
         tmp.mkdir()
         for split in SPLITS:
-            features, labels = embed(encoder, readers.eval_dataset(shard_dir, split, batch_size))
+            batches = -(-manifest["counts"][split] // batch_size)  # progress on large splits only (track)
+            dataset = track(
+                readers.eval_dataset(shard_dir, split, batch_size), batches, f"embed {split}", batch_size
+            )
+            features, labels = embed(encoder, dataset)
             save_npz(tmp / f"{split}.npz", features=features, labels=labels)
             counts[split] = len(labels)
     return counts

@@ -28,6 +28,7 @@ from semisup.encoder import get_encoder, get_head, save_encoder
 from semisup.errors import DataError
 from semisup.knn import knn_accuracy
 from semisup.methods import METHODS, Method
+from semisup.progress import describe_devices
 from semisup.train import Checkpoints, Trainer, embed, fingerprint, resolve_mixed_precision, set_precision
 
 log = logging.getLogger(__name__)
@@ -234,11 +235,12 @@ def build(
     strategy = distribute.select_strategy(train.strategy)
     worker, workers = distribute.task(strategy)
     log.info(
-        "%s: %s precision, %s strategy, %d replica(s)%s",
+        "%s: %s precision, %s strategy, %d replica(s) on %s%s",
         method_name,
         "mixed_bfloat16" if mixed else "float32",
         type(strategy).__name__,
         strategy.num_replicas_in_sync,
+        describe_devices(strategy),
         f", worker {worker} of {workers}" if workers > 1 else "",
     )
     encoder, head, optimizer = build_models(strategy, method, params, manifest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 @click.command()
@@ -34,7 +35,7 @@ def main(params_path: str, raw_dir: str, manual_dir: str, download_dir: str) -> 
     probe_writable(raw_dir)  # before checking every image of a folder, or a download of 2.6 GB
 
     summary = prepare_raw(params.data, raw_dir=raw_dir, manual_dir=manual_dir, download_dir=download_dir)
-    click.echo(summary)
+    done(summary)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 @click.command()
@@ -32,7 +33,11 @@ def main(method: str, params_path: str, shards: str, models: str, out: str) -> N
         batch_size=params.embed.batch_size,
         rerun=f"rerun `dvc repro -f pretrain@{method}`",
     )
-    click.echo(f"{method}: embedded " + ", ".join(f"{n} {split}" for split, n in counts.items()))
+    done(
+        f"{method}: embedded "
+        + ", ".join(f"{n} {split}" for split, n in counts.items())
+        + f" -> {out}/{method}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from semisup.io import output_set, write_json
 from semisup.knn import accuracy_metrics, knn_predict, per_class_accuracy
 from semisup.preflight import check_outputs
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 def load_embeddings(path: Path, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +113,11 @@ def main(method: str, params_path: str, embeddings: str, shards: str, out: str) 
         write_json(scores_json, scores)
         write_json(per_class_json, {"k": min(knn.k), "per_class_accuracy": per_class})
         write_confusion(confusion_csv, query_labels, smallest, names)
-    click.echo(f"{method}: " + " ".join(f"{key}={value['accuracy']:.4f}" for key, value in scores.items()))
+    done(
+        f"{method}: "
+        + " ".join(f"{k}={v['accuracy']:.4f}" for k, v in scores.items())
+        + f" -> {out}/{method}"
+    )
 
 
 if __name__ == "__main__":

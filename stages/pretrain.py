@@ -13,6 +13,7 @@ import sys
 import click
 
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 @click.command()
@@ -85,9 +86,18 @@ def main(
     check_pretrain(params, method, shards, f"{models}/{method}", f"{metrics}/{method}", checkpoints)
 
     from semisup.pretrain import pretrain
+    from semisup.progress import Progress
 
     log_file = open(step_log, "a", buffering=1) if step_log and worker == 0 else None  # noqa: SIM115
-    on_step = (lambda step, steps, loss: log_file.write(f"{step}\t{steps}\t{loss!r}\n")) if log_file else None
+    # Only the chief shows progress; images/s as the bench counts them: unlabeled ones.
+    progress = Progress(method, params.method(method).unlabeled_batch) if worker == 0 else None
+
+    def on_step(step: int, steps: int, loss: float) -> None:
+        if log_file is not None:
+            log_file.write(f"{step}\t{steps}\t{loss!r}\n")
+        if progress is not None:
+            progress(step, steps, loss)
+
     try:
         history = pretrain(
             method,
@@ -108,7 +118,7 @@ def main(
         sys.stderr.flush()
         os._exit(2)
     if worker == 0:
-        click.echo(f"{method}: trained {len(history)} epochs -> {models}/{method}/encoder.keras")
+        done(f"{method}: trained {len(history)} epochs -> {models}/{method}/encoder.keras")
 
 
 def _launch(strategy: str, workers: int) -> int:

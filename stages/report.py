@@ -16,6 +16,7 @@ from semisup.io import output_set, write_json
 from semisup.preflight import check_outputs
 from semisup.report import Curve, format_table, plot_curves, read_curve, summarize
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 def curve_path(metrics: Path, method: str, k: int) -> Path:
@@ -67,6 +68,7 @@ def main(params_path: str, metrics: str, out: str) -> None:
         for k in ks:
             plot_curves(plots / f"knn_k{k}.png", curves[k], k, note=note)
     click.echo(format_table(summary, ks))
+    done(f"report: {out}/summary.json, {out}/plots/" + ", ".join(f"knn_k{k}.png" for k in ks))
 
 
 if __name__ == "__main__":

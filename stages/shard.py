@@ -6,6 +6,7 @@ import click
 
 from semisup.config import to_dict
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 @click.command()
@@ -32,7 +33,7 @@ def main(params_path: str, raw_dir: str, out_dir: str) -> None:
         data_params=to_dict(params.data),
     )
     counts = ", ".join(f"{split} {n}" for split, n in manifest["counts"].items())
-    click.echo(
+    done(
         f"{manifest['source']}: {counts} images of {manifest['image_shape']} in {len(manifest['shards'])} shards -> {out_dir}"
     )
 

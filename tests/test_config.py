@@ -13,8 +13,17 @@ from semisup.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_repository_params_load_and_match_reference_recipe():
-    p = load_params(ROOT / "params.yaml")
+def committed_params(tmp_path: Path) -> Path:
+    """The params.yaml of the commit checked out, not the workspace's (experiments edit that one)."""
+    proc = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True)
+    if proc.returncode != 0:  # not a git checkout (an sdist): the file is all there is
+        return ROOT / "params.yaml"
+    (tmp_path / "params.yaml").write_bytes(proc.stdout)
+    return tmp_path / "params.yaml"
+
+
+def test_repository_params_load_and_match_reference_recipe(tmp_path):
+    p = load_params(committed_params(tmp_path))
     assert p.data.source == "stl10" and p.data.image_size == 96
     assert (p.encoder.filters, p.encoder.depth, p.encoder.embedding_dim) == (128, 4, 128)
     assert (p.methods.suncet.unlabeled_batch, p.methods.suncet.labeled_batch) == (250, 250)
@@ -24,8 +33,8 @@ def test_repository_params_load_and_match_reference_recipe():
     assert p.knn.k == (20, 200) and p.augment.crop_scale == (0.2, 1.0)
 
 
-def test_round_trip_through_dict():
-    p = load_params(ROOT / "params.yaml")
+def test_round_trip_through_dict(tmp_path):
+    p = load_params(committed_params(tmp_path))
     assert parse_params(to_dict(p)) == p
 
 

@@ -1,0 +1,114 @@
+"""The README's commands on a fresh clone, in the README's order and again: demo, the suite's params test,
+demo. All green, the same table twice, and no tracked file changed (params.yaml stays the STL10 recipe)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+BIN = Path(sys.executable).parent
+NOISE = re.compile(r"^[IWE]0000 |absl::InitializeLog", re.M)
+TABLE = re.compile(r"^method +knn@20 .*\n((?:\w+ +[\d. ]+\n){4})", re.M)
+
+
+def run(cwd: Path, *cmd: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `cmd` in `cwd` with this venv's tools first on PATH; fail the test with its output on error."""
+    base = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "SEMISUP_VERBOSE")}
+    full = base | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"} | (env or {})
+    proc = subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def fresh_clone(dest: Path) -> Path:
+    """`git clone` of this repository at its HEAD, plus the working tree's uncommitted changes as a commit."""
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    run(dest.parent, "git", "clone", "-q", "--no-checkout", str(ROOT), dest.name)
+    run(dest, "git", "checkout", "-q", head)
+    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True).stdout
+    if diff:
+        subprocess.run(["git", "apply", "--binary", "-"], cwd=dest, input=diff, check=True)
+    untracked = subprocess.run(
+        ["git", "ls-files", "-z", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    for rel in filter(None, untracked.split("\0")):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
+    if run(dest, "git", "status", "--porcelain").stdout:
+        run(dest, "git", "add", "-A")
+        run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "working tree")
+    return dest
+
+
+def tracked_changes(repo: Path) -> str:
+    return run(repo, "git", "status", "--porcelain", "--untracked-files=no").stdout
+
+
+@pytest.mark.slow
+def test_demo_then_suite_then_demo_again_on_a_fresh_clone(tmp_path):
+    repo = fresh_clone(tmp_path / "semisup")
+    committed = run(repo, "git", "show", "HEAD:params.yaml").stdout
+    # No git identity: the demo lends DVC one for its experiment commit.
+    nobody = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path)}
+    first = run(repo, sys.executable, "-m", "stages.demo", "--profile", "tiny", env=nobody)
+    table = TABLE.search(first.stdout)
+    assert table, first.stdout
+    rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in table.group(1).splitlines()}
+    assert set(rows) == {"crossentropy", "infonce", "suncet", "paws"}
+    assert (
+        all(0.0 <= x <= 1.0 for row in rows.values() for x in row) and max(r[0] for r in rows.values()) > 0.2
+    )
+    name = re.search(r"experiment (demo-tiny-[0-9a-f]{8})", first.stdout).group(1)
+    assert "pipeline wall time:" in first.stdout and "demo/knn_k20.png" in first.stdout
+    assert f"dvc plots diff {name}" in first.stdout
+    # The stages' output went through DVC: every stage's summary line, and not one TensorFlow start-up line.
+    summaries = re.findall(r"^\w+: .* \[(?:\d+\.\d s|\d+ min \d\d s)\]$", first.stdout, re.M)
+    assert len(summaries) == 2 + 3 * 4 + 1, first.stdout  # download, shard, 3 stages per method, report
+    assert not NOISE.search(first.stdout + first.stderr), first.stderr
+    assert "WARNING" not in first.stderr, first.stderr  # nor DVC's about outputs the run is about to make
+    # Results are visible without touching the workspace: figures in demo/ (ignored), the experiment in DVC.
+    assert (repo / "demo" / "knn_k20.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        round(json.loads((repo / "demo" / "summary.json").read_text())["paws"]["k20"]["accuracy"], 4)
+        == rows["paws"][0]
+    )
+    shown = run(repo, "dvc", "exp", "show", "--json").stdout
+    assert name in shown
+    assert tracked_changes(repo) == "" and (repo / "params.yaml").read_text() == committed
+    assert not (repo / "dvc.lock").exists() and not (repo / "metrics").exists()
+
+    # The suite's own check that the repository's params are the reference recipe, in the same clone.
+    suite = run(repo, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_config.py")
+    assert re.search(r"\d+ passed", suite.stdout) and "failed" not in suite.stdout
+
+    again = run(repo, sys.executable, "-m", "stages.demo", "--profile", "tiny", env=nobody)
+    assert f"already ran on this code: shown from experiment {name}" in again.stdout
+    assert TABLE.search(again.stdout).group(1) == table.group(1)
+    assert tracked_changes(repo) == ""
+
+
+def test_demo_drops_only_dvc_warnings_nobody_can_act_on():
+    import logging
+
+    from stages.demo import _DemoNoise
+
+    def passes(message: str, *args: str) -> bool:
+        return _DemoNoise().filter(logging.LogRecord("dvc", logging.WARNING, "x", 1, message, args, None))
+
+    untracked = "The following untracked files were present in the experiment directory after reproduction "
+    untracked += "but will not be included in experiment commits:\n\t%s"
+    assert not passes("No file hash info found for '%s'. It won't be created.", "models/paws")
+    assert not passes(untracked, "models/.gitignore, data/.gitignore")
+    assert passes(untracked, "models/.gitignore, notes.txt")  # a user's file: they should know
+    assert passes("Stage 'download' is cached - skipping run")

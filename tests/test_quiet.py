@@ -1,0 +1,114 @@
+"""A quiet start: a stage prints its own lines (and progress), not TensorFlow's native start-up lines."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stages import console
+from stages.console import done, elapsed, filter_noise, is_noise
+from tests.support import ROOT, make_shards, write_params
+
+NOISE = re.compile(r"^[IWE]0000 |absl::InitializeLog", re.M)
+
+# Verbatim from a CPU machine (TF 2.21): what every stage used to print, twice.
+STARTUP = """\
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1795985488.991594    4132 port.cc:153] oneDNN custom operations are on. You may see slightly \
+different numerical results due to floating-point round-off errors from different computation orders.
+I0000 00:00:1795985488.992110    4132 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU \
+will not be used.
+I0000 00:00:1795985489.040057    4132 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use \
+available CPU instructions in performance-critical operations.
+To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the \
+appropriate compiler flags.
+E0000 00:00:1795985492.580348    4132 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: \
+Failed call to cuInit: UNKNOWN ERROR (303)
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "SEMISUP_VERBOSE")}
+    return env | extra
+
+
+def test_startup_lines_are_noise_and_other_lines_are_kept():
+    kept = "error: params.yaml: data.source: 'stl11' is not one of stl10, digits, folder\n"
+    real = "E0000 00:00:1795985492.580348    4132 cuda_executor.cc:12] out of memory allocating 80 GiB\n"
+    warning = "/x.py:3: UserWarning: something a user should see\n"
+    assert filter_noise(STARTUP) == ""
+    assert filter_noise(STARTUP + kept + real + warning) == kept + real + warning
+    assert not is_noise("WARNING: the stage's own warning")
+
+
+def test_summary_line_says_how_long(capsys, monkeypatch):
+    monkeypatch.setattr(console, "STARTED", time.monotonic() - 8.24)  # this process started 8.24 s ago
+    done("paws: trained 25 epochs -> models/paws/encoder.keras")
+    assert re.fullmatch(
+        r"paws: trained 25 epochs -> models/paws/encoder\.keras \[8\.[23] s\]\n", capsys.readouterr().out
+    )
+    assert (elapsed(8.24), elapsed(125), elapsed(3780)) == ("8.2 s", "2 min 05 s", "1 h 03 min")
+
+
+@pytest.mark.slow
+def test_tensorflow_import_is_quiet_unless_verbose():
+    code = "import stages, tensorflow as tf; print(float(tf.reduce_sum(tf.ones(3))))"
+    quiet = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stdout == "3.0\n", quiet.stderr
+    assert not NOISE.search(quiet.stderr), quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=_env(SEMISUP_VERBOSE="1"), capture_output=True, text=True
+    )
+    assert loud.returncode == 0 and NOISE.search(loud.stderr), loud.stderr  # TF's lines are there again
+
+
+def _marks(steps: int) -> list[int]:
+    """The steps that end a tenth of an epoch: ceil(k * steps / 10), k = 1..10, without repeats."""
+    return sorted({math.ceil(k * steps / 10) for k in range(1, 11)})
+
+
+@pytest.mark.slow
+def test_pretrain_stage_without_terminal_prints_progress_every_tenth_and_no_startup_lines(tmp_path):
+    params = write_params(
+        tmp_path / "params.yaml",
+        {
+            "data.source": "digits",
+            "data.image_size": 32,
+            "data.labeled_per_class": 25,
+            "data.num_shards": 2,
+            "train.epochs": 2,
+            "train.shuffle_buffer": 500,
+            "encoder.filters": 8,
+            "knn.monitor_every": 0,
+            "methods.paws.unlabeled_batch": 64,
+            "methods.paws.labeled_batch": 50,
+        },
+    )
+    shards = make_shards(tmp_path, params)
+    cmd = [sys.executable, "-m", "stages.pretrain", "--method", "paws", "--params", str(params)]
+    cmd += ["--shards", str(shards), "--models", str(tmp_path / "m"), "--metrics", str(tmp_path / "x")]
+    cmd += ["--checkpoints", str(tmp_path / "ck")]
+    # Epochs of a second: lift the 5 s spacing of lines (for people) to see the 10% cadence itself.
+    env = _env(SEMISUP_PROGRESS_MIN_SECONDS="0")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert not NOISE.search(proc.stderr + proc.stdout), proc.stderr
+    steps = __import__("json").loads((shards / "manifest.json").read_text())["counts"]["unlabeled"] // 64
+    lines = re.findall(r"^paws: step (\d+)/(\d+) \(\d+%\), loss \d+\.\d{4}", proc.stderr, re.M)
+    assert {int(total) for _, total in lines} == {steps}
+    # Every tenth of each of the 2 epochs (a minute never passes here), then the epoch's own line.
+    assert [int(step) for step, _ in lines] == _marks(steps) * 2, proc.stderr
+    assert len(re.findall(r"^paws epoch [12]/2: loss=", proc.stderr, re.M)) == 2
+    # One start line: precision and devices.
+    assert len(re.findall(r"^paws: \w+ precision, .* replica\(s\) on [CG]PU:0", proc.stderr, re.M)) == 1
+    assert re.search(r"img/s, \d+s left$", proc.stderr, re.M)
+    out = proc.stdout.strip().splitlines()
+    assert re.fullmatch(rf"paws: trained 2 epochs -> {tmp_path}/m/paws/encoder\.keras \[[^\]]+\]", out[-1])
+    assert Path(tmp_path / "m" / "paws" / "encoder.keras").exists()
