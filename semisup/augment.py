@@ -254,42 +254,54 @@ def augment(
     saturation: float = 0.5,
     hue: float = 0.2,
     jit_compile: bool = True,
+    part: tuple[int | tf.Tensor, int] = (0, 1),
 ) -> tf.Tensor:
     """One SimCLR view of each image: uint8 or [0, 1] float (B, H, W, 3), seed int (2,) -> float32 (B, H, W, 3).
 
     jit_compile=True runs it as XLA functions (inlined when the caller is already compiled): 2-3x
     faster on CPU than TF's kernels, and the same views whether or not the caller is compiled.
+    part=(index, count): `images` are rows index*B .. (index+1)*B of a global batch of count*B images
+    (one replica's share). The random parameters are drawn for the whole global batch and this part's
+    rows kept, so every image gets the view it would get on one device, however many replicas share it.
     """
     _check(crop_scale, crop_ratio, brightness, contrast, saturation, hue)
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4 or images.shape[-1] != 3:
         raise UserError(f"augment: images must be (batch, height, width, 3), got shape {images.shape}")
     crop_seed, flip_seed, jitter_seed = _split(seed, 3)
+    index, count = tf.cast(part[0], tf.int32), int(part[1])
     # Two XLA functions, not one: fused, XLA recomputes the crop's gathers inside every jitter pass
     # instead of storing the cropped batch once (~1.5x slower on CPU).
     crop_fn, jitter_fn = (_crop_flip_xla, _jitter_xla) if jit_compile else (_crop_flip, _jitter)
     ranges = {"crop_scale": tuple(map(float, crop_scale)), "crop_ratio": tuple(map(float, crop_ratio))}
-    x = crop_fn(images, crop_seed, flip_seed, flip=bool(flip), **ranges)
+    x = crop_fn(images, crop_seed, flip_seed, index, flip=bool(flip), count=count, **ranges)
     if brightness == contrast == saturation == hue == 0:
         return x
     strengths = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue}
-    return jitter_fn(x, jitter_seed, **{k: float(v) for k, v in strengths.items()})
+    return jitter_fn(x, jitter_seed, index, count=count, **{k: float(v) for k, v in strengths.items()})
 
 
-def _crop_flip(images, crop_seed, flip_seed, *, flip, crop_scale, crop_ratio) -> tf.Tensor:
+def _rows(t: tf.Tensor, index: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+    """Rows index*batch .. (index+1)*batch of t (G, ...): one part's share of global-batch draws."""
+    return t[index * batch : (index + 1) * batch]
+
+
+def _crop_flip(images, crop_seed, flip_seed, index, *, flip, count, crop_scale, crop_ratio) -> tf.Tensor:
     """Random resized crop + flip of uint8 or [0, 1] float (B, H, W, 3) -> float32 in [0, 1]."""
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
-    crops = sample_crops(batch, height, width, crop_seed, crop_scale, crop_ratio)
-    flips = _uniform([batch], flip_seed) < (0.5 if flip else 0.0)
+    crops = _rows(sample_crops(batch * count, height, width, crop_seed, crop_scale, crop_ratio), index, batch)
+    flips = _rows(_uniform([batch * count], flip_seed), index, batch) < (0.5 if flip else 0.0)
     # Crop the uint8 images, then scale: gathering bytes is cheaper than gathering floats.
     x = resized_crop(images, crops, flips)
     return x / 255.0 if images.dtype == tf.uint8 else x
 
 
-def _jitter(x, seed, *, brightness, contrast, saturation, hue) -> tf.Tensor:
+def _jitter(x, seed, index, *, count, brightness, contrast, saturation, hue) -> tf.Tensor:
     """Colour jitter with per-image factors and order: (B, H, W, 3) in [0, 1] -> same."""
-    factors, order = sample_jitter(tf.shape(x)[0], seed, brightness, contrast, saturation, hue)
+    batch = tf.shape(x)[0]
+    factors, order = sample_jitter(batch * count, seed, brightness, contrast, saturation, hue)
+    factors, order = _rows(factors, index, batch), _rows(order, index, batch)
     return color_jitter(x, factors, order, use_hue=hue > 0)
 
 

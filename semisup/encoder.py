@@ -7,9 +7,15 @@ loads with `keras.models.load_model(path)` in safe mode, without custom objects.
 
 from __future__ import annotations
 
+import json
+import os
+import zipfile
+from pathlib import Path
+
 import keras
 
 from semisup.errors import UserError
+from semisup.io import atomic_path
 
 
 def min_image_size(depth: int, kernel_size: int, stride: int) -> int:
@@ -62,3 +68,35 @@ def get_head(num_classes: int, input_dim: int | None = None, name: str = "head")
     if input_dim is not None:
         layers.insert(0, keras.Input((input_dim,)))
     return keras.Sequential(layers, name=name)
+
+
+# Every entry of a saved model gets this time: a .keras zip otherwise records when it was written, so
+# identical weights would give new bytes (and DVC a new model) on every run.
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def save_encoder(model: keras.Model, path: str | Path) -> None:
+    """model.save(path) as a .keras file whose bytes depend only on the model: written atomically."""
+    path = Path(path)
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+        canonical_keras(tmp)
+
+
+def canonical_keras(path: str | Path) -> None:
+    """Rewrite a .keras zip in place without write times: fixed entry times, no metadata date_saved."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as src:
+        entries = [(info, src.read(info.filename)) for info in src.infolist()]
+    tmp = path.with_name(path.name + ".canonical")
+    with zipfile.ZipFile(tmp, "w") as dst:
+        for info, data in sorted(entries, key=lambda e: e[0].filename):
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta, sort_keys=True).encode()
+            entry = zipfile.ZipInfo(info.filename, date_time=_ZIP_TIME)
+            entry.compress_type = info.compress_type
+            entry.external_attr = 0o644 << 16
+            dst.writestr(entry, data)
+    os.replace(tmp, path)

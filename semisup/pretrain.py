@@ -1,34 +1,34 @@
-"""Pretrain one method's encoder: data, models, resumable epochs, per-epoch kNN monitor, dvclive curves."""
+"""Pretrain one method's encoder: build, resume, run the epochs, save; under any tf.distribute strategy.
+
+Every worker of a cluster trains; only the chief writes the model and the curves. Each worker keeps its
+own checkpoints in a stable place (`checkpoint_root/<method>-<key>/`, non-chief workers in `worker-<i>/`
+inside it), and a rerun resumes every worker from the last epoch all of them saved.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 from dvclive import Live
 
 from semisup import augment as aug
+from semisup import distribute
 from semisup.config import Params, to_dict
 from semisup.data import readers
-from semisup.encoder import get_encoder, get_head
+from semisup.distribute import PEER_ERRORS, WorkerLost, is_chief  # noqa: F401  (is_chief: its old home)
+from semisup.encoder import get_encoder, get_head, save_encoder
 from semisup.errors import DataError
-from semisup.io import atomic_path
 from semisup.knn import knn_accuracy
 from semisup.methods import METHODS, Method
-from semisup.train import (
-    Checkpoints,
-    Trainer,
-    embed,
-    fingerprint,
-    resolve_mixed_precision,
-    select_strategy,
-    set_precision,
-)
+from semisup.train import Checkpoints, Trainer, embed, fingerprint, resolve_mixed_precision, set_precision
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,13 @@ def manifest_digest(shard_dir: str | Path) -> str:
     return hashlib.sha256((Path(shard_dir) / "manifest.json").read_bytes()).hexdigest()
 
 
-def run_key(method: str, params: Params, shard_dir: str | Path, mixed: bool) -> str:
+def run_key(
+    method: str, params: Params, shard_dir: str | Path, mixed: bool, labeled_ids: Sequence[int] | None = None
+) -> str:
     """What a checkpoint is valid for: the params pretrain@M depends on (see dvc.yaml), the data, the seed,
-    and the precision `train.mixed_precision` resolved to (auto may resolve differently elsewhere)."""
-    return fingerprint(
+    the precision `train.mixed_precision` resolved to (auto may resolve differently elsewhere), and the
+    labeled subset trained on (None: every labeled image)."""
+    parts = [
         method,
         to_dict(params.method(method)),
         to_dict(params.train),
@@ -52,16 +55,30 @@ def run_key(method: str, params: Params, shard_dir: str | Path, mixed: bool) -> 
         params.seed,
         manifest_digest(shard_dir),
         mixed,
-    )
+    ]
+    if labeled_ids is not None:
+        ids = np.asarray(list(labeled_ids), dtype=np.int64)
+        parts.append(hashlib.sha256(ids.tobytes()).hexdigest())
+    return fingerprint(*parts)
+
+
+StepCallback = Callable[[int, int, float], None]
 
 
 def monitor(
-    encoder: keras.Model, shard_dir: str | Path, params: Params, num_classes: int
+    encoder: keras.Model,
+    shard_dir: str | Path,
+    params: Params,
+    num_classes: int,
+    labeled_ids: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """Unweighted kNN accuracy of the current encoder: labeled split as the bank, test split as queries."""
+    """Unweighted kNN accuracy of the current encoder: the labeled images trained on (labeled_ids, or all)
+    as the bank, the test split as queries."""
     batch = params.embed.batch_size
     jit = params.train.jit_compile
-    bank, bank_labels = embed(encoder, readers.eval_dataset(shard_dir, "labeled", batch), jit_compile=jit)
+    images, labels = readers.labeled_subset(shard_dir, labeled_ids)
+    bank_data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
+    bank, bank_labels = embed(encoder, bank_data, jit_compile=jit)
     queries, query_labels = embed(encoder, readers.eval_dataset(shard_dir, "test", batch), jit_compile=jit)
     scores = knn_accuracy(
         bank,
@@ -85,9 +102,11 @@ def epoch_dataset(
     seed: int,
     epoch: int,
     shuffle_buffer: int,
+    labeled_ids: Sequence[int] | None = None,
 ) -> tuple[tf.distribute.DistributedDataset, int]:
-    """Epoch `epoch`'s training stream, each input pipeline reading its own shards; -> (dataset, steps).
+    """Epoch `epoch`'s training stream, one input pipeline per worker; -> (dataset, global steps).
 
+    Every pipeline reads the same global batches and keeps its replicas' rows (see readers.train_dataset).
     Only the parts the method encodes are read: CrossEntropy reads no unlabeled images (they only set
     the epoch length), InfoNCE no labeled ones.
     """
@@ -104,33 +123,30 @@ def epoch_dataset(
             method=method.name,
             read_unlabeled=method.unlabeled_views > 0,
             read_labeled=method.uses_labeled,
+            labeled_ids=labeled_ids,
         )
 
-    steps = make()[1]
+    replicas = strategy.num_replicas_in_sync
+    # Checks the batch sizes against the replica count before any pipeline starts (UserError).
+    steps = make(tf.distribute.InputContext(1, 0, replicas) if replicas > 1 else None)[1]
     return strategy.distribute_datasets_from_function(lambda context: make(context)[0]), steps
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes the outputs: always, except on the non-chief workers of a cluster."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
-
-
-def check_batches(manifest: dict[str, Any], method_name: str, method_params: Any) -> None:
-    """Fail before any compute when a split cannot fill one of the method's batches."""
-    for split, batch in (
-        ("unlabeled", method_params.unlabeled_batch),
-        ("labeled", method_params.labeled_batch),
-    ):
-        available = manifest["counts"].get(split, 0)
+def check_batches(
+    manifest: dict[str, Any], method_name: str, method_params: Any, labeled: int | None = None
+) -> None:
+    """Fail before any compute when a split (or the labeled subset of `labeled` images) cannot fill one of
+    the method's batches; only the parts the method reads count."""
+    method = METHODS[method_name]
+    needs = [("unlabeled", method_params.unlabeled_batch, manifest["counts"].get("unlabeled", 0))]
+    if method.uses_labeled:
+        available = manifest["counts"].get("labeled", 0) if labeled is None else labeled
+        needs.append(("labeled", method_params.labeled_batch, available))
+    for split, batch, available in needs:
         if available < batch:
+            what = f"{split} split" if split == "unlabeled" or labeled is None else "labeled subset"
             raise DataError(
-                f"methods.{method_name}.{split}_batch: {batch} is larger than the {split} split "
+                f"methods.{method_name}.{split}_batch: {batch} is larger than the {what} "
                 f"({available} images): lower it or add data"
             )
 
@@ -143,37 +159,60 @@ def _log_epoch(live: Live, record: dict[str, Any]) -> None:
     live.make_summary()
 
 
-def pretrain(
+@dataclass
+class Run:
+    """Everything one pretraining run holds once built: data facts, strategy, models, trainer, checkpoints."""
+
+    method: Method
+    params: Params
+    shard_dir: Path
+    num_classes: int
+    labeled_ids: Sequence[int] | None
+    strategy: tf.distribute.Strategy
+    worker: int  # this process's index in the cluster; 0 is the chief
+    workers: int
+    trainer: Trainer
+    models: dict[str, keras.Model]
+    checkpoints: Checkpoints
+
+    @property
+    def chief(self) -> bool:
+        return self.worker == 0
+
+
+def build(
     method_name: str,
     params: Params,
     *,
     shard_dir: str | Path,
-    model_dir: str | Path,
-    metrics_dir: str | Path,
     checkpoint_root: str | Path,
-) -> list[dict[str, Any]]:
-    """Train `method_name` with `params`; write model_dir/encoder.keras and per-epoch curves; -> history."""
+    labeled_ids: Sequence[int] | None = None,
+) -> Run:
+    """Check the data, pick the strategy and build the models, optimizer and trainer inside its scope."""
     method = METHODS[method_name]
     method_params = params.method(method_name)
     manifest = readers.verify_shards(shard_dir)
     num_classes = int(manifest["num_classes"])
+    if labeled_ids is not None:
+        labeled_ids = [int(i) for i in readers.check_labeled_ids(labeled_ids, manifest["counts"]["labeled"])]
+    check_batches(manifest, method_name, method_params, None if labeled_ids is None else len(labeled_ids))
     train, enc = params.train, params.encoder
-    check_batches(manifest, method_name, method_params)
 
     keras.utils.set_random_seed(params.seed)
     if train.deterministic:
         tf.config.experimental.enable_op_determinism()
     mixed = resolve_mixed_precision(train.mixed_precision)
     set_precision(mixed)
+    strategy = distribute.select_strategy(train.strategy)
+    worker, workers = distribute.task(strategy)
     log.info(
-        "%s: %s precision, strategy %s", method_name, "mixed_bfloat16" if mixed else "float32", train.strategy
+        "%s: %s precision, %s strategy, %d replica(s)%s",
+        method_name,
+        "mixed_bfloat16" if mixed else "float32",
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+        f", worker {worker} of {workers}" if workers > 1 else "",
     )
-    strategy = select_strategy(train.strategy)
-    if not is_chief(strategy):
-        # Every worker of a multi-worker run trains and saves (saving may take part in collectives),
-        # but only the chief writes where DVC looks; the others write into a scratch directory.
-        scratch = Path(tempfile.mkdtemp(prefix="semisup-worker-"))
-        model_dir, metrics_dir, checkpoint_root = scratch / "model", scratch / "metrics", scratch / "ckpt"
     with strategy.scope():
         encoder = get_encoder(
             tuple(manifest["image_shape"]),
@@ -197,42 +236,139 @@ def pretrain(
         strategy=strategy,
         jit_compile=train.jit_compile,
     )
+    key = f"{method_name}-{run_key(method_name, params, shard_dir, mixed, labeled_ids)}"
+    # One stable place per run and worker: the chief's checkpoints in <root>/<key>/, worker i's in
+    # <root>/<key>/worker-i/ (on its own machine, or beside the chief's on a shared filesystem).
+    if worker > 0:
+        key = f"{key}/worker-{worker}"
+    checkpoints = Checkpoints(checkpoint_root, key, keep=2 if workers > 1 else 1)
     models = {"encoder": encoder} | ({"head": head} if head is not None else {})
-    key = run_key(method_name, params, shard_dir, mixed)
-    checkpoints = Checkpoints(checkpoint_root, f"{method_name}-{key}")
-    restored = checkpoints.load(models, optimizer, trainer.variables)
-    start, history = restored if restored is not None else (0, [])
-    if restored is not None:
-        log.warning("resuming %s after epoch %d from %s", method_name, start, checkpoints.dir)
+    return Run(
+        method,
+        params,
+        Path(shard_dir),
+        num_classes,
+        labeled_ids,
+        strategy,
+        worker,
+        workers,
+        trainer,
+        models,
+        checkpoints,
+    )
 
-    live = Live(str(Path(metrics_dir) / "train"), dvcyaml=False, save_dvc_exp=False)
-    for record in history:  # DVC deleted the old curves: replay the finished epochs.
-        _log_epoch(live, record)
-    monitor_every = params.knn.monitor_every
-    for epoch in range(start + 1, train.epochs + 1):
-        dataset, steps = epoch_dataset(
-            strategy,
-            method,
-            method_params,
-            shard_dir,
-            seed=params.seed,
-            epoch=epoch,
-            shuffle_buffer=train.shuffle_buffer,
+
+def resume(run: Run) -> tuple[int, list[dict[str, Any]]]:
+    """Restore the last epoch every worker finished; -> (that epoch, its history), (0, []) for a fresh run."""
+    own = run.checkpoints.epochs()
+    # A worker may have saved one epoch more than a peer that died before its save: all take the oldest
+    # last epoch, which every worker still keeps (Checkpoints(keep=2)).
+    epoch = distribute.agree_min(run.strategy, own[-1] if own else 0)
+    if epoch == 0:
+        return 0, []
+    t = run.trainer
+    restored = run.checkpoints.load(run.models, t.optimizer, t.variables, epoch, run.strategy)
+    if distribute.agree_min(run.strategy, int(restored is not None)) == 0:
+        raise DataError(
+            f"{run.checkpoints.dir}: not every worker holds a checkpoint of epoch {epoch}: "
+            "delete this run's checkpoint folder on every worker and rerun"
         )
-        record: dict[str, Any] = {"epoch": epoch, **trainer.train_epoch(dataset, epoch, steps)}
-        if monitor_every and (epoch % monitor_every == 0 or epoch == train.epochs):
-            record |= monitor(encoder, shard_dir, params, num_classes)
-        history.append(record)
-        _log_epoch(live, record)
-        log.info("%s epoch %d/%d: %s", method_name, epoch, train.epochs, _fmt(record))
-        checkpoints.save(epoch, history, models, optimizer)
+    log.warning("resuming %s after epoch %d from %s", run.method.name, epoch, run.checkpoints.dir)
+    return restored
 
-    out = Path(model_dir) / "encoder.keras"
-    with atomic_path(out, suffix=".keras") as tmp:
-        encoder.save(tmp)
-    live.end()
-    checkpoints.clear()
+
+def run_epochs(
+    run: Run,
+    start: int,
+    history: list[dict[str, Any]],
+    live: Live | None,
+    on_step: StepCallback | None = None,
+) -> list[dict[str, Any]]:
+    """Train epochs start+1 .. train.epochs, each followed by the kNN monitor (when due) and a checkpoint."""
+    params, name = run.params, run.method.name
+    epochs, monitor_every = params.train.epochs, params.knn.monitor_every
+    for epoch in range(start + 1, epochs + 1):
+        try:
+            record = {"epoch": epoch, **_train_one(run, epoch, on_step)}
+        except PEER_ERRORS as exc:
+            if run.workers == 1:
+                raise
+            who = distribute.lost_worker(exc, run.worker, run.workers)
+            raise WorkerLost(
+                f"{who} stopped responding during epoch {epoch} ({_first_line(exc)}); "
+                f"rerun every worker to resume after epoch {epoch - 1}"
+            ) from None
+        if monitor_every and (epoch % monitor_every == 0 or epoch == epochs):
+            record |= monitor(run.models["encoder"], run.shard_dir, params, run.num_classes, run.labeled_ids)
+        history.append(record)
+        if live is not None:
+            _log_epoch(live, record)
+        log.info("%s epoch %d/%d: %s", name, epoch, epochs, _fmt(record))
+        run.checkpoints.save(epoch, history, run.models, run.trainer.optimizer)
     return history
+
+
+def _train_one(run: Run, epoch: int, on_step: StepCallback | None) -> dict[str, float]:
+    params = run.params
+    dataset, steps = epoch_dataset(
+        run.strategy,
+        run.method,
+        params.method(run.method.name),
+        run.shard_dir,
+        seed=params.seed,
+        epoch=epoch,
+        shuffle_buffer=params.train.shuffle_buffer,
+        labeled_ids=run.labeled_ids,
+    )
+    return run.trainer.train_epoch(dataset, epoch, steps, on_step=on_step)
+
+
+def save(run: Run, model_dir: str | Path) -> None:
+    """The chief writes model_dir/encoder.keras (the same bytes for the same weights); then, once every
+    worker is done, each removes its checkpoints."""
+    if run.chief:
+        save_encoder(run.models["encoder"], Path(model_dir) / "encoder.keras")
+    # No worker removes its checkpoints before every worker finished: a run that dies now still resumes.
+    distribute.agree_min(run.strategy, 1)
+    run.checkpoints.clear()
+
+
+def pretrain(
+    method_name: str,
+    params: Params,
+    *,
+    shard_dir: str | Path,
+    model_dir: str | Path,
+    metrics_dir: str | Path,
+    checkpoint_root: str | Path,
+    labeled_ids: Sequence[int] | None = None,
+    on_step: StepCallback | None = None,
+) -> list[dict[str, Any]]:
+    """Train `method_name` with `params`; write model_dir/encoder.keras and per-epoch curves; -> history.
+
+    labeled_ids: 0-based positions in the labeled split's manifest order of the labeled images to train
+    on and to use as the kNN monitor's bank (None: all). on_step(step, steps, loss) runs after every step.
+    Under a multi-worker strategy only the chief writes model_dir and metrics_dir.
+    """
+    run = build(
+        method_name, params, shard_dir=shard_dir, checkpoint_root=checkpoint_root, labeled_ids=labeled_ids
+    )
+    start, history = resume(run)
+    live = None
+    if run.chief:
+        live = Live(str(Path(metrics_dir) / "train"), dvcyaml=False, save_dvc_exp=False)
+        for record in history:  # DVC deleted the old curves: replay the finished epochs.
+            _log_epoch(live, record)
+    history = run_epochs(run, start, history, live, on_step)
+    save(run, model_dir)
+    if live is not None:
+        live.end()
+    return history
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "message", exc)).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def _fmt(record: dict[str, Any]) -> str:

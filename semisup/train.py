@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from semisup import augment as aug
+from semisup.distribute import select_strategy  # noqa: F401  (its home before semisup.distribute)
 from semisup.errors import UserError
 from semisup.io import atomic_path, write_json
 from semisup.methods import LossInputs, Method
@@ -29,19 +30,6 @@ from semisup.methods import LossInputs, Method
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-def select_strategy(name: str) -> tf.distribute.Strategy:
-    """The tf.distribute strategy for `train.strategy`: auto picks Mirrored when there are several GPUs."""
-    if name == "auto":
-        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise UserError(f"train.strategy: {name!r} is not one of auto, default, mirrored, multiworker")
 
 
 def fast_bfloat16() -> bool:
@@ -110,6 +98,10 @@ class Trainer:
         self.seed = int(seed)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.jit_compile = jit_compile
+        # Adam creates its slots lazily, inside the first distributed step, unless they exist: with several
+        # replicas that fails (a placeholder of the cond branch never fed). Create them here, in the scope.
+        with self.strategy.scope():
+            self.optimizer.build(self.variables)
         self._encode = tf.function(self._encode_fn, jit_compile=jit_compile, reduce_retracing=True)
         self._loss = tf.function(self._loss_fn, jit_compile=jit_compile, reduce_retracing=True)
         self._step = tf.function(self._distributed_step, reduce_retracing=True)
@@ -123,18 +115,23 @@ class Trainer:
     # --- replica-local pieces -------------------------------------------------------------------
 
     def _augment(self, unlabeled: tf.Tensor, labeled: tf.Tensor, step: tf.Tensor):
-        """The views this method encodes, seeded by (seed, replica, step): (views, labeled view or None)."""
+        """The views this method encodes: (views, labeled view or None).
+
+        Seeded by (seed, step) and each image's position in the global batch, never by the replica: the
+        replica's rows are part (replica id, replicas) of the global batch, and `augment` draws every
+        image's parameters for the whole global batch, so 1, 2 or N replicas see the same views.
+        """
         ctx = tf.distribute.get_replica_context()
-        replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
-        base = tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003 + replica, tf.cast(step, tf.int64)])
+        part = (ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync)
+        base = tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003, tf.cast(step, tf.int64)])
         seeds = tf.random.experimental.stateless_split(base, num=3, alg="philox")
         views = tuple(
-            aug.augment(unlabeled, seeds[i], **self.augment_kwargs)
+            aug.augment(unlabeled, seeds[i], part=part, **self.augment_kwargs)
             for i in range(self.method.unlabeled_views)
         )
-        labeled_view = (
-            aug.augment(labeled, seeds[2], **self.augment_kwargs) if self.method.uses_labeled else None
-        )
+        labeled_view = None
+        if self.method.uses_labeled:
+            labeled_view = aug.augment(labeled, seeds[2], part=part, **self.augment_kwargs)
         return views, labeled_view
 
     def _encode_fn(self, images: tf.Tensor) -> tf.Tensor:
@@ -169,6 +166,10 @@ class Trainer:
             view_features = features[: len(views)]
             labeled_features = features[len(views)] if labeled is not None else None
             if replicas > 1 and labels is not None:
+                # A collective needs a placed tensor: the labels the input pipeline produced may have no
+                # device across workers ("destinations can not be empty"); an op of the replica function
+                # runs on the replica's device.
+                labels = tf.identity(labels)
                 labels = ctx.all_gather(labels, axis=0)
             loss, logs = self._loss(view_features, labeled_features, labels)
             scaled = loss / replicas
@@ -196,12 +197,18 @@ class Trainer:
         return self._step(unlabeled, labeled, labels, tf.constant(global_step, tf.int64))
 
     def train_epoch(
-        self, dataset: tf.data.Dataset | tf.distribute.DistributedDataset, epoch: int, steps_per_epoch: int
+        self,
+        dataset: tf.data.Dataset | tf.distribute.DistributedDataset,
+        epoch: int,
+        steps_per_epoch: int,
+        on_step: Callable[[int, int, float], None] | None = None,
     ) -> dict[str, float]:
         """One pass over `dataset` (elements: unlabeled, labeled, labels); mean loss and logs of the epoch.
 
         A plain tf.data.Dataset holds global batches and is split across replicas here. At most
         `steps_per_epoch` steps run (the step counter that seeds augmentation assumes that many).
+        on_step(step, steps_per_epoch, loss) runs after every step (step counts from 1) with the loss
+        already fetched for the divergence check: no extra device sync.
         """
         dist = dataset
         if isinstance(dataset, tf.data.Dataset):
@@ -219,6 +226,8 @@ class Trainer:
             for key, value in {"loss": loss, **{k: float(v) for k, v in logs.items()}}.items():
                 totals[key] = totals.get(key, 0.0) + value
             steps += 1
+            if on_step is not None:
+                on_step(steps, steps_per_epoch, loss)
             if steps == steps_per_epoch:
                 break
         return {k: v / max(steps, 1) for k, v in totals.items()}
@@ -259,14 +268,17 @@ def _inference_fn(encoder: keras.Model, jit_compile: bool) -> Callable[[tf.Tenso
 
 
 class Checkpoints:
-    """Per-epoch checkpoints in `root/<fingerprint>/`, outside DVC's outputs (DVC deletes those first).
+    """Per-epoch checkpoints in `root/<key>/`, outside DVC's outputs (DVC deletes those first).
 
     A checkpoint is the weights of every model and the optimizer (weights-EEEEE.npz) plus state.json,
-    which names the finished epoch, its weights file and the per-epoch history; each is written atomically.
+    which names the finished epoch, the weights files kept and the per-epoch history; each is written
+    atomically. `keep` > 1 keeps the last epochs' weights too: the workers of a cluster resume from the
+    last epoch every one of them saved, which may be one before a worker's own last.
     """
 
-    def __init__(self, root: str | Path, key: str):
+    def __init__(self, root: str | Path, key: str, keep: int = 1):
         self.dir = Path(root) / key
+        self.keep = max(1, keep)
 
     def save(self, epoch: int, history: list[dict], models: dict[str, keras.Model], optimizer) -> None:
         arrays = {}
@@ -279,31 +291,57 @@ class Checkpoints:
         weights = f"weights-{epoch:05d}.npz"
         with atomic_path(self.dir / weights, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
-        # state.json names the weights file: a crash between the two writes leaves the previous epoch valid.
-        write_json(self.dir / "state.json", {"epoch": epoch, "weights": weights, "history": history})
+        kept = [k for k in self._state().get("kept", []) if k["epoch"] < epoch][-(self.keep - 1) :]
+        kept = (kept if self.keep > 1 else []) + [{"epoch": epoch, "weights": weights}]
+        # state.json names the weights files: a crash between the two writes leaves the previous epoch valid.
+        state = {"epoch": epoch, "weights": weights, "kept": kept, "history": history}
+        write_json(self.dir / "state.json", state)
+        names = {k["weights"] for k in kept}
         for old in self.dir.glob("weights-*.npz"):
-            if old.name != weights:
+            if old.name not in names:
                 old.unlink(missing_ok=True)
 
+    def _state(self) -> dict:
+        try:
+            return json.loads((self.dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def epochs(self) -> list[int]:
+        """The finished epochs whose weights are on disk, oldest first."""
+        state = self._state()
+        kept = state.get("kept", [{"epoch": state["epoch"], "weights": state["weights"]}] if state else [])
+        return [k["epoch"] for k in kept if (self.dir / k["weights"]).exists()]
+
     def load(
-        self, models: dict[str, keras.Model], optimizer, variables: list
+        self,
+        models: dict[str, keras.Model],
+        optimizer,
+        variables: list,
+        epoch: int | None = None,
+        strategy: tf.distribute.Strategy | None = None,
     ) -> tuple[int, list[dict]] | None:
-        """Restore the last finished epoch into `models` and `optimizer`; None when there is none."""
-        state_path = self.dir / "state.json"
-        if not state_path.exists():
+        """Restore finished `epoch` (default: the last) into `models` and `optimizer`; None when not on disk.
+
+        The optimizer's slots are built inside `strategy.scope()`: built elsewhere they would not be
+        mirrored, and a distributed step could not update them.
+        """
+        state = self._state()
+        kept = {k["epoch"]: k["weights"] for k in state.get("kept", [])}
+        if state and not kept:
+            kept = {state["epoch"]: state["weights"]}
+        epoch = state.get("epoch") if epoch is None else epoch
+        if epoch not in kept or not (self.dir / kept[epoch]).exists():
             return None
-        state = json.loads(state_path.read_text())
-        weights_path = self.dir / state["weights"]
-        if not weights_path.exists():
-            return None
-        with np.load(weights_path) as arrays:
+        with np.load(self.dir / kept[epoch]) as arrays:
             for name, model in models.items():
                 for i, w in enumerate(model.weights):
                     w.assign(arrays[f"{name}/{i}"])
-            optimizer.build(variables)
+            with (strategy or tf.distribute.get_strategy()).scope():
+                optimizer.build(variables)
             for i, v in enumerate(optimizer.variables):
                 v.assign(arrays[f"optimizer/{i}"])
-        return int(state["epoch"]), list(state["history"])
+        return int(epoch), [r for r in state["history"] if r["epoch"] <= epoch]
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,9 +1,15 @@
-"""pretrain@M: train one method's encoder with the reference recipe; resumes after a crash."""
+"""pretrain@M: train one method's encoder with the reference recipe; resumes after a crash.
+
+One process, on one device or mirrored over several (`--cpu-replicas N` on a machine without GPUs),
+a worker of a cluster (TF_CONFIG), or a whole cluster on this machine (`--local-workers N`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import sys
 
 import click
 
@@ -23,6 +29,24 @@ from stages.common import load, params_option, user_errors
     show_default=True,
     help="Per-epoch checkpoints, outside DVC's outputs so a killed run resumes.",
 )
+@click.option(
+    "--cpu-replicas",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    envvar="SEMISUP_CPU_REPLICAS",
+    help="Split the CPU into N logical devices, so train.strategy auto/mirrored has N replicas without "
+    "GPUs. Results and checkpoints do not depend on it. [env SEMISUP_CPU_REPLICAS]",
+)
+@click.option(
+    "--local-workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    envvar="SEMISUP_LOCAL_WORKERS",
+    help="Run as N worker processes of one multiworker cluster on this machine (loopback ports); "
+    "the first writes the outputs. [env SEMISUP_LOCAL_WORKERS]",
+)
 @click.option("--budget", default=None, help="Study run: labels per class (or all); names the run.")
 @click.option("--seed", "run_seed", default=None, type=click.IntRange(min=0), help="Study run: its seed.")
 @click.option("--split", default=None, type=click.Path(dir_okay=False), help="Study run: its labeled subset.")
@@ -34,6 +58,8 @@ def main(
     models: str,
     metrics: str,
     checkpoints: str,
+    cpu_replicas: int,
+    local_workers: int,
     budget: str | None,
     run_seed: int | None,
     split: str | None,
@@ -48,20 +74,79 @@ def main(
     if run_seed is not None:
         params = dataclasses.replace(params, seed=run_seed)
     labeled_ids = read_subset(split) if split else None
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if local_workers > 1:
+        sys.exit(_launch(params.train.strategy, local_workers))
+
+    from semisup.distribute import WorkerLost, cluster_spec, configure_devices
+
+    worker = _worker_index(cluster_spec())
+    # A cluster's other workers log warnings only: the chief's progress is the run's.
+    logging.basicConfig(level=logging.INFO if worker == 0 else logging.WARNING, format="%(message)s")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its per-collective INFO lines
+    configure_devices(cpu_replicas)
 
     from semisup.pretrain import pretrain
 
-    history = pretrain(
-        method,
-        params,
-        shard_dir=shards,
-        model_dir=f"{models}/{name}",
-        metrics_dir=f"{metrics}/{name}",
-        checkpoint_root=checkpoints if name == method else f"{checkpoints}/{name}",
-        labeled_ids=None if labeled_ids is None else [int(i) for i in labeled_ids],
-    )
-    click.echo(f"{name}: trained {len(history)} epochs -> {models}/{name}/encoder.keras")
+    try:
+        history = pretrain(
+            method,
+            params,
+            shard_dir=shards,
+            model_dir=f"{models}/{name}",
+            metrics_dir=f"{metrics}/{name}",
+            checkpoint_root=checkpoints if name == method else f"{checkpoints}/{name}",
+            labeled_ids=None if labeled_ids is None else [int(i) for i in labeled_ids],
+        )
+    except WorkerLost as exc:
+        # TensorFlow's cluster runtime may wait for the lost peer at interpreter exit: leave at once.
+        click.echo(f"error: {exc}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
+    if worker == 0:
+        click.echo(f"{name}: trained {len(history)} epochs -> {models}/{name}/encoder.keras")
+
+
+def _launch(strategy: str, workers: int) -> int:
+    """Rerun this command as `workers` processes of one cluster; -> the cluster's exit status."""
+    from semisup.cluster import launch_local
+    from semisup.errors import UserError
+
+    if strategy not in ("auto", "multiworker"):
+        raise UserError(
+            f"train.strategy: {strategy} cannot run on --local-workers {workers}: set auto or multiworker"
+        )
+    if os.environ.get("TF_CONFIG"):
+        raise UserError("TF_CONFIG: already set; --local-workers sets its own: unset one of them")
+    argv = [sys.executable, "-m", "stages.pretrain", *_without_local_workers(sys.argv[1:])]
+    return launch_local(argv, workers)
+
+
+def _without_local_workers(args: list[str]) -> list[str]:
+    """The command-line arguments without --local-workers and its value."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--local-workers":
+            skip = True
+        elif not arg.startswith("--local-workers="):
+            out.append(arg)
+    return out
+
+
+def _worker_index(spec: dict) -> int:
+    """This process's index in TF_CONFIG's cluster (chief first); 0 without a cluster."""
+    if not spec:
+        return 0
+    import json
+
+    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    order = [(job, i) for job in ("chief", "worker") for i in range(len(spec.get(job, [])))]
+    try:
+        return order.index((task.get("type"), int(task.get("index", 0))))
+    except ValueError:
+        return 0
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ which repeats (reshuffled each pass) for as long as the epoch needs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,72 +144,97 @@ def _epoch_seeds(seed: int, epoch: int) -> list[int]:
     return [int(s) for s in state]
 
 
-def _pipeline_counts(shards: list[dict[str, Any]], num_pipelines: int) -> list[int]:
-    """Records each input pipeline reads: whole shards when there are enough, else every n-th record."""
-    if len(shards) >= num_pipelines:
-        return [sum(s["records"] for s in shards[w::num_pipelines]) for w in range(num_pipelines)]
-    total = sum(s["records"] for s in shards)
-    return [len(range(w, total, num_pipelines)) for w in range(num_pipelines)]
+# One labeled subset in memory at a time: (manifest path, shard stats, ids digest) -> (images, labels).
+_labeled_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _records(
-    shard_dir: Path, num_pipelines: int, pipeline: int, file_seed: int, *, shards: list[dict[str, Any]]
-) -> tf.data.Dataset:
-    """Serialized records of this input pipeline's part of a split, shards in a seeded order, interleaved."""
-    by_file = len(shards) >= num_pipelines
-    mine = shards[pipeline::num_pipelines] if by_file else shards
-    files = tf.data.Dataset.from_tensor_slices([str(shard_dir / s["file"]) for s in mine])
-    files = files.shuffle(len(mine), seed=file_seed)
-    ds = files.interleave(
+def check_labeled_ids(labeled_ids: Sequence[int], available: int) -> np.ndarray:
+    """Positions into the labeled split as int64 (N,); UserError on an empty, out-of-range or repeated one."""
+    ids = np.asarray(list(labeled_ids), dtype=np.int64).reshape(-1)
+    if ids.size == 0:
+        raise UserError("labeled_ids: empty: pass None for every labeled image, or at least one position")
+    bad = ids[(ids < 0) | (ids >= available)]
+    if bad.size:
+        raise UserError(
+            f"labeled_ids: position {int(bad[0])} is outside the labeled split ({available} images): "
+            "pass 0-based positions in the labeled split's manifest order"
+        )
+    if np.unique(ids).size != ids.size:
+        raise UserError("labeled_ids: a position appears twice: pass each labeled image once")
+    return ids
+
+
+def labeled_subset(
+    shard_dir: str | Path, labeled_ids: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The labeled images at `labeled_ids` (all if None), in that order: (N, H, W, 3) uint8, (N,) int64.
+
+    The labeled split is small (STL10: 5,000 images), so it is read once and kept in memory while the
+    shards and the ids stay the same: every epoch's stream is built from these arrays.
+    """
+    shard_dir = Path(shard_dir)
+    manifest = verify_shards(shard_dir)
+    available = int(manifest["counts"].get("labeled", 0))
+    ids = None if labeled_ids is None else check_labeled_ids(labeled_ids, available)
+    path = str((shard_dir / MANIFEST).resolve())
+    digest = None if ids is None else hashlib.sha256(ids.tobytes()).hexdigest()
+    key = (path, _verified.get(path), digest)
+    if key not in _labeled_cache:
+        images, labels = load_split(shard_dir, "labeled")
+        if ids is not None:
+            images, labels = images[ids], labels[ids]
+        _labeled_cache.clear()
+        _labeled_cache[key] = (images, labels)
+    return _labeled_cache[key]
+
+
+def _records(shard_dir: Path, file_seed: int, *, shards: list[dict[str, Any]]) -> tf.data.Dataset:
+    """Serialized records of a whole split, its shards in a seeded order, interleaved deterministically."""
+    files = tf.data.Dataset.from_tensor_slices([str(shard_dir / s["file"]) for s in shards])
+    files = files.shuffle(len(shards), seed=file_seed)
+    return files.interleave(
         tf.data.TFRecordDataset,
-        cycle_length=min(len(mine), _MAX_CYCLE),
+        cycle_length=min(len(shards), _MAX_CYCLE),
         num_parallel_calls=_AUTOTUNE,
         deterministic=True,
     )
-    # Fewer shards than pipelines: every pipeline reads all of them in the same seeded order and keeps
-    # every n-th record, so the parts stay disjoint.
-    return ds if by_file else ds.shard(num_pipelines, pipeline)
 
 
-def _per_replica(input_context: tf.distribute.InputContext | None, batch: int, param: str) -> int:
-    if input_context is None:
-        return batch
-    try:
-        return input_context.get_per_replica_batch_size(batch)
-    except ValueError:
-        replicas = input_context.num_replicas_in_sync
-        raise UserError(
-            f"{param}: {batch} does not divide among {replicas} replicas; use a multiple of {replicas}"
-        ) from None
+@dataclass(frozen=True)
+class _Slice:
+    """This input pipeline's rows of every global batch: `replicas` consecutive per-replica parts."""
 
+    first_replica: int  # the replica id (in sync group order) of this pipeline's first replica
+    replicas: int  # replicas fed by this pipeline
+    total: int  # replicas in sync over every pipeline
 
-def _fill_check(
-    shard_dir: Path,
-    manifest: dict[str, Any],
-    per_u: int,
-    pipelines: int,
-    pipeline: int,
-    replicas_per_pipeline: int,
-    method: str,
-) -> tuple[int, int]:
-    """(global steps per epoch, labeled records of this pipeline); DataError when a batch cannot be filled."""
-    unlabeled, labeled = _split_shards(manifest, "unlabeled"), _split_shards(manifest, "labeled")
-    if not labeled:
-        raise DataError(
-            f"{shard_dir}: the labeled split is empty: set data.labeled_per_class >= 1 and reshard"
-        )
-    steps = min(c // per_u for c in _pipeline_counts(unlabeled, pipelines)) // replicas_per_pipeline
-    if steps == 0:
-        raise DataError(
-            f"{shard_dir}: the unlabeled split ({manifest['counts']['unlabeled']} images) is smaller than one "
-            f"batch of {per_u * pipelines * replicas_per_pipeline}: lower methods.{method}.unlabeled_batch"
-        )
-    n_labeled = _pipeline_counts(labeled, pipelines)[pipeline]
-    if n_labeled == 0:
-        raise DataError(
-            f"{shard_dir}: the labeled split has fewer images than the {pipelines} input pipelines"
-        )
-    return steps, n_labeled
+    @staticmethod
+    def of(input_context: tf.distribute.InputContext | None) -> _Slice:
+        if input_context is None:
+            return _Slice(0, 1, 1)
+        total = input_context.num_replicas_in_sync
+        local = max(1, total // input_context.num_input_pipelines)
+        return _Slice(input_context.input_pipeline_id * local, local, total)
+
+    def per_replica(self, batch: int, param: str) -> int:
+        """Rows of a global batch of `batch` per replica; UserError unless it divides evenly."""
+        if batch % self.total:
+            raise UserError(
+                f"{param}: {batch} does not divide among {self.total} replicas; use a multiple of {self.total}"
+            )
+        return batch // self.total
+
+    def split(self, ds: tf.data.Dataset, per: int) -> tf.data.Dataset:
+        """Global batches (G, ...) -> this pipeline's per-replica batches (per, ...), replica by replica."""
+        if self.total == 1:
+            return ds
+        lo, hi, replicas = self.first_replica * per, (self.first_replica + self.replicas) * per, self.replicas
+
+        def rows(t: tf.Tensor) -> tf.Tensor:  # (G, ...) -> (replicas, per, ...)
+            return tf.reshape(t[lo:hi], [replicas, per, *(-1 if d is None else d for d in t.shape[1:])])
+
+        ds = ds.map(lambda *parts: tuple(rows(p) for p in parts) if len(parts) > 1 else rows(parts[0]))
+        return ds.unbatch()
 
 
 def train_dataset(
@@ -221,51 +249,49 @@ def train_dataset(
     method: str = "<method>",
     read_unlabeled: bool = True,
     read_labeled: bool = True,
+    labeled_ids: Sequence[int] | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """One epoch of (unlabeled (U, H, W, 3) uint8, labeled (L, H, W, 3) uint8, labels (L,) int64). -> (ds, steps).
 
-    Batch sizes are global; with `input_context` this pipeline reads its own shards and yields
-    per-replica batches, and `steps` (the same on every worker) counts global steps. The order
-    depends only on (seed, epoch) (and TF's global seed, if the caller sets one), so a resumed run
-    sees the same batches. shuffle_buffer <= 1 turns the record shuffle off (shards still interleave
-    in a seeded order). A labeled split smaller than its batch repeats within a batch.
+    Batch sizes are global, and so is the stream: every input pipeline reads the same seeded sequence of
+    global batches and keeps its own replicas' rows of each, so the global batches (the same images in
+    the same order) do not depend on how many pipelines or replicas read them. With `input_context` the
+    dataset yields per-replica batches, this pipeline's replicas in replica-id order; `steps` counts
+    global steps. The order depends only on (seed, epoch) (and TF's global seed, if the caller sets
+    one), so a resumed run sees the same batches. shuffle_buffer <= 1 turns the record shuffle off
+    (shards still interleave in a seeded order).
+    labeled_ids: 0-based positions, in the labeled split's manifest order (that of
+    `eval_dataset(shard_dir, "labeled", b)`), of the labeled images to train on; None = all of them.
+    The labeled subset is held in memory and reshuffled on every pass; a subset smaller than its batch
+    repeats within a batch.
     read_unlabeled / read_labeled False: that part of every element is an empty batch (0 images, no
-    labels) and nothing of it is read, for methods that never encode it; the epoch length is the same.
+    labels), nothing of it is read and its batch size need not divide among the replicas, for methods
+    that never encode it; the epoch length is the same.
     """
     shard_dir = Path(shard_dir)
     manifest = verify_shards(shard_dir)
     shape = tuple(manifest["image_shape"])
-    pipelines = input_context.num_input_pipelines if input_context else 1
-    pipeline = input_context.input_pipeline_id if input_context else 0
-    replicas_per_pipeline = max(1, (input_context.num_replicas_in_sync if input_context else 1) // pipelines)
-    per_u = _per_replica(input_context, unlabeled_batch, f"methods.{method}.unlabeled_batch")
-    per_l = _per_replica(input_context, labeled_batch, f"methods.{method}.labeled_batch")
-
-    unlabeled, labeled = _split_shards(manifest, "unlabeled"), _split_shards(manifest, "labeled")
-    steps, n_labeled = _fill_check(
-        shard_dir, manifest, per_u, pipelines, pipeline, replicas_per_pipeline, method
-    )
+    part = _Slice.of(input_context)
+    per_u = part.per_replica(unlabeled_batch, f"methods.{method}.unlabeled_batch") if read_unlabeled else 0
+    per_l = part.per_replica(labeled_batch, f"methods.{method}.labeled_batch") if read_labeled else 0
+    steps = _steps(shard_dir, manifest, unlabeled_batch, method)
     file_seed, u_seed, l_seed = _epoch_seeds(seed, epoch)
-    where = (shard_dir, pipelines, pipeline, file_seed)
+    elements = steps * part.replicas
 
-    batches = steps * replicas_per_pipeline
     if read_unlabeled:
-        # One pass over this pipeline's unlabeled records, cut to the steps every pipeline can fill.
-        u = _records(*where, shards=unlabeled)
-        if shuffle_buffer > 1:
-            u = u.shuffle(shuffle_buffer, seed=u_seed)
-        u = u.batch(per_u, drop_remainder=True).take(batches)
-        u = u.map(lambda b: _parse_batch(b, shape)[0], num_parallel_calls=_AUTOTUNE)
+        u = _unlabeled_stream(shard_dir, manifest, unlabeled_batch, steps, file_seed, u_seed, shuffle_buffer)
+        u = part.split(u, per_u).map(lambda b: _parse_batch(b, shape)[0], num_parallel_calls=_AUTOTUNE)
     else:
-        u = tf.data.Dataset.from_tensors(tf.zeros((0, *shape), tf.uint8)).repeat(batches)
+        u = tf.data.Dataset.from_tensors(tf.zeros((0, *shape), tf.uint8)).repeat(elements)
 
     if read_labeled:
-        # The labeled records, reshuffled on every pass, for as long as the unlabeled pass lasts.
-        lab = _records(*where, shards=labeled)
-        if shuffle_buffer > 1:
-            lab = lab.shuffle(min(shuffle_buffer, n_labeled), seed=l_seed, reshuffle_each_iteration=True)
-        lab = lab.repeat().batch(per_l, drop_remainder=True)
-        lab = lab.map(lambda b: _parse_batch(b, shape), num_parallel_calls=_AUTOTUNE)
+        images, labels = labeled_subset(shard_dir, labeled_ids)
+        if len(labels) == 0:
+            raise DataError(
+                f"{shard_dir}: the labeled split is empty: set data.labeled_per_class >= 1 and reshard"
+            )
+        lab = _labeled_stream(images, labels, labeled_batch, l_seed, shuffle_buffer)
+        lab = part.split(lab, per_l)
     else:
         lab = tf.data.Dataset.from_tensors(
             (tf.zeros((0, *shape), tf.uint8), tf.zeros((0,), tf.int64))
@@ -277,3 +303,45 @@ def train_dataset(
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         ds = ds.with_options(options)
     return ds.prefetch(_AUTOTUNE), steps
+
+
+def _steps(shard_dir: Path, manifest: dict[str, Any], unlabeled_batch: int, method: str) -> int:
+    """Global steps per epoch: full unlabeled batches in one pass; DataError when there is none."""
+    available = int(manifest["counts"].get("unlabeled", 0))
+    steps = available // unlabeled_batch
+    if steps == 0:
+        raise DataError(
+            f"{shard_dir}: the unlabeled split ({available} images) is smaller than one "
+            f"batch of {unlabeled_batch}: lower methods.{method}.unlabeled_batch"
+        )
+    return steps
+
+
+def _unlabeled_stream(
+    shard_dir: Path,
+    manifest: dict[str, Any],
+    batch: int,
+    steps: int,
+    file_seed: int,
+    u_seed: int,
+    shuffle_buffer: int,
+) -> tf.data.Dataset:
+    """`steps` global batches of serialized unlabeled records (batch,): one seeded pass over the split."""
+    u = _records(shard_dir, file_seed, shards=_split_shards(manifest, "unlabeled"))
+    if shuffle_buffer > 1:
+        u = u.shuffle(shuffle_buffer, seed=u_seed)
+    # Serialized records are cheap to batch and slice: each pipeline parses only its own rows.
+    return u.batch(batch, drop_remainder=True).take(steps)
+
+
+def _labeled_stream(
+    images: np.ndarray, labels: np.ndarray, batch: int, l_seed: int, shuffle_buffer: int
+) -> tf.data.Dataset:
+    """Endless global labeled batches (images (L, H, W, 3), labels (L,)): the subset, reshuffled per pass."""
+    n = len(labels)
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    order = tf.data.Dataset.range(n)
+    if shuffle_buffer > 1:
+        order = order.shuffle(min(shuffle_buffer, n), seed=l_seed, reshuffle_each_iteration=True)
+    order = order.repeat().batch(batch, drop_remainder=True)
+    return order.map(lambda i: (tf.gather(images_t, i), tf.gather(labels_t, i)), num_parallel_calls=_AUTOTUNE)
