@@ -129,8 +129,8 @@ def seeds_note(summary: Mapping[str, Any]) -> str:
     seeds = summary["seeds"]
     if len(seeds) < 2:
         return (
-            f"One seed ({seeds[0]}): no interval and no test, so no method can be called better; "
-            "add seeds with study.seeds (e.g. -S 'study.seeds=[0,1,2]')."
+            f"One seed ({seeds[0]}): no interval and no test, so no method can be called better "
+            "(* only marks the highest score); add seeds with study.seeds (e.g. -S 'study.seeds=[0,1,2]')."
         )
     pct = round(100 * summary["confidence"])
     return (
@@ -169,7 +169,7 @@ def markdown(summary: Mapping[str, Any], title: str = "Study results") -> str:
     table = table_rows(summary)
     out = [f"# {title}", "", seeds_note(summary), ""]
     out += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
-    out += ["| " + " | ".join(row) + " |" for row in table[1:]]
+    out += ["| " + " | ".join(cell.strip() for cell in row) + " |" for row in table[1:]]
     if len(summary["seeds"]) >= 2:
         pct = round(100 * summary["confidence"])
         out += ["", "## Paired differences with the best method", ""]
