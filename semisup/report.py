@@ -158,7 +158,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
         "  ".join(
             cell.ljust(w) if i < 2 else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
+        )
         for row in table
     ]
     return "\n".join(lines + ["", seeds_note(summary)])
