@@ -57,8 +57,9 @@ def overrides(methods: tuple[str, ...], extra: dict[str, str]) -> list[str]:
 
 
 def dvc(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    """Run a dvc command, echoing it; exit with its status when it fails and `check`."""
-    click.echo("$ dvc " + " ".join(args), err=True)
+    """Run a dvc command, echoing it unless captured; exit with its status when it fails and `check`."""
+    if not capture:
+        click.echo("$ dvc " + " ".join(args), err=True)
     proc = subprocess.run(["dvc", *args], env=_git_env(), capture_output=capture, text=True)
     if check and proc.returncode != 0:
         if capture:
