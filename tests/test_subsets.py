@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -114,3 +115,29 @@ def test_stage_writes_each_budget_and_refuses_too_many(shards, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "study.labeled_per_class: 13" in proc.stderr
     assert not (tmp_path / "13-0.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("study", "message"),
+    [
+        ({"labeled_per_class": [0]}, "study.labeled_per_class[0]: 0 is out of range"),
+        ({"labeled_per_class": ["ten"]}, "study.labeled_per_class[0]: 'ten' is not"),
+        ({"labeled_per_class": [5, 5]}, "study.labeled_per_class: 5 listed twice"),
+        ({"labeled_per_class": ["all", None]}, "study.labeled_per_class: all listed twice"),
+        ({"seeds": []}, "study.seeds: must not be empty"),
+        ({"seeds": [0, 0]}, "study.seeds: 0 listed twice"),
+        ({"seeds": [-1]}, "study.seeds: [-1] is out of range"),
+    ],
+)
+def test_study_params_are_validated(study, message):
+    from semisup.config import parse_params
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_params({"study": study})
+
+
+def test_study_defaults_are_one_run_per_method():
+    from semisup.config import load_params
+
+    study = load_params(ROOT / "params.yaml").study
+    assert study.seeds == (0,) and study.labeled_per_class == ("all",)
