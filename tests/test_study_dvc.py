@@ -177,3 +177,19 @@ def test_a_method_param_reruns_only_that_methods_runs(repo):
     assert ran(run(repo, "dvc", "repro")) == {"report"} | runs("paws-5-0")
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert summary["methods"] == ["suncet", "crossentropy", "paws"]
+
+
+def test_make_study_profile_is_valid_and_fits_the_smallest_budget():
+    from semisup.config import parse_params
+    from stages.study import ALL_METHODS, GROUPS, STUDY_PARAMS, overrides
+    from tests.support import params_with
+
+    assert sorted(m for group in GROUPS for m in group) == sorted(ALL_METHODS) == sorted(METHODS)
+    params = parse_params(params_with(STUDY_PARAMS))
+    assert params.data.source == "digits"
+    assert params.study.labeled_per_class == (5, 10, 25) and params.study.seeds == (0, 1, 2)
+    smallest = min(params.study.labeled_per_class) * 10  # images in a 5-per-class subset of digits
+    assert all(params.method(m).labeled_batch <= smallest for m in METHODS)
+    assert max(params.knn.k) <= smallest
+    assert "-Smethod_names=[infonce,suncet]" in overrides(("infonce", "suncet"), {})
+    assert "-Strain.epochs=3" in overrides(ALL_METHODS, {"train.epochs": "3"})
