@@ -8,7 +8,7 @@ ifeq ($(SEMISUP_VERBOSE),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 endif
 
-.PHONY: setup test test-fast lint demo bench clean
+.PHONY: setup test test-fast lint demo study bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m stages.demo
+
+study: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m stages.study
 
 bench: $(STAMP)
 	$(BIN)/python bench/read_shards.py

@@ -152,6 +152,25 @@ class EmbedParams:
 
 
 @dataclass(frozen=True)
+class StudyParams:
+    """The study's axes: one run per method x label budget x seed (see README, "The study")."""
+
+    seeds: tuple[int, ...] = _f((0,), ge=0, lt=2**32, nonempty=True)  # label subset, init, augmentation
+    # Labels per class of each run, drawn from the labeled split; "all" (or null): the whole labeled split.
+    labeled_per_class: tuple[int | Literal["all"] | None, ...] = _f(("all",), nonempty=True)
+
+
+@dataclass(frozen=True)
+class LinearParams:
+    """Linear probe: multinomial logistic regression on the frozen, L2-normalised features."""
+
+    c_grid: tuple[float, ...] = _f((0.1, 1.0, 10.0, 100.0), gt=0.0, nonempty=True)  # inverse L2 strengths
+    folds: int = _f(5, ge=2)  # stratified CV folds on the labeled subset (fewer when a class has fewer)
+    fixed_c: float = _f(10.0, gt=0.0)  # C when some class has a single labeled image: no CV possible
+    max_iter: int = _f(1000, ge=1)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = _f(0, ge=0, le=2**32 - 1)  # NumPy and Keras seed generators take 32-bit seeds
     method_names: tuple[str, ...] = _f(METHOD_NAMES, nonempty=True)  # the methods the pipeline runs
@@ -162,6 +181,8 @@ class Params:
     methods: MethodsParams = field(default_factory=MethodsParams)
     knn: KnnParams = field(default_factory=KnnParams)
     embed: EmbedParams = field(default_factory=EmbedParams)
+    study: StudyParams = field(default_factory=StudyParams)
+    linear: LinearParams = field(default_factory=LinearParams)
 
     def method(self, name: str) -> Any:
         """The params section of method `name`."""
@@ -300,12 +321,25 @@ def parse_params(raw: Any) -> Params:
     for name in params.method_names:
         if name not in METHOD_NAMES:
             raise UserError(f"method_names: {name!r} is not one of {', '.join(METHOD_NAMES)}")
+    _check_study(params.study)
     data = params.data
     if data.source == "folder" and not data.path:
         raise UserError(
             "data.path: the folder source needs a path (a directory with one sub-folder per class)"
         )
     return params
+
+
+def _check_study(study: StudyParams) -> None:
+    """Budgets are positive or all, and no axis repeats a value (DVC's matrix would repeat a stage name)."""
+    for i, budget in enumerate(study.labeled_per_class):
+        if isinstance(budget, int) and budget < 1:
+            raise UserError(f"study.labeled_per_class[{i}]: {budget} is out of range (must be >= 1, or all)")
+    budgets = ["all" if b is None else b for b in study.labeled_per_class]
+    for key, values in (("seeds", list(study.seeds)), ("labeled_per_class", budgets)):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise UserError(f"study.{key}: {', '.join(repeated)} listed twice: list each value once")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -18,25 +18,25 @@ from stages.console import done
 @click.option(
     "--out", default="data/embeddings", show_default=True, help="Writes <out>/<method>/{labeled,test}.npz."
 )
+@click.option("--run", default=None, help="Study run (method-budget-seed): reads and writes under its name.")
 @user_errors
-def main(method: str, params_path: str, shards: str, models: str, out: str) -> None:
+def main(method: str, params_path: str, shards: str, models: str, out: str, run: str | None) -> None:
     """Write METHOD's embeddings of the labeled and test splits."""
     params = load(params_path)
     params.method(method)
+    name = run or method
 
     from semisup.embed import embed_splits
 
     counts = embed_splits(
-        Path(models) / method / "encoder.keras",
+        Path(models) / name / "encoder.keras",
         shards,
-        Path(out) / method,
+        Path(out) / name,
         batch_size=params.embed.batch_size,
-        rerun=f"rerun `dvc repro -f pretrain@{method}`",
+        rerun=f"rerun `dvc repro -f pretrain@{name}`",
     )
     done(
-        f"{method}: embedded "
-        + ", ".join(f"{n} {split}" for split, n in counts.items())
-        + f" -> {out}/{method}"
+        f"{name}: embedded " + ", ".join(f"{n} {split}" for split, n in counts.items()) + f" -> {out}/{name}"
     )
 
 

@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 from semisup.config import METHOD_NAMES
+from semisup.data.subsets import read_subset
 from semisup.errors import DataError, UserError
 from semisup.io import output_set, write_json
 from semisup.knn import accuracy_metrics, knn_predict, per_class_accuracy
@@ -84,17 +85,25 @@ def write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, names
 @click.option("--embeddings", default="data/embeddings", show_default=True, type=click.Path(file_okay=False))
 @click.option("--shards", default="data/shards", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default="metrics", show_default=True, type=click.Path(file_okay=False))
+@click.option("--run", default=None, help="Study run (method-budget-seed): reads and writes under its name.")
+@click.option("--split", "subset", default=None, type=click.Path(dir_okay=False), help="Study run: its bank.")
 @user_errors
-def main(method: str, params_path: str, embeddings: str, shards: str, out: str) -> None:
+def main(
+    method: str, params_path: str, embeddings: str, shards: str, out: str, run: str | None, subset: str | None
+) -> None:
     """Score METHOD's test embeddings by cosine kNN against its labeled embeddings."""
     knn = load(params_path).knn
     names = load_class_names(Path(shards))
-    files = {split: Path(embeddings) / method / f"{split}.npz" for split in ("labeled", "test")}
+    name = run or method
+    files = {split: Path(embeddings) / name / f"{split}.npz" for split in ("labeled", "test")}
     bank, bank_labels = load_embeddings(files["labeled"], method)
     queries, query_labels = load_embeddings(files["test"], method)
     check_labels(files["labeled"], bank, bank_labels, len(names), method)
     check_labels(files["test"], queries, query_labels, len(names), method)
-    check_outputs(Path(out) / method)
+    check_outputs(Path(out) / name)
+    if subset:  # the bank is the run's labeled subset, the images it trained with
+        ids = read_subset(subset, num_labeled=len(bank_labels))
+        bank, bank_labels = bank[ids], bank_labels[ids]
     predictions = knn_predict(
         bank,
         bank_labels,
@@ -108,16 +117,12 @@ def main(method: str, params_path: str, embeddings: str, shards: str, out: str) 
     smallest = predictions[min(knn.k)][0]  # unweighted votes at the smallest k
     per_class = dict(zip(names, per_class_accuracy(smallest, query_labels, len(names)), strict=True))
     # Per-class scores live in their own file so that `dvc metrics show` on knn.json stays a method x k table.
-    outputs = [Path(out) / method / name for name in ("knn.json", "per_class.json", "confusion.csv")]
+    outputs = [Path(out) / name / file for file in ("knn.json", "per_class.json", "confusion.csv")]
     with output_set(*outputs) as (scores_json, per_class_json, confusion_csv):
         write_json(scores_json, scores)
         write_json(per_class_json, {"k": min(knn.k), "per_class_accuracy": per_class})
         write_confusion(confusion_csv, query_labels, smallest, names)
-    done(
-        f"{method}: "
-        + " ".join(f"{k}={v['accuracy']:.4f}" for k, v in scores.items())
-        + f" -> {out}/{method}"
-    )
+    done(f"{name}: " + " ".join(f"{k}={v['accuracy']:.4f}" for k, v in scores.items()) + f" -> {out}/{name}")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,14 @@ a worker of a cluster (TF_CONFIG), or a whole cluster on this machine (`--local-
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 
 import click
 
+from semisup.data.subsets import parse_budget, read_subset, run_name
 from stages.common import load, params_option, user_errors
 from stages.console import done
 
@@ -53,6 +55,9 @@ from stages.console import done
     help="Append every training step's loss to this file (step, steps per epoch, loss; tab-separated), "
     "e.g. to compare the same run on different hardware. Only the chief writes it.",
 )
+@click.option("--budget", default=None, help="Study run: labels per class (or all); names the run.")
+@click.option("--seed", "run_seed", default=None, type=click.IntRange(min=0), help="Study run: its seed.")
+@click.option("--split", default=None, type=click.Path(dir_okay=False), help="Study run: its labeled subset.")
 @user_errors
 def main(
     method: str,
@@ -64,10 +69,20 @@ def main(
     cpu_replicas: int,
     local_workers: int,
     step_log: str | None,
+    budget: str | None,
+    run_seed: int | None,
+    split: str | None,
 ) -> None:
-    """Pretrain METHOD's encoder on the shards."""
+    """Pretrain METHOD's encoder on the shards (one study run with --budget/--seed/--split)."""
     params = load(params_path)
     params.method(method)  # an unknown method name fails here, before TensorFlow starts
+    # A study run (method, budget, seed) trains with its seed and its labeled subset, under its own name.
+    name = method if budget is None and run_seed is None else run_name(method, budget, run_seed)
+    if budget is not None:
+        parse_budget(budget)
+    if run_seed is not None:
+        params = dataclasses.replace(params, seed=run_seed)
+    labeled_ids = read_subset(split) if split else None
     if local_workers > 1:
         sys.exit(_launch(params.train.strategy, local_workers))
 
@@ -103,9 +118,10 @@ def main(
             method,
             params,
             shard_dir=shards,
-            model_dir=f"{models}/{method}",
-            metrics_dir=f"{metrics}/{method}",
-            checkpoint_root=checkpoints,
+            model_dir=f"{models}/{name}",
+            metrics_dir=f"{metrics}/{name}",
+            checkpoint_root=checkpoints if name == method else f"{checkpoints}/{name}",
+            labeled_ids=None if labeled_ids is None else [int(i) for i in labeled_ids],
             on_step=on_step,
         )
     except UserError as exc:
@@ -118,7 +134,7 @@ def main(
         sys.stderr.flush()
         os._exit(2)
     if worker == 0:
-        done(f"{method}: trained {len(history)} epochs -> {models}/{method}/encoder.keras")
+        done(f"{name}: trained {len(history)} epochs -> {models}/{name}/encoder.keras")
 
 
 def _launch(strategy: str, workers: int) -> int:

@@ -1,74 +1,126 @@
-"""Stage report: gather every method's kNN scores and training curves into one summary and figures.
+"""Stage report: the study's summary over seeds, its table, the label-efficiency figure and the curves.
 
-Writes metrics/summary.json (method x k accuracies), metrics/plots/knn_k<k>.png (kNN accuracy per
-epoch, one curve per method) and prints the method x k table.
+Reads metrics/runs/<method>-<budget>-<seed>/{knn.json,linear.json,train/} for every run of params.yaml's
+method_names x study.labeled_per_class x study.seeds (other folders there are ignored), and
+data/splits/ for how many labels per class "all" means. Writes metrics/summary.json (every statistic
+and paired test), metrics/study/<method>-<budget>.json (one row each of `dvc metrics show`),
+metrics/report.md (for a pull request), metrics/plots/ (label_efficiency.png, knn_k<k>.png and the
+CSV files behind dvc.yaml's plots), and prints the table.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
+from semisup.data.subsets import budget_name, run_name, subset_path
 from semisup.errors import DataError, UserError
-from semisup.io import output_set, write_json
+from semisup.io import output_set, write_json, write_text
 from semisup.preflight import check_outputs
-from semisup.report import Curve, format_table, plot_curves, read_curve, summarize
+from semisup.report import (
+    aggregate,
+    efficiency_rows,
+    epoch_rows,
+    format_table,
+    markdown,
+    metric_names,
+    plot_curves,
+    plot_label_efficiency,
+    read_curve,
+    run_scores,
+    table_files,
+    write_csv,
+)
 from stages.common import load, params_option, user_errors
 from stages.console import done
 
 
-def curve_path(metrics: Path, method: str, k: int) -> Path:
-    """Where pretrain@method's dvclive logger writes the kNN@k curve."""
-    return metrics / method / "train" / "plots" / "metrics" / f"knn_k{k}.tsv"
-
-
-def load_knn_json(metrics: Path, method: str) -> dict:
-    """The contents of metrics/method/knn.json."""
-    path = metrics / method / "knn.json"
+def read_json(path: Path, stage: str) -> Any:
+    """A run's JSON output; a clear error naming the stage that writes it."""
     if not path.exists():
-        raise UserError(f"{path}: not found (run `dvc repro knn@{method}` first)")
+        raise UserError(f"{path}: not found (run `dvc repro {stage}` first)")
     try:
         return json.loads(path.read_text())
     except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); rerun `dvc repro -f knn@{method}`") from None
+        raise DataError(f"{path}: not valid JSON ({exc}); rerun `dvc repro -f {stage}`") from None
 
 
-def load_curves(metrics: Path, methods: list[str], k: int) -> dict[str, Curve]:
-    """method -> (epochs, kNN@k accuracy) of every method's pretraining run."""
-    curves = {}
-    for method in methods:
-        path = curve_path(metrics, method, k)
-        if not path.exists():
-            raise UserError(f"{path}: not found (run `dvc repro pretrain@{method}` first)")
-        curves[method] = read_curve(path, f"knn_k{k}")
-    return curves
+def labels_per_class(splits: Path, budget: str, seed: int) -> float:
+    """The x position of a budget: its number, or for all the pool's mean images per class."""
+    if budget.isdigit():
+        return float(budget)
+    subset = read_json(subset_path(splits, budget, seed), f"splits@{budget}-{seed}")
+    per_class = subset.get("per_class") if isinstance(subset, dict) else None
+    if not per_class:
+        raise DataError(f"{subset_path(splits, budget, seed)}: no per_class counts; rerun its splits stage")
+    return sum(per_class) / len(per_class)
+
+
+def curve_file(runs: Path, run: str, metric: str) -> Path:
+    """Where pretrain@run's dvclive logger writes a per-epoch metric."""
+    return runs / run / "train" / "plots" / "metrics" / f"{metric}.tsv"
 
 
 @click.command()
 @params_option
-@click.option("--metrics", default="metrics", show_default=True, type=click.Path(file_okay=False))
+@click.option("--runs", default="metrics/runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--splits", default="data/splits", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default="metrics", show_default=True, type=click.Path(file_okay=False))
 @user_errors
-def main(params_path: str, metrics: str, out: str) -> None:
-    """Summarise every method's kNN scores and plot kNN accuracy per epoch."""
+def main(params_path: str, runs: str, splits: str, out: str) -> None:
+    """Aggregate every run of the study over seeds; write the summary, table, report and figures."""
     params = load(params_path)
-    methods, ks, metrics_dir = list(params.method_names), params.knn.k, Path(metrics)
-    knn_json = {method: load_knn_json(metrics_dir, method) for method in methods}
-    summary = summarize(knn_json, ks, where=str(metrics_dir / "{method}" / "knn.json"))
-    monitored = params.knn.monitor_every > 0
-    curves = {k: load_curves(metrics_dir, methods, k) if monitored else {} for k in ks}
+    methods, seeds, ks = list(params.method_names), list(params.study.seeds), list(params.knn.k)
+    budgets = [budget_name(b) for b in params.study.labeled_per_class]
+    runs_dir, out_dir = Path(runs), Path(out)
+    scores: dict[str, dict[str, dict[int, dict[str, float]]]] = {m: {b: {} for b in budgets} for m in methods}
+    for m in methods:
+        for b in budgets:
+            for s in seeds:
+                run = run_name(m, b, s)
+                knn = read_json(runs_dir / run / "knn.json", f"knn@{run}")
+                linear = read_json(runs_dir / run / "linear.json", f"linear@{run}")
+                scores[m][b][s] = run_scores(knn, linear, ks, where=str(runs_dir / run))
+    summary = aggregate(scores, metric_names(ks))
+    budget_x = {b: labels_per_class(Path(splits), b, seeds[0]) for b in budgets}
+    curve_metrics = [f"knn_k{k}" for k in ks] + ["loss"] if params.knn.monitor_every > 0 else ["loss"]
+    curves = {
+        metric: {
+            b: {
+                m: [read_curve(curve_file(runs_dir, run_name(m, b, s), metric), metric) for s in seeds]
+                for m in methods
+            }
+            for b in budgets
+        }
+        for metric in curve_metrics
+    }
     # Everything is read and checked: now write.
     check_outputs(out)
-    note = "" if monitored else "no per-epoch kNN scores (knn.monitor_every = 0)"
-    with output_set(Path(out) / "summary.json", Path(out) / "plots") as (summary_json, plots):
+    rows = table_files(summary)
+    efficiency = [f"knn_k{ks[0]}" if 20 not in ks else "knn_k20", "linear"]
+    note = "" if params.knn.monitor_every > 0 else "no per-epoch kNN scores (knn.monitor_every = 0)"
+    targets = [out_dir / "summary.json", out_dir / "study", out_dir / "report.md", out_dir / "plots"]
+    # The whole set appears together: a killed or failed report leaves the previous one in place.
+    with output_set(*targets) as (summary_json, study, report_md, plots):
         write_json(summary_json, summary)
+        study.mkdir()
+        for name, row in rows.items():
+            write_json(study / f"{name}.json", row)
+        write_text(report_md, markdown(summary))
         plots.mkdir()
+        plot_label_efficiency(plots / "label_efficiency.png", summary, budget_x, efficiency)
+        columns = ["method", "budget", "labels_per_class", "accuracy", "ci_low", "ci_high"]
+        for metric in efficiency:
+            rows_ = efficiency_rows(summary, metric, budget_x)
+            write_csv(plots / f"label_efficiency_{metric}.csv", rows_, columns)
+        write_csv(plots / "epochs.csv", epoch_rows(curves), ["method", "budget", "epoch", *curve_metrics])
         for k in ks:
-            plot_curves(plots / f"knn_k{k}.png", curves[k], k, note=note)
-    click.echo(format_table(summary, ks))
-    done(f"report: {out}/summary.json, {out}/plots/" + ", ".join(f"knn_k{k}.png" for k in ks))
+            plot_curves(plots / f"knn_k{k}.png", curves.get(f"knn_k{k}", {}), k, note=note)
+    click.echo(format_table(summary))
+    done(f"report: {out}/summary.json, report.md, study/, plots/ ({len(rows)} method x budget rows)")
 
 
 if __name__ == "__main__":

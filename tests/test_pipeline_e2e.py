@@ -74,15 +74,18 @@ def repo(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_repro_scores_every_method_above_chance(repo):
     for method in METHODS:
-        scores = json.loads((repo / "metrics" / method / "knn.json").read_text())
+        scores = json.loads((repo / "metrics" / "runs" / f"{method}-all-0" / "knn.json").read_text())
         assert set(scores) >= {"k20", "k200"}
         assert scores["k20"]["accuracy"] > 0.2, (method, scores)  # chance is 0.1
         assert 0.0 <= scores["k200"]["weighted_accuracy"] <= 1.0
+        linear = json.loads((repo / "metrics" / "runs" / f"{method}-all-0" / "linear.json").read_text())
+        assert linear["accuracy"] > 0.2 and linear["train_images"] == 250
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
-    assert set(summary) == set(METHODS)
+    assert summary["methods"] == list(METHODS) and summary["budgets"] == ["all"]
     assert (repo / "metrics" / "plots" / "knn_k20.png").stat().st_size > 1000
+    assert (repo / "metrics" / "plots" / "label_efficiency.png").stat().st_size > 1000
     for method in METHODS:
-        embeddings = repo / "data" / "embeddings" / method / "test.npz"
+        embeddings = repo / "data" / "embeddings" / f"{method}-all-0" / "test.npz"
         with __import__("numpy").load(embeddings) as npz:
             assert npz["features"].dtype.name == "float32" and npz["labels"].dtype.name == "int64"
 
@@ -99,21 +102,26 @@ def test_second_repro_runs_nothing_and_status_is_clean(repo):
 def test_metrics_show_and_plots(repo):
     shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
     data = next(iter(shown.values()))["data"]
-    assert set(data) == {f"metrics/{m}/knn.json" for m in METHODS}
-    out = run(repo, "dvc", "plots", "show", "--json").stdout
-    assert "kNN@20 accuracy per epoch" in out
+    assert set(data) == {f"metrics/study/{m}-all.json" for m in METHODS}
+    plots = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    assert {"kNN@20 accuracy per epoch (mean over seeds)", "metrics/plots/label_efficiency.png"} <= set(
+        plots["data"]
+    )
 
 
 @pytest.mark.slow
 def test_experiment_on_one_method_reruns_only_that_method(repo):
     proc = run(repo, "dvc", "exp", "run", "-S", "methods.paws.sharpen_temperature=0.5")
     ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"pretrain@paws", "embed@paws", "knn@paws", "report"}, proc.stdout
+    assert ran == {f"{s}@paws-all-0" for s in ("pretrain", "embed", "knn", "linear")} | {"report"}, (
+        proc.stdout
+    )
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert '"sharpen_temperature": 0.5' in text
     # The experiment's new paws metrics are reported next to the baseline's.
-    assert text.count('"metrics/paws/knn.json"') >= 2
+    assert text.count('"metrics/study/paws-all.json"') >= 2
     # Back to the committed baseline: git holds params, dvc.lock and the metrics; DVC's cache the rest.
     run(repo, "git", "checkout", "HEAD", "--", ".")
     run(repo, "dvc", "checkout", "--force")
@@ -127,17 +135,15 @@ def test_metrics_diff_between_two_commits(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = run(repo, "dvc", "repro")
     ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {f"knn@{m}" for m in METHODS} | {"report"}
+    assert ran == {f"knn@{m}-all-0" for m in METHODS} | {"report"}
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "weighted kNN at T=0.5")
     diff = json.loads(run(repo, "dvc", "metrics", "diff", "HEAD~1", "--all", "--json").stdout)
-    assert set(diff) == {f"metrics/{m}/knn.json" for m in METHODS}
+    assert set(diff) == {f"metrics/study/{m}-all.json" for m in METHODS}
     # Unweighted votes do not depend on the temperature; the weighted ones do.
     for method in METHODS:
-        entry = diff[f"metrics/{method}/knn.json"]
-        assert entry["k20.accuracy"]["diff"] == 0
-        assert (
-            entry["k20.accuracy"]["new"]
-            == json.loads((repo / f"metrics/{method}/knn.json").read_text())["k20"]["accuracy"]
-        )
-    assert any(diff[f"metrics/{m}/knn.json"]["k200.weighted_accuracy"]["diff"] != 0 for m in METHODS)
+        entry = diff[f"metrics/study/{method}-all.json"]
+        assert entry["knn_k20.mean"]["diff"] == 0
+        knn = json.loads((repo / f"metrics/runs/{method}-all-0/knn.json").read_text())
+        assert entry["knn_k20.mean"]["new"] == round(knn["k20"]["accuracy"], 4)
+    assert any(diff[f"metrics/study/{m}-all.json"]["weighted_knn_k200.mean"]["diff"] != 0 for m in METHODS)

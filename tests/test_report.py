@@ -1,7 +1,8 @@
-"""The report stage on knn.json files and dvclive curves written here: summary numbers, table, valid PNGs."""
+"""The report stage on per-run files written here: statistics over seeds, paired tests, table, figures."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -10,129 +11,193 @@ import yaml
 from click.testing import CliRunner
 from dvclive import Live
 from PIL import Image
+from scipy import stats as sps
 
 from semisup.errors import DataError
-from semisup.report import format_table, read_curve, summarize
+from semisup.report import aggregate, format_table, markdown, read_curve, run_scores, table_files
 from stages import report as report_stage
 
 METHODS = ["crossentropy", "paws"]
 KS = [20, 200]
+BUDGETS = ["5", "all"]
+SEEDS = [0, 1, 2]
+POOL = [25, 25, 24]  # labeled images per class of the whole labeled split (what "all" means)
 
 
-def scores(method: str, k: int) -> dict[str, float]:
-    """Distinct made-up scores per (method, k), so a mix-up shows."""
-    base = 0.5 + 0.1 * METHODS.index(method) + 0.001 * k
-    return {"accuracy": base, "weighted_accuracy": base + 0.01}
+def score(method: str, budget: str, seed: int, metric: str) -> float:
+    """Distinct made-up scores: paws beats crossentropy by 0.05 +- 0.001 per seed; a mix-up shows."""
+    base = 0.6 + (0.1 if budget == "all" else 0.0) + 0.01 * seed + 0.001 * len(metric)
+    return base + (0.05 + 0.001 * (seed % 2) if method == "paws" else 0.0)
 
 
-def write_inputs(root, monitor_every: int = 1, epochs: int = 3) -> dict:
-    """params.yaml, metrics/M/knn.json and dvclive curves (as pretrain logs them) for every method."""
+def write_inputs(root, seeds=SEEDS, monitor_every: int = 1, epochs: int = 3) -> None:
+    """params.yaml, data/splits/ and metrics/runs/<run>/ as the study's stages write them."""
     (root / "params.yaml").write_text(
-        yaml.safe_dump({"method_names": METHODS, "knn": {"k": KS, "monitor_every": monitor_every}})
+        yaml.safe_dump(
+            {
+                "method_names": METHODS,
+                "knn": {"k": KS, "monitor_every": monitor_every},
+                "study": {"seeds": list(seeds), "labeled_per_class": [5, "all"]},
+            }
+        )
     )
-    curves = {}
-    for i, method in enumerate(METHODS):
-        (root / "metrics" / method).mkdir(parents=True)
-        knn = {f"k{k}": scores(method, k) for k in KS}
-        (root / "metrics" / method / "knn.json").write_text(json.dumps(knn))
-        # The same calls as the pretrain stage: step = epoch, from 1.
-        live = Live(str(root / "metrics" / method / "train"), dvcyaml=False, save_dvc_exp=False)
-        for epoch in range(1, epochs + 1):
-            live.step = epoch
-            for k in KS:
-                value = 0.1 * epoch + 0.01 * i + 0.0001 * k
-                curves[(method, k, epoch)] = value
-                live.log_metric(f"knn_k{k}", value)
-            live.log_metric("loss", 2.0 / epoch)
-        live.end()
-    return curves
+    (root / "data" / "splits").mkdir(parents=True)
+    for seed in seeds:
+        (root / "data" / "splits" / f"all-{seed}.json").write_text(json.dumps({"per_class": POOL}))
+    for method in METHODS:
+        for budget in BUDGETS:
+            for seed in seeds:
+                run = root / "metrics" / "runs" / f"{method}-{budget}-{seed}"
+                run.mkdir(parents=True)
+                knn = {
+                    f"k{k}": {
+                        "accuracy": score(method, budget, seed, f"knn_k{k}"),
+                        "weighted_accuracy": score(method, budget, seed, f"weighted_knn_k{k}"),
+                    }
+                    for k in KS
+                }
+                (run / "knn.json").write_text(json.dumps(knn))
+                (run / "linear.json").write_text(
+                    json.dumps({"accuracy": score(method, budget, seed, "linear")})
+                )
+                live = Live(str(run / "train"), dvcyaml=False, save_dvc_exp=False)
+                for epoch in range(1, epochs + 1):  # as the pretrain stage logs: step = epoch, from 1
+                    live.step = epoch
+                    for k in KS:
+                        live.log_metric(f"knn_k{k}", 0.1 * epoch + 0.01 * seed + 0.0001 * k)
+                    live.log_metric("loss", 2.0 / epoch)
+                live.end()
 
 
-def run(root):
-    """Invoke the report stage in-process on the files under root."""
-    args = [
-        "--params",
-        str(root / "params.yaml"),
-        "--metrics",
-        str(root / "metrics"),
-        "--out",
-        str(root / "out"),
-    ]
+def invoke(root):
+    args = ["--params", str(root / "params.yaml"), "--runs", str(root / "metrics" / "runs")]
+    args += ["--splits", str(root / "data" / "splits"), "--out", str(root / "out")]
     return CliRunner().invoke(report_stage.main, args)
 
 
-def test_read_curve_of_dvclive_output(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    curves = write_inputs(tmp_path)
-    path = tmp_path / "metrics" / "paws" / "train" / "plots" / "metrics" / "knn_k200.tsv"
-    epochs, values = read_curve(path, "knn_k200")
-    assert epochs == [1, 2, 3]
-    assert values == pytest.approx([curves[("paws", 200, e)] for e in (1, 2, 3)])
-
-
-def test_report_writes_summary_plots_and_table(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_statistics_over_seeds_and_paired_tests(tmp_path):
     write_inputs(tmp_path)
-    result = run(tmp_path)
+    result = invoke(tmp_path)
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert list(summary) == METHODS
-    for method in METHODS:
-        assert list(summary[method]) == ["k20", "k200"]
-        for k in KS:
-            assert summary[method][f"k{k}"] == pytest.approx(scores(method, k))
-    for k in KS:
-        with Image.open(tmp_path / "out" / "plots" / f"knn_k{k}.png") as image:
-            assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
-            pixels = np.asarray(image.convert("L"))
-        assert pixels.std() > 10  # something was drawn, not a blank canvas
-    lines = result.stdout.strip().splitlines()
-    assert lines[0].split() == ["method", "knn@20", "weighted@20", "knn@200", "weighted@200"]
-    assert lines[2].split() == ["paws", "0.6200", "0.6300", "0.8000", "0.8100"]
+    assert summary["methods"] == METHODS and summary["budgets"] == BUDGETS and summary["seeds"] == SEEDS
+    assert summary["metrics"] == ["knn_k20", "weighted_knn_k20", "knn_k200", "weighted_knn_k200", "linear"]
+    paws = [score("paws", "5", s, "linear") for s in SEEDS]
+    ce = [score("crossentropy", "5", s, "linear") for s in SEEDS]
+    stats = summary["results"]["paws"]["5"]["linear"]
+    low, high = sps.t.interval(0.95, df=2, loc=np.mean(paws), scale=sps.sem(paws))
+    assert stats["mean"] == pytest.approx(np.mean(paws)) and stats["std"] == pytest.approx(
+        np.std(paws, ddof=1)
+    )
+    assert (stats["ci_low"], stats["ci_high"], stats["n"]) == (pytest.approx(low), pytest.approx(high), 3)
+    comparison = summary["comparisons"]["5"]["linear"]
+    assert comparison["best"] == "paws"
+    versus = comparison["vs_best"]["crossentropy"]
+    assert versus["p_value"] == pytest.approx(sps.ttest_rel(ce, paws).pvalue)
+    assert versus["mean_diff"] == pytest.approx(-0.05 - 0.001 / 3)
+    # A steady 0.05 gap over three paired seeds is distinguishable although the intervals overlap.
+    assert versus["indistinguishable_from_best"] is False and versus["p_value"] < 0.05
+    assert comparison["vs_best"]["paws"]["indistinguishable_from_best"] is True
 
 
-def test_plots_differ_when_curves_differ(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_table_report_and_metrics_files(tmp_path):
     write_inputs(tmp_path)
-    assert run(tmp_path).exit_code == 0
-    k20 = np.asarray(Image.open(tmp_path / "out" / "plots" / "knn_k20.png").convert("L"))
-    k200 = np.asarray(Image.open(tmp_path / "out" / "plots" / "knn_k200.png").convert("L"))
-    assert k20.shape == k200.shape and (k20 != k200).any()
+    result = invoke(tmp_path)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "method",
+        "labels/class",
+        "kNN@20",
+        "wkNN@20",
+        "kNN@200",
+        "wkNN@200",
+        "linear",
+    ]
+    assert len({len(line) for line in lines[:5]}) == 1  # aligned
+    assert lines[2].startswith("paws") and lines[2].split()[1] == "5" and lines[2].endswith("*")
+    assert "95% t-interval over 3 seeds" in result.stdout
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| paws | 5 |" in report and "## Paired differences with the best method" in report
+    row = json.loads((tmp_path / "out" / "study" / "paws-all.json").read_text())
+    assert row["seeds"] == 3 and row["linear"]["mean"] == pytest.approx(
+        np.mean([score("paws", "all", s, "linear") for s in SEEDS]), abs=1e-4
+    )
+    assert sorted(p.name for p in (tmp_path / "out" / "study").iterdir()) == [
+        "crossentropy-5.json",
+        "crossentropy-all.json",
+        "paws-5.json",
+        "paws-all.json",
+    ]
+    with open(tmp_path / "out" / "plots" / "label_efficiency_linear.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], float(r["labels_per_class"])) for r in rows] == [
+        ("crossentropy", 5.0),
+        ("crossentropy", pytest.approx(74 / 3)),
+        ("paws", 5.0),
+        ("paws", pytest.approx(74 / 3)),
+    ]
+    assert float(rows[0]["ci_low"]) < float(rows[0]["accuracy"]) < float(rows[0]["ci_high"])
+    for name in ("label_efficiency", "knn_k20", "knn_k200"):
+        with Image.open(tmp_path / "out" / "plots" / f"{name}.png") as image:
+            assert image.format == "PNG" and image.size[0] > 300
+            assert np.asarray(image.convert("L")).std() > 10  # something was drawn
+    with open(tmp_path / "out" / "plots" / "epochs.csv") as f:
+        epochs = list(csv.DictReader(f))
+    first = next(r for r in epochs if (r["method"], r["budget"], r["epoch"]) == ("paws", "5", "1"))
+    assert float(first["knn_k20"]) == pytest.approx(0.1 + 0.01 + 0.002)  # mean over seeds 0, 1, 2
+    assert float(first["loss"]) == pytest.approx(2.0)
 
 
-def test_monitor_off_still_writes_every_output(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_inputs(tmp_path, monitor_every=0)
-    for method in METHODS:
-        for k in KS:
-            (tmp_path / "metrics" / method / "train" / "plots" / "metrics" / f"knn_k{k}.tsv").unlink()
-    result = run(tmp_path)
+def test_one_seed_says_so_instead_of_an_interval(tmp_path):
+    write_inputs(tmp_path, seeds=[0])
+    result = invoke(tmp_path)
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "out" / "summary.json").exists()
+    assert "One seed (0): no interval and no test" in result.stdout and "±" not in result.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["results"]["paws"]["5"]["linear"]["ci_low"] is None
+    assert summary["comparisons"]["5"]["linear"]["vs_best"]["crossentropy"]["p_value"] is None
+    assert "Paired differences" not in (tmp_path / "out" / "report.md").read_text()
+    assert json.loads((tmp_path / "out" / "study" / "paws-5.json").read_text())["linear"]["ci95"] is None
+
+
+def test_monitor_off_still_writes_every_output(tmp_path):
+    write_inputs(tmp_path, monitor_every=0)
+    for tsv in (tmp_path / "metrics" / "runs").glob("*/train/plots/metrics/knn_k*.tsv"):
+        tsv.unlink()
+    result = invoke(tmp_path)
+    assert result.exit_code == 0, result.output
     assert all((tmp_path / "out" / "plots" / f"knn_k{k}.png").exists() for k in KS)
 
 
 @pytest.mark.parametrize(
     ("missing", "stage"),
     [
-        ("paws/knn.json", "dvc repro knn@paws"),
-        ("paws/train/plots/metrics/knn_k200.tsv", "dvc repro pretrain@paws"),
+        ("metrics/runs/paws-all-1/knn.json", "dvc repro knn@paws-all-1"),
+        ("metrics/runs/paws-5-2/linear.json", "dvc repro linear@paws-5-2"),
+        ("data/splits/all-0.json", "dvc repro splits@all-0"),
     ],
 )
-def test_missing_file_names_file_and_stage(tmp_path, monkeypatch, missing, stage):
-    monkeypatch.chdir(tmp_path)
+def test_missing_file_names_file_and_stage(tmp_path, missing, stage):
     write_inputs(tmp_path)
-    (tmp_path / "metrics" / missing).unlink()
-    result = run(tmp_path)
-    assert result.exit_code == 2
-    assert result.stderr.count("\n") == 1
+    (tmp_path / missing).unlink()
+    result = invoke(tmp_path)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: ") and missing in result.stderr and stage in result.stderr
     assert not (tmp_path / "out").exists()  # nothing written before every input is checked
 
 
-def test_summarize_missing_k_is_a_data_error():
-    with pytest.raises(DataError, match=r"metrics/paws/knn.json: no scores for k200 .*knn@paws"):
-        summarize({"paws": {"k20": scores("paws", 20)}}, KS, where="metrics/{method}/knn.json")
+def test_other_folders_under_runs_are_ignored(tmp_path):
+    write_inputs(tmp_path)
+    (tmp_path / "metrics" / "runs" / "infonce-5-0").mkdir()  # a method no longer in method_names
+    assert invoke(tmp_path).exit_code == 0
+    assert "infonce" not in json.loads((tmp_path / "out" / "summary.json").read_text())["results"]
+
+
+def test_run_scores_missing_k_is_a_data_error():
+    with pytest.raises(DataError, match=r"runs/paws-5-0/knn.json: no scores for k200"):
+        run_scores(
+            {"k20": {"accuracy": 0.5, "weighted_accuracy": 0.5}}, {"accuracy": 0.5}, KS, "runs/paws-5-0"
+        )
 
 
 def test_read_curve_rejects_other_columns(tmp_path):
@@ -142,8 +207,12 @@ def test_read_curve_rejects_other_columns(tmp_path):
         read_curve(path, "knn_k20")
 
 
-def test_table_columns_are_aligned():
-    summary = summarize({m: {f"k{k}": scores(m, k) for k in KS} for m in METHODS}, KS)
-    lines = format_table(summary, KS).splitlines()
-    assert len(lines) == 3 and len({len(line) for line in lines}) == 1
-    assert lines[1].startswith("crossentropy ") and lines[1].endswith("0.7100")
+def test_markdown_and_table_files_from_aggregate():
+    scores = {m: {"5": {s: {"linear": score(m, "5", s, "linear")} for s in SEEDS}} for m in METHODS}
+    summary = aggregate(scores, ["linear"])
+    assert table_files(summary)["paws-5"]["linear"]["ci95"] == pytest.approx(
+        summary["results"]["paws"]["5"]["linear"]["half_width"], abs=1e-4
+    )
+    text = markdown(summary)
+    assert "| 5 | linear | paws | crossentropy |" in text
+    assert format_table(summary).splitlines()[2].endswith("*")

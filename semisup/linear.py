@@ -1,0 +1,115 @@
+"""Linear probe: multinomial logistic regression on frozen, L2-normalised features (scikit-learn).
+
+The probe trains on the run's labeled subset only and is scored on the test split. Its inverse
+regularisation strength C is picked by stratified k-fold cross-validation on the labeled subset (never
+the test split): the C of the highest mean fold accuracy, the smallest such C on a tie. The folds shrink
+to the smallest class's count; when some class has a single labeled image nothing can be
+cross-validated, and the probe uses the fixed C it is given and says so (`selected_by: "fixed"`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+from semisup.errors import DataError, UserError
+
+
+def l2_normalise(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero). (N, D) -> (N, D) float64."""
+    x = np.asarray(features, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def make_probe(c: float, max_iter: int) -> LogisticRegression:
+    """The probe's estimator: L2-penalised multinomial logistic regression (lbfgs)."""
+    return LogisticRegression(C=c, max_iter=max_iter)
+
+
+def select_c(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    c_grid: Sequence[float],
+    folds: int,
+    fixed_c: float,
+    max_iter: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Pick C by stratified CV on (features (N, D), labels (N,)) alone -> {C, selected_by, folds, cv_accuracy}."""
+    present = np.bincount(labels) if len(labels) else np.zeros(1, np.int64)
+    smallest = int(present[present > 0].min()) if present.any() else 0
+    k = min(folds, smallest)
+    if k < 2:
+        return {"C": float(fixed_c), "selected_by": "fixed", "folds": 0, "cv_accuracy": {}}
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    scores = {}
+    for c in sorted(c_grid):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            scores[float(c)] = float(
+                cross_val_score(make_probe(c, max_iter), features, labels, cv=splitter).mean()
+            )
+    best = max(scores.values())
+    chosen = min(c for c, score in scores.items() if score == best)
+    return {
+        "C": chosen,
+        "selected_by": "cv",
+        "folds": k,
+        "cv_accuracy": {str(c): s for c, s in scores.items()},
+    }
+
+
+def linear_probe(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    c_grid: Sequence[float],
+    folds: int,
+    fixed_c: float,
+    max_iter: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit on the normalised train features with the CV-picked C; -> {accuracy, C, selected_by, folds, ...}."""
+    train_x, test_x = l2_normalise(train_features), l2_normalise(test_features)
+    train_y = np.asarray(train_labels, dtype=np.int64)
+    choice = select_c(
+        train_x, train_y, c_grid=c_grid, folds=folds, fixed_c=fixed_c, max_iter=max_iter, seed=seed
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe = make_probe(choice["C"], max_iter).fit(train_x, train_y)
+    accuracy = float(np.mean(probe.predict(test_x) == np.asarray(test_labels)))
+    return {
+        "accuracy": accuracy,
+        **choice,
+        "train_images": int(len(train_y)),
+        "test_images": int(len(test_x)),
+    }
+
+
+def load_npz(path: str | Path, stage: str) -> tuple[np.ndarray, np.ndarray]:
+    """features (N, D) float32 and labels (N,) int64 of an embeddings file written by `stage`."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: not found (run `dvc repro {stage}` first)")
+    try:
+        with np.load(path) as data:
+            features, labels = data["features"], data["labels"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: not an embeddings file ({exc}); rerun `dvc repro -f {stage}`") from None
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise DataError(
+            f"{path}: {labels.shape} labels for {features.shape} features; rerun `dvc repro -f {stage}`"
+        )
+    return features.astype(np.float32, copy=False), labels.astype(np.int64, copy=False)

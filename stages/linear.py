@@ -1,0 +1,50 @@
+"""Stage linear@<run>: a linear probe on the run's frozen features (see semisup/linear.py).
+
+Trains on the run's labeled subset (data/splits/<budget>-<seed>.json) of data/embeddings/<run>/labeled.npz,
+scores data/embeddings/<run>/test.npz, and writes metrics/runs/<run>/linear.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from semisup.data.subsets import read_subset
+from semisup.io import write_json
+from semisup.linear import linear_probe, load_npz
+from stages.common import load, params_option, user_errors
+
+
+@click.command()
+@click.option("--run", required=True, help="The run, method-budget-seed (e.g. paws-25-0).")
+@click.option(
+    "--split", required=True, type=click.Path(dir_okay=False), help="The run's labeled subset file."
+)
+@params_option
+@click.option("--embeddings", default="data/embeddings", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="metrics/runs", show_default=True, type=click.Path(file_okay=False))
+@user_errors
+def main(run: str, split: str, params_path: str, embeddings: str, out: str) -> None:
+    """Fit the probe on RUN's labeled subset and score it on the test split."""
+    probe = load(params_path).linear
+    train_x, train_y = load_npz(Path(embeddings) / run / "labeled.npz", f"embed@{run}")
+    test_x, test_y = load_npz(Path(embeddings) / run / "test.npz", f"embed@{run}")
+    ids = read_subset(split, num_labeled=len(train_y))
+    result = linear_probe(
+        train_x[ids],
+        train_y[ids],
+        test_x,
+        test_y,
+        c_grid=probe.c_grid,
+        folds=probe.folds,
+        fixed_c=probe.fixed_c,
+        max_iter=probe.max_iter,
+    )
+    write_json(Path(out) / run / "linear.json", result)
+    how = f"{result['folds']}-fold CV" if result["selected_by"] == "cv" else "fixed: a class has one image"
+    click.echo(f"{run}: linear probe accuracy {result['accuracy']:.4f} (C={result['C']:g}, {how})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The study through DVC on a tiny digits profile: per-run stages, subsets of methods, what reruns when.
+
+One module-scoped git + DVC repository walks through the scenarios in order (each test builds on the
+previous one's state): a single method, a new seed, a second repro, another subset of methods, a
+change to one method's params.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import ROOT, write_params
+
+BIN = Path(sys.executable).parent
+METHODS = ("crossentropy", "infonce", "suncet", "paws")
+RUN_STAGES = ("pretrain", "embed", "knn", "linear")
+
+# Every stage runs for real, as small as it gets: 1 epoch of 8-filter encoders, a 5-per-class budget.
+TINY = {
+    "data.source": "digits",
+    "data.image_size": 32,
+    "data.labeled_per_class": 10,
+    "data.num_shards": 1,
+    "train.epochs": 1,
+    "train.shuffle_buffer": 200,
+    "encoder.filters": 8,
+    "encoder.embedding_dim": 16,
+    **{f"methods.{m}.unlabeled_batch": 256 for m in METHODS},
+    **{f"methods.{m}.labeled_batch": 20 for m in METHODS},
+    "knn.k": "[5]",
+    "knn.monitor_every": 0,
+    "linear.c_grid": "[1.0]",
+    "linear.folds": 2,
+    "study.labeled_per_class": "[5]",
+    "study.seeds": "[0]",
+    "method_names": "[paws]",
+}
+
+
+def run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def ran(proc: subprocess.CompletedProcess) -> set[str]:
+    """The stages a dvc repro ran."""
+    return {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
+
+
+def set_params(repo: Path, **dotted) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in dotted.items():
+        *parents, leaf = key.split("__")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def runs(*names: str) -> set[str]:
+    return {f"{stage}@{name}" for name in names for stage in RUN_STAGES}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git + DVC copy of this project with the tiny profile and method_names [paws], reproduced once."""
+    repo = tmp_path_factory.mktemp("study")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for rel in filter(None, files.split("\0")):
+        if rel.startswith(("semisup/", "stages/", ".dvc/")) or rel in (
+            "dvc.yaml",
+            ".dvcignore",
+            ".gitignore",
+        ):
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    write_params(repo / "params.yaml", TINY)
+    run(repo, "git", "init", "-q")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "project")
+    repo.joinpath("first_repro.txt").write_text(run(repo, "dvc", "repro").stdout)
+    return repo
+
+
+@pytest.mark.slow
+def test_one_method_runs_end_to_end(repo):
+    out = (repo / "first_repro.txt").read_text()
+    assert ran(subprocess.CompletedProcess([], 0, out)) == {
+        "download",
+        "shard",
+        "splits@5-0",
+        "report",
+    } | runs("paws-5-0")
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert summary["methods"] == ["paws"] and summary["budgets"] == ["5"] and summary["seeds"] == [0]
+    stats = summary["results"]["paws"]["5"]["linear"]
+    linear = json.loads((repo / "metrics" / "runs" / "paws-5-0" / "linear.json").read_text())
+    assert stats["mean"] == linear["accuracy"] and stats["n"] == 1 and stats["ci_low"] is None
+    assert linear["train_images"] == 50  # the 5-per-class subset, not the 100-image labeled split
+    assert "One seed (0)" in (repo / "metrics" / "report.md").read_text()
+    shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
+    assert set(next(iter(shown.values()))["data"]) == {"metrics/study/paws-5.json"}
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "paws")
+
+
+@pytest.mark.slow
+def test_a_new_seed_runs_only_its_stages(repo):
+    set_params(repo, study__seeds=[0, 1])
+    status = json.loads(run(repo, "dvc", "status", "--json").stdout)
+    assert set(status) == {"splits@5-1", "report"} | runs("paws-5-1")
+    assert ran(run(repo, "dvc", "repro")) == {"splits@5-1", "report"} | runs("paws-5-1")
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    stats = summary["results"]["paws"]["5"]["knn_k5"]
+    assert stats["n"] == 2 and stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
+    splits = [json.loads((repo / "data" / "splits" / f"5-{s}.json").read_text())["ids"] for s in (0, 1)]
+    assert splits[0] != splits[1]
+
+
+@pytest.mark.slow
+def test_a_second_repro_runs_nothing(repo):
+    assert ran(run(repo, "dvc", "repro")) == set()
+    assert json.loads(run(repo, "dvc", "status", "--json").stdout) == {}
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "two seeds")
+
+
+@pytest.mark.slow
+def test_another_subset_of_methods(repo):
+    set_params(repo, method_names=["suncet", "crossentropy"], study__seeds=[0])
+    assert ran(run(repo, "dvc", "repro")) == {"report"} | runs("suncet-5-0", "crossentropy-5-0")
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert summary["methods"] == ["suncet", "crossentropy"]
+    assert sorted(p.name for p in (repo / "metrics" / "study").iterdir()) == [
+        "crossentropy-5.json",
+        "suncet-5.json",
+    ]
+    # Paired: both methods' runs train and score with one subset file.
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    hashes = {
+        dep["md5"]
+        for stage in (
+            "pretrain@suncet-5-0",
+            "pretrain@crossentropy-5-0",
+            "knn@suncet-5-0",
+            "linear@crossentropy-5-0",
+        )
+        for dep in lock[stage]["deps"]
+        if dep["path"] == "data/splits/5-0.json"
+    }
+    assert len(hashes) == 1
+
+
+@pytest.mark.slow
+def test_a_method_param_reruns_only_that_methods_runs(repo):
+    # paws back among the methods, with a new sharpening temperature: suncet's and crossentropy's runs stay.
+    set_params(repo, method_names=["suncet", "crossentropy", "paws"], methods__paws__sharpen_temperature=0.5)
+    status = json.loads(run(repo, "dvc", "status", "--json").stdout)
+    assert not any(name.startswith(("pretrain@suncet", "pretrain@crossentropy")) for name in status)
+    assert ran(run(repo, "dvc", "repro")) == {"report"} | runs("paws-5-0")
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert summary["methods"] == ["suncet", "crossentropy", "paws"]
+
+
+def test_make_study_profile_is_valid_and_fits_the_smallest_budget():
+    from semisup.config import parse_params
+    from stages.study import ALL_METHODS, GROUPS, STUDY_PARAMS, overrides
+    from tests.support import params_with
+
+    assert sorted(m for group in GROUPS for m in group) == sorted(ALL_METHODS) == sorted(METHODS)
+    params = parse_params(params_with(STUDY_PARAMS))
+    assert params.data.source == "digits"
+    assert params.study.labeled_per_class == (5, 10, 25) and params.study.seeds == (0, 1, 2)
+    smallest = min(params.study.labeled_per_class) * 10  # images in a 5-per-class subset of digits
+    assert all(params.method(m).labeled_batch <= smallest for m in METHODS)
+    assert max(params.knn.k) <= smallest
+    assert "-Smethod_names=[infonce,suncet]" in overrides(("infonce", "suncet"), {})
+    assert "-Strain.epochs=3" in overrides(ALL_METHODS, {"train.epochs": "3"})
