@@ -11,6 +11,7 @@ left alone; `dvc exp show` lists them and `dvc exp apply <name>` brings one into
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import time
 
 import click
 
-from stages.demo import _git_env
+from stages.demo import _git_identity
 
 # The demo's digits profile (32x32, a 25-per-class labeled split, narrow encoder, digit-fit augmentation)
 # at 10 epochs, with batches that the 5-per-class budget (50 labeled images) can fill, and k = 20 (a bank
@@ -48,6 +49,11 @@ STUDY_PARAMS = {
 # Two workers, two methods each: CrossEntropy (cheapest) with PAWS, InfoNCE with SuNCEt.
 GROUPS = (("crossentropy", "paws"), ("infonce", "suncet"))
 ALL_METHODS = ("crossentropy", "infonce", "suncet", "paws")
+
+
+def _git_env() -> dict[str, str]:
+    """The environment for dvc, with the demo's stand-in git identity where git has none."""
+    return {**os.environ, **_git_identity()}
 
 
 def overrides(methods: tuple[str, ...], extra: dict[str, str]) -> list[str]:
