@@ -96,10 +96,10 @@ def main(
     names = load_class_names(Path(shards))
     name = run or method
     files = {split: Path(embeddings) / name / f"{split}.npz" for split in ("labeled", "test")}
-    bank, bank_labels = load_embeddings(files["labeled"], method)
-    queries, query_labels = load_embeddings(files["test"], method)
-    check_labels(files["labeled"], bank, bank_labels, len(names), method)
-    check_labels(files["test"], queries, query_labels, len(names), method)
+    bank, bank_labels = load_embeddings(files["labeled"], name)
+    queries, query_labels = load_embeddings(files["test"], name)
+    check_labels(files["labeled"], bank, bank_labels, len(names), name)
+    check_labels(files["test"], queries, query_labels, len(names), name)
     check_outputs(Path(out) / name)
     if subset:  # the bank is the run's labeled subset, the images it trained with
         ids = read_subset(subset, num_labeled=len(bank_labels))

@@ -13,7 +13,9 @@ import click
 from semisup.data.subsets import read_subset
 from semisup.io import write_json
 from semisup.linear import linear_probe, load_npz
+from semisup.preflight import check_outputs
 from stages.common import load, params_option, user_errors
+from stages.console import done
 
 
 @click.command()
@@ -31,6 +33,7 @@ def main(run: str, split: str, params_path: str, embeddings: str, out: str) -> N
     train_x, train_y = load_npz(Path(embeddings) / run / "labeled.npz", f"embed@{run}")
     test_x, test_y = load_npz(Path(embeddings) / run / "test.npz", f"embed@{run}")
     ids = read_subset(split, num_labeled=len(train_y))
+    check_outputs(Path(out) / run)
     result = linear_probe(
         train_x[ids],
         train_y[ids],
@@ -43,7 +46,9 @@ def main(run: str, split: str, params_path: str, embeddings: str, out: str) -> N
     )
     write_json(Path(out) / run / "linear.json", result)
     how = f"{result['folds']}-fold CV" if result["selected_by"] == "cv" else "fixed: a class has one image"
-    click.echo(f"{run}: linear probe accuracy {result['accuracy']:.4f} (C={result['C']:g}, {how})")
+    done(
+        f"{run}: linear probe accuracy {result['accuracy']:.4f} (C={result['C']:g}, {how}) -> {out}/{run}/linear.json"
+    )
 
 
 if __name__ == "__main__":

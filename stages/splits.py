@@ -16,7 +16,9 @@ from semisup.data.subsets import (
     subset_path,
     write_subset,
 )
+from semisup.preflight import check_outputs
 from stages.common import user_errors
+from stages.console import done
 
 
 @click.command()
@@ -33,8 +35,9 @@ def main(budget: str, seed: int, shards: str, out: str) -> None:
     check_budget(labels, names, per_class)
     ids = draw_subset(labels, len(names), per_class, seed)
     path = subset_path(out, budget, seed)
+    check_outputs(path.parent)
     write_subset(path, ids, labels, budget=per_class, seed=seed, num_classes=len(names))
-    click.echo(f"{path}: {len(ids)} of {len(labels)} labeled images ({budget} per class, seed {seed})")
+    done(f"{path}: {len(ids)} of {len(labels)} labeled images ({budget} per class, seed {seed})")
 
 
 if __name__ == "__main__":

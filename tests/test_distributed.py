@@ -340,11 +340,11 @@ def test_local_workers_through_dvc_repro(tmp_path):
     repo = tmp_path / "repo"
     _project_repo(repo)
     output = _ok(
-        repo, _tool_env(tmp_path) | {"SEMISUP_LOCAL_WORKERS": "2"}, "dvc", "repro", "pretrain@infonce"
+        repo, _tool_env(tmp_path) | {"SEMISUP_LOCAL_WORKERS": "2"}, "dvc", "repro", "pretrain@infonce-all-0"
     )
-    assert "worker 0 of 2" in output and "infonce: trained 1 epochs" in output
-    assert "pretrain@infonce" in (repo / "dvc.lock").read_text()
-    assert (repo / "models" / "infonce" / "encoder.keras").exists()
+    assert "worker 0 of 2" in output and "infonce-all-0: trained 1 epochs" in output
+    assert "pretrain@infonce-all-0" in (repo / "dvc.lock").read_text()
+    assert (repo / "models" / "infonce-all-0" / "encoder.keras").exists()
     assert not any((repo / ".checkpoints").iterdir())
     assert not list((tmp_path / "tmp").glob("semisup-*"))
 
@@ -356,16 +356,18 @@ def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path):
     chief, worker, env = tmp_path / "chief", tmp_path / "worker", _tool_env(tmp_path)
     _project_repo(chief)
     _ok(chief, env, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
-    _ok(chief, env, "dvc", "repro", "shard")
-    _ok(chief, env, "dvc", "push", "data/shards")
+    _ok(chief, env, "dvc", "repro", "splits")
+    _ok(chief, env, "dvc", "push", "data/shards", "data/splits")
     _git(chief, "add", "-A")
     _git(chief, "commit", "-qm", "shards")
     _ok(tmp_path, env, "git", "clone", "-q", str(chief), str(worker))
-    _ok(worker, env, "dvc", "pull", "data/shards")
+    _ok(worker, env, "dvc", "pull", "data/shards", "data/splits")
 
     addresses = [f"127.0.0.1:{p}" for p in free_ports(2)]
-    worker_cmd = [sys.executable, "-m", "stages.pretrain", "--method", "infonce"]
-    commands = [(chief, ["dvc", "repro", "pretrain@infonce"]), (worker, worker_cmd)]
+    # The run's command as dvc.yaml writes it (`dvc stage list --name-only` / dvc.yaml's cmd).
+    worker_cmd = [sys.executable, "-m", "stages.pretrain", "--method", "infonce", "--budget", "all"]
+    worker_cmd += ["--seed", "0", "--split", "data/splits/all-0.json", "--metrics", "metrics/runs"]
+    commands = [(chief, ["dvc", "repro", "pretrain@infonce-all-0"]), (worker, worker_cmd)]
     procs = [
         subprocess.Popen(
             cmd,
@@ -384,7 +386,7 @@ def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path):
         for p in procs:
             _kill(p)
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    assert "pretrain@infonce" in (chief / "dvc.lock").read_text()
-    assert (chief / "models" / "infonce" / "encoder.keras").exists()
+    assert "pretrain@infonce-all-0" in (chief / "dvc.lock").read_text()
+    assert (chief / "models" / "infonce-all-0" / "encoder.keras").exists()
     assert not (worker / "models").exists() and not (worker / "metrics").exists()
     assert not any((chief / ".checkpoints").iterdir()) and not any((worker / ".checkpoints").iterdir())

@@ -43,20 +43,33 @@ TINY = {
 }
 
 # stage -> its arguments, given where its inputs are (a finished workspace) and where its outputs go.
+RUN, SPLIT = "paws-all-0", "all-0.json"  # the one run of TINY: paws, every label of the pool, seed 0
+
 STAGES: dict[str, Callable[[Path, Path], list[str]]] = {
     "download": lambda src, out: ["stages.download", "--raw-dir", f"{out}/raw"],
     "shard": lambda src, out: ["stages.shard", "--raw-dir", f"{src}/raw", "--out", f"{out}/shards"],
+    "splits": lambda src, out: [
+        "stages.splits",
+        "--budget=all",
+        "--seed=0",
+        f"--shards={src}/shards",
+        f"--out={out}/splits",
+    ],
     "pretrain": lambda src, out: [
         "stages.pretrain",
         "--method=paws",
+        "--budget=all",
+        "--seed=0",
+        f"--split={src}/splits/{SPLIT}",
         f"--shards={src}/shards",
         f"--models={out}/models",
-        f"--metrics={out}/metrics",
+        f"--metrics={out}/metrics/runs",
         f"--checkpoints={out}/ckpt",
     ],
     "embed": lambda src, out: [
         "stages.embed",
         "--method=paws",
+        f"--run={RUN}",
         f"--shards={src}/shards",
         f"--models={src}/models",
         f"--out={out}/embeddings",
@@ -64,11 +77,25 @@ STAGES: dict[str, Callable[[Path, Path], list[str]]] = {
     "knn": lambda src, out: [
         "stages.knn",
         "--method=paws",
+        f"--run={RUN}",
+        f"--split={src}/splits/{SPLIT}",
         f"--embeddings={src}/embeddings",
         f"--shards={src}/shards",
+        f"--out={out}/metrics/runs",
+    ],
+    "linear": lambda src, out: [
+        "stages.linear",
+        f"--run={RUN}",
+        f"--split={src}/splits/{SPLIT}",
+        f"--embeddings={src}/embeddings",
+        f"--out={out}/metrics/runs",
+    ],
+    "report": lambda src, out: [
+        "stages.report",
+        f"--runs={src}/metrics/runs",
+        f"--splits={src}/splits",
         f"--out={out}/metrics",
     ],
-    "report": lambda src, out: ["stages.report", f"--metrics={src}/metrics", f"--out={out}/metrics"],
 }
 
 
@@ -187,8 +214,8 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_outputs(workspace,
     if stage == "pretrain":
         # A .keras zip carries write times: compare the weights, and the curves without their timestamps.
         got_w, want_w = (
-            _weights(out / "models/paws/encoder.keras"),
-            _weights(src / "models/paws/encoder.keras"),
+            _weights(out / f"models/{RUN}/encoder.keras"),
+            _weights(src / f"models/{RUN}/encoder.keras"),
         )
         assert len(got_w) == len(want_w)
         for a, b in zip(got_w, want_w, strict=True):
@@ -196,12 +223,15 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_outputs(workspace,
         assert not list((out / "ckpt").rglob("*.npz")), "a finished run removes its checkpoints"
         return
     want = _files(src)
+    runs = f"metrics/runs/{RUN}"
     names = {
         "download": ["raw/digits.npz"],
         "shard": [n for n in want if n.startswith("shards/")],
-        "embed": ["embeddings/paws/labeled.npz", "embeddings/paws/test.npz"],
-        "knn": [f"metrics/paws/{n}" for n in ("knn.json", "per_class.json", "confusion.csv")],
-        "report": ["metrics/summary.json", "metrics/plots/knn_k5.png", "metrics/plots/knn_k20.png"],
+        "splits": [f"splits/{SPLIT}"],
+        "embed": [f"embeddings/{RUN}/labeled.npz", f"embeddings/{RUN}/test.npz"],
+        "knn": [f"{runs}/{n}" for n in ("knn.json", "per_class.json", "confusion.csv")],
+        "linear": [f"{runs}/linear.json"],
+        "report": [n for n in want if n.startswith("metrics/") and not n.startswith("metrics/runs/")],
     }[stage]
     assert sorted(got) == sorted(names), f"killed after {delay:.2f} s"
     for name in names:
