@@ -120,7 +120,7 @@ def main(
             shard_dir=shards,
             model_dir=f"{models}/{name}",
             metrics_dir=f"{metrics}/{name}",
-            checkpoint_root=checkpoints if name == method else f"{checkpoints}/{name}",
+            checkpoint_root=checkpoints,  # the fingerprint holds the run's seed and subset
             labeled_ids=None if labeled_ids is None else [int(i) for i in labeled_ids],
             on_step=on_step,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -52,3 +53,24 @@ def make_shards(root: Path, params_path: Path) -> Path:
         )
         assert proc.returncode == 0, proc.stderr
     return root / "shards"
+
+
+# What a temporary git + DVC copy of the project needs: the code, the pipeline, DVC's config and plots.
+PROJECT_DIRS = ("semisup/", "stages/", ".dvc/")
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore")
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy this project's code and pipeline (tracked and untracked, not ignored) into `dest`; -> dest."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for rel in filter(None, files.split("\0")):
+        if rel.startswith(PROJECT_DIRS) or rel in PROJECT_FILES:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    return dest

@@ -19,7 +19,7 @@ from semisup import augment as aug
 from semisup.cluster import free_ports, tf_config
 from semisup.data import readers
 from semisup.methods import METHODS
-from tests.support import ENV, ROOT, make_shards, write_params
+from tests.support import ENV, ROOT, copy_project, make_shards, write_params
 
 # float32, so that 1, 2 replicas and 2 workers can be compared to 1e-4. Odd or small batches where a
 # method never reads that part: CrossEntropy's unlabeled batch and InfoNCE's labeled batch (25) need
@@ -295,23 +295,8 @@ def test_batch_divisibility_is_checked_only_for_what_is_read(digits):
 
 def _project_repo(repo: Path) -> None:
     """A git repository holding this project's code, dvc.yaml and the TINY params, committed."""
-    import shutil
 
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for rel in filter(None, tracked.split("\0")):
-        if rel.startswith(("semisup/", "stages/", ".dvc/")) or rel in (
-            "dvc.yaml",
-            ".dvcignore",
-            ".gitignore",
-        ):
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
+    copy_project(repo)
     write_params(repo / "params.yaml", TINY)
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")
@@ -357,11 +342,11 @@ def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path):
     _project_repo(chief)
     _ok(chief, env, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
     _ok(chief, env, "dvc", "repro", "splits")
-    _ok(chief, env, "dvc", "push", "data/shards", "data/splits")
+    _ok(chief, env, "dvc", "push")
     _git(chief, "add", "-A")
     _git(chief, "commit", "-qm", "shards")
     _ok(tmp_path, env, "git", "clone", "-q", str(chief), str(worker))
-    _ok(worker, env, "dvc", "pull", "data/shards", "data/splits")
+    _ok(worker, env, "dvc", "pull", "data/shards", "data/splits/all-0.json")
 
     addresses = [f"127.0.0.1:{p}" for p in free_ports(2)]
     # The run's command as dvc.yaml writes it (`dvc stage list --name-only` / dvc.yaml's cmd).

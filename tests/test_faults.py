@@ -99,8 +99,14 @@ STAGES: dict[str, Callable[[Path, Path], list[str]]] = {
 }
 
 
+def stage_cmd(stage: str, params: Path, src: Path, out: Path) -> list[str]:
+    """The stage's command line; splits reads no params (its budget and seed are its options)."""
+    args = [] if stage == "splits" else ["--params", str(params)]
+    return [sys.executable, "-m", *STAGES[stage](src, out), *args]
+
+
 def run_stage(stage: str, params: Path, src: Path, out: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", *STAGES[stage](src, out), "--params", str(params)]
+    cmd = stage_cmd(stage, params, src, out)
     return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
 
@@ -205,7 +211,7 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_outputs(workspace,
     params, src, seconds = workspace
     delay = random.Random().uniform(0.2, seconds[stage])
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", *STAGES[stage](src, out), "--params", str(params)]
+    cmd = stage_cmd(stage, params, src, out)
     _kill_at(cmd, delay)
     proc = run_stage(stage, params, src, out)
     assert proc.returncode == 0, f"killed after {delay:.2f} s; rerun: {proc.stderr}"
@@ -475,7 +481,7 @@ def test_foreign_models_are_refused_with_one_line(workspace, tmp_path: Path) -> 
     from semisup.errors import DataError
 
     _, src, _ = workspace
-    good = src / "models" / "paws" / "encoder.keras"
+    good = src / "models" / RUN / "encoder.keras"
     assert load_encoder(good, image_shape=(32, 32, 3), rerun="rerun").output_shape == (None, 16)
     for name, (path, what) in _foreign_models(tmp_path, good).items():
         with pytest.raises(DataError) as info:
@@ -489,11 +495,11 @@ def test_foreign_models_are_refused_with_one_line(workspace, tmp_path: Path) -> 
 def test_embed_stage_refuses_a_truncated_model(workspace, tmp_path: Path) -> None:
     params, src, _ = workspace
     shutil.copytree(src / "shards", tmp_path / "shards")
-    model = tmp_path / "models" / "paws" / "encoder.keras"
+    model = tmp_path / "models" / RUN / "encoder.keras"
     model.parent.mkdir(parents=True)
-    model.write_bytes((src / "models" / "paws" / "encoder.keras").read_bytes()[:1000])
+    model.write_bytes((src / "models" / RUN / "encoder.keras").read_bytes()[:1000])
     proc = run_stage("embed", params, tmp_path, tmp_path)
-    assert_one_line_error(proc, str(model), "not a .keras model file", "dvc repro -f pretrain@paws")
+    assert_one_line_error(proc, str(model), "not a .keras model file", f"dvc repro -f pretrain@{RUN}")
     assert not (tmp_path / "embeddings").exists()
 
 

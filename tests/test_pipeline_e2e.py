@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT, write_params
+from tests.support import copy_project, write_params
 
 BIN = Path(sys.executable).parent
 METHODS = ("crossentropy", "infonce", "suncet", "paws")
@@ -47,20 +46,7 @@ def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess
 def repo(tmp_path_factory) -> Path:
     """A git + DVC clone of this project with a tiny digits params.yaml, reproduced once."""
     repo = tmp_path_factory.mktemp("repo")
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for rel in filter(None, tracked.split("\0")):
-        if rel.startswith(("semisup/", "stages/", ".dvc/")) or rel in (
-            "dvc.yaml",
-            ".dvcignore",
-            ".gitignore",
-        ):
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
+    copy_project(repo)
     write_params(repo / "params.yaml", TINY)
     run(repo, "git", "init", "-q")
     run(repo, "git", "add", "-A")

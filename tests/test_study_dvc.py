@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT, write_params
+from tests.support import copy_project, write_params
 
 BIN = Path(sys.executable).parent
 METHODS = ("crossentropy", "infonce", "suncet", "paws")
@@ -77,20 +76,7 @@ def runs(*names: str) -> set[str]:
 def repo(tmp_path_factory) -> Path:
     """A git + DVC copy of this project with the tiny profile and method_names [paws], reproduced once."""
     repo = tmp_path_factory.mktemp("study")
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for rel in filter(None, files.split("\0")):
-        if rel.startswith(("semisup/", "stages/", ".dvc/")) or rel in (
-            "dvc.yaml",
-            ".dvcignore",
-            ".gitignore",
-        ):
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
+    copy_project(repo)
     write_params(repo / "params.yaml", TINY)
     run(repo, "git", "init", "-q")
     run(repo, "git", "add", "-A")
