@@ -305,8 +305,8 @@ def _jitter(x, seed, index, *, count, brightness, contrast, saturation, hue) -> 
     return color_jitter(x, factors, order, use_hue=hue > 0)
 
 
-_crop_flip_xla = tf.function(_crop_flip, jit_compile=True)
-_jitter_xla = tf.function(_jitter, jit_compile=True)
+_crop_flip_xla = tf.function(_crop_flip, jit_compile=True, autograph=False)
+_jitter_xla = tf.function(_jitter, jit_compile=True, autograph=False)
 
 
 def from_params(p: AugmentParams) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def _chunk_step(ks: tuple[int, ...], num_classes: int) -> Any:
         tf.TensorSpec([], tf.float32),
     ]
 
-    @tf.function(input_signature=spec)
+    @tf.function(input_signature=spec, autograph=False)
     def step(bank: tf.Tensor, labels: tf.Tensor, queries: tf.Tensor, temperature: tf.Tensor) -> tf.Tensor:
         queries = tf.math.l2_normalize(queries, axis=1)
         sims = tf.matmul(queries, bank, transpose_b=True)  # (B, D) x (D, N) -> (B, N)

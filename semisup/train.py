@@ -102,9 +102,9 @@ class Trainer:
         # replicas that fails (a placeholder of the cond branch never fed). Create them here, in the scope.
         with self.strategy.scope():
             self.optimizer.build(self.variables)
-        self._encode = tf.function(self._encode_fn, jit_compile=jit_compile, reduce_retracing=True)
-        self._loss = tf.function(self._loss_fn, jit_compile=jit_compile, reduce_retracing=True)
-        self._step = tf.function(self._distributed_step, reduce_retracing=True)
+        self._encode = tf.function(self._encode_fn, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+        self._loss = tf.function(self._loss_fn, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+        self._step = tf.function(self._distributed_step, reduce_retracing=True, autograph=False)
 
     @property
     def variables(self) -> list[tf.Variable]:
@@ -263,7 +263,7 @@ def _inference_fn(encoder: keras.Model, jit_compile: bool) -> Callable[[tf.Tenso
         def forward(images: tf.Tensor) -> tf.Tensor:
             return _to_f32(encoder(aug.scale_images(images), training=False))
 
-        cache[jit_compile] = tf.function(forward, jit_compile=jit_compile, reduce_retracing=True)
+        cache[jit_compile] = tf.function(forward, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
     return cache[jit_compile]
 
 
