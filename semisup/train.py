@@ -102,8 +102,12 @@ class Trainer:
         # replicas that fails (a placeholder of the cond branch never fed). Create them here, in the scope.
         with self.strategy.scope():
             self.optimizer.build(self.variables)
-        self._encode = tf.function(self._encode_fn, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
-        self._loss = tf.function(self._loss_fn, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+        self._encode = tf.function(
+            self._encode_fn, jit_compile=jit_compile, reduce_retracing=True, autograph=False
+        )
+        self._loss = tf.function(
+            self._loss_fn, jit_compile=jit_compile, reduce_retracing=True, autograph=False
+        )
         self._step = tf.function(self._distributed_step, reduce_retracing=True, autograph=False)
 
     @property
@@ -156,16 +160,19 @@ class Trainer:
         replicas = ctx.num_replicas_in_sync
         parts = list(views) + ([labeled] if labeled is not None else [])
         sizes = [tf.shape(p)[0] for p in parts]
+        # A per-example loss (a mean over rows that do not interact) needs no other replica's rows: each
+        # replica's mean over its equal share, averaged over replicas, is the global mean.
+        gather = replicas > 1 and not self.method.per_example
         with tf.GradientTape() as tape:
             # One encoder call over every part (a batch of 750 uses the cores better than three of 250);
             # a lone part skips the concat, which would copy the whole batch.
             images = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
             features = tf.split(self._encode(images), sizes, axis=0)
-            if replicas > 1:
+            if gather:
                 features = [ctx.all_gather(f, axis=0) for f in features]
             view_features = features[: len(views)]
             labeled_features = features[len(views)] if labeled is not None else None
-            if replicas > 1 and labels is not None:
+            if gather and labels is not None:
                 # A collective needs a placed tensor: the labels the input pipeline produced may have no
                 # device across workers ("destinations can not be empty"); an op of the replica function
                 # runs on the replica's device.
@@ -174,6 +181,11 @@ class Trainer:
             loss, logs = self._loss(view_features, labeled_features, labels)
             scaled = loss / replicas
         grads = tape.gradient(scaled, self.variables)
+        if replicas > 1 and self.method.per_example:
+            # Every replica reports the global figures, as the gathering methods do: one small all-reduce.
+            names = sorted(logs)
+            means = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.stack([loss] + [logs[k] for k in names]))
+            loss, logs = means[0], {k: means[i + 1] for i, k in enumerate(names)}
         return loss, logs, grads
 
     def _replica_step(self, unlabeled, labeled, labels, step):
@@ -263,7 +275,9 @@ def _inference_fn(encoder: keras.Model, jit_compile: bool) -> Callable[[tf.Tenso
         def forward(images: tf.Tensor) -> tf.Tensor:
             return _to_f32(encoder(aug.scale_images(images), training=False))
 
-        cache[jit_compile] = tf.function(forward, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+        cache[jit_compile] = tf.function(
+            forward, jit_compile=jit_compile, reduce_retracing=True, autograph=False
+        )
     return cache[jit_compile]
 
 

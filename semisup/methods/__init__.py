@@ -7,6 +7,7 @@ maths on the global batch, safe inside `tf.function(jit_compile=True)`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,10 @@ class Method:
     uses_labeled: bool  # whether the labeled batch is encoded at all
     has_head: bool  # encoder -> ReLU -> Dense(classes); `labeled` then holds logits
     compute: LossFn  # (inputs, params section) -> (scalar float32 loss, float32 scalar logs)
+    # The loss and logs are means over labeled rows that do not interact (no other row in the formula):
+    # under several replicas each computes them on its own rows and the replicas average them, with no
+    # gather of features or labels.
+    per_example: bool = False
 
 
 def _static_dim(t: tf.Tensor, axis: int) -> int | None:
@@ -81,14 +86,19 @@ def _checked(method: Method) -> Method:
         check_inputs(method, inputs)
         return loss_fn(inputs, params)
 
-    return Method(method.name, method.unlabeled_views, method.uses_labeled, method.has_head, compute)
+    return dataclasses.replace(method, compute=compute)
 
 
 METHODS: dict[str, Method] = {
     m.name: _checked(m)
     for m in (
         Method(
-            "crossentropy", unlabeled_views=0, uses_labeled=True, has_head=True, compute=crossentropy.compute
+            "crossentropy",
+            unlabeled_views=0,
+            uses_labeled=True,
+            has_head=True,
+            compute=crossentropy.compute,
+            per_example=True,
         ),
         Method("infonce", unlabeled_views=2, uses_labeled=False, has_head=False, compute=infonce.compute),
         Method("suncet", unlabeled_views=2, uses_labeled=True, has_head=False, compute=suncet.compute),
