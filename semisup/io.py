@@ -153,6 +153,46 @@ def output_set(*outputs: str | os.PathLike) -> Iterator[list[Path]]:
             _remove_empty(created)  # a failed stage leaves no trace, not even the folders it made
 
 
+@contextlib.contextmanager
+def scratch_file(parent: str | os.PathLike, name: str, nbytes: int, what: str) -> Iterator[Path]:
+    """Yield a locked temporary file `.name.XXXX.tmp` in `parent` with `nbytes` allocated; removed on exit.
+
+    The space is allocated up front (posix_fallocate), so a full disk is a one-line error now, not a
+    SIGBUS when a memory map of the file is written later. Leftovers of killed runs (unlocked) are
+    removed first, as `output_set` removes its temporary folders. `what` names the file in errors.
+    """
+    parent = Path(parent)
+    created = _missing_ancestors(parent)
+    fd, path = -1, None
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(parent, name)
+        fd, raw = tempfile.mkstemp(prefix=f".{name}.", suffix=TMP_SUFFIX, dir=parent)
+        path = Path(raw)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows the name yet: this never waits
+        if nbytes > 0:
+            os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        _drop_scratch(fd, path, created)
+        fault = fault_message(exc, f"{parent} ({what}, {_mib(nbytes)})")
+        if fault is None:
+            raise
+        raise fault from None
+    try:
+        yield path
+    finally:
+        _drop_scratch(fd, path, created)
+
+
+def _drop_scratch(fd: int, path: Path | None, created: list[Path]) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    if fd >= 0:
+        os.close(fd)
+    _remove_empty(created)
+
+
 def _missing_ancestors(folder: Path) -> list[Path]:
     """`folder` and its ancestors that do not exist yet, deepest first."""
     missing = []

@@ -163,8 +163,8 @@ def test_folder_to_shards(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "imgs")
     args = {"test_fraction": 0.2, "labeled_per_class": 2}
     folder.prepare_folder(root, tmp_path / "raw", on_bad_image="error", progress=False, **args)
-    src = folder.folder_splits(root, tmp_path / "raw", image_size=32, seed=0, **args)
-    manifest = _write(tmp_path / "out", src, size=32)
+    with folder.folder_splits(root, tmp_path / "raw", image_size=32, seed=0, progress=False, **args) as src:
+        manifest = _write(tmp_path / "out", src, size=32)
     assert manifest["source"] == "folder" and manifest["class_names"] == ["cat", "dog", "fox"]
     assert manifest["counts"] == {"unlabeled": 13, "labeled": 6, "test": 3}
 

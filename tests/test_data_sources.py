@@ -177,15 +177,16 @@ def test_folder_splits_add_unlabeled_folder(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "imgs")
     args = {"test_fraction": 0.2, "labeled_per_class": 2}
     folder.prepare_folder(root, tmp_path / "raw", on_bad_image="error", progress=False, **args)
-    got = folder.folder_splits(root, tmp_path / "raw", image_size=32, seed=0, **args)
-    counts = {s: got.splits[s].count for s in sources.SPLITS}
-    # Per class: round(1.2) = 1 test, 2 labeled, 3 unlabeled; plus the 4 images of unlabeled/.
-    assert counts == {"test": 3, "labeled": 6, "unlabeled": 9 + 4}
-    unlabeled = list(got.splits["unlabeled"].examples())
+    with folder.folder_splits(root, tmp_path / "raw", image_size=32, seed=0, progress=False, **args) as got:
+        counts = {s: got.splits[s].count for s in sources.SPLITS}
+        # Per class: round(1.2) = 1 test, 2 labeled, 3 unlabeled; plus the 4 images of unlabeled/.
+        assert counts == {"test": 3, "labeled": 6, "unlabeled": 9 + 4}
+        unlabeled = [(np.array(x), y) for x, y in got.splits["unlabeled"].examples()]
+        labeled = [(np.array(x), y) for x, y in got.splits["labeled"].examples()]
     assert all(y == -1 and x.shape == (32, 32, 3) for x, y in unlabeled)
     # Flat-coloured files stay flat: the u<i>.png files are 200 + i everywhere.
     assert sorted(int(x[0, 0, 0]) for x, _ in unlabeled[-4:]) == [200, 201, 202, 203]
-    for x, y in got.splits["labeled"].examples():
+    for x, y in labeled:
         assert x.min() == x.max() and y == int(x[0, 0, 0]) // 40  # value 40 * class + i, i < 6
 
 
@@ -244,9 +245,56 @@ def test_folder_changed_after_download_is_caught(tmp_path: Path) -> None:
     args = {"test_fraction": 0.2, "labeled_per_class": 2}
     folder.prepare_folder(root, tmp_path / "raw", on_bad_image="error", progress=False, **args)
     _png(root / "unlabeled" / "u0.png", (14, 14), 7)
-    got = folder.folder_splits(root, tmp_path / "raw", image_size=32, seed=0, **args)
+    # Caught while decoding, before any split is handed out.
     with pytest.raises(DataError, match=r"u0\.png: changed since the download stage"):
-        list(got.splits["unlabeled"].examples())
+        with folder.folder_splits(root, tmp_path / "raw", image_size=32, seed=0, progress=False, **args):
+            pytest.fail("a changed file was handed out")
+
+
+def truncated_jpeg(path: Path) -> Path:
+    """A JPEG cut in its scan data: its header reads, its pixels do not decode."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_truncated_jpeg_is_indexed_then_fails_to_decode(tmp_path: Path) -> None:
+    from semisup.data.images import decode_image, read_header
+
+    bad = truncated_jpeg(tmp_path / "t.jpg")
+    assert read_header(bad.read_bytes()) == {"format": "JPEG", "mode": "RGB", "width": 64, "height": 64}
+    with pytest.raises(OSError, match="truncated"):
+        decode_image(bad.read_bytes())
+    root = make_folder(tmp_path / "imgs")
+    truncated_jpeg(root / "dog" / "cut.jpg")
+    args = {"test_fraction": 0.2, "labeled_per_class": 2}
+    index = folder.prepare_folder(root, tmp_path / "raw", on_bad_image="error", progress=False, **args)
+    assert "dog/cut.jpg" in [e["file"] for e in index["labeled"]] and index["skipped"] == []
+    split = {"image_size": 32, "seed": 0, "progress": False, **args}
+    with pytest.raises(
+        DataError, match=r"dog/cut\.jpg: not a readable image: decoding failed.*on_bad_image: skip"
+    ):
+        with folder.folder_splits(root, tmp_path / "raw", on_bad_image="error", **split):
+            pytest.fail("a folder with an image that does not decode was handed out")
+    with folder.folder_splits(root, tmp_path / "raw", on_bad_image="skip", **split) as got:
+        assert got.skipped == ("dog/cut.jpg",)
+        # dog keeps its 6 good images: the split is made of the images that decoded.
+        assert {s: got.splits[s].count for s in sources.SPLITS} == {"test": 3, "labeled": 6, "unlabeled": 13}
+
+
+def test_too_few_images_after_decoding_is_one_error(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "imgs", per_class=2)
+    (root / "fox" / "1.jpg").unlink()
+    truncated_jpeg(root / "fox" / "cut.jpg")  # fox: 2 files listed, 1 that decodes
+    args = {"test_fraction": 0.2, "labeled_per_class": 1}
+    folder.prepare_folder(root, tmp_path / "raw", on_bad_image="skip", progress=False, **args)
+    with pytest.raises(UserError, match="class 'fox' has 1 images, a test image and a training image"):
+        with folder.folder_splits(
+            root, tmp_path / "raw", image_size=32, seed=0, on_bad_image="skip", progress=False, **args
+        ):
+            pass
 
 
 def test_stl10_offline_without_archive_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -315,6 +315,34 @@ def test_full_disk_mid_write_is_one_line_and_the_old_output_stays(tmp_path: Path
         assert _files(out) == {"x/old.bin": b"old"}
 
 
+def test_scratch_file_takes_its_space_up_front_and_leftovers_go(tmp_path: Path) -> None:
+    """The shard stage's decoded-pixel file: a full disk is one line before decoding, never a SIGBUS
+    of a memory map; a killed run's file is removed by the next run."""
+    from semisup.errors import FaultError
+    from semisup.io import scratch_file
+
+    with tmpfs(tmp_path / "small") as fs:
+        with (
+            pytest.raises(
+                FaultError, match=r"small \(the decoded images, 2\.0 MiB\): no space left on device"
+            ),
+            scratch_file(fs, "shards-pixels", 2 * 2**20, "the decoded images"),
+        ):
+            pytest.fail("2 MiB allocated on a 1 MiB file system")
+        assert list(fs.iterdir()) == []
+    code = (
+        "import os; from semisup.io import scratch_file\n"
+        f"with scratch_file({str(tmp_path)!r}, 'shards-pixels', 4096, 'x') as f:\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True)
+    stale = list(tmp_path.glob(".shards-pixels.*.tmp"))
+    assert len(stale) == 1 and stale[0].stat().st_size == 4096
+    with scratch_file(tmp_path, "shards-pixels", 10, "x") as path:
+        assert list(tmp_path.glob(".shards-pixels.*.tmp")) == [path]  # the killed run's file removed
+    assert not list(tmp_path.glob(".shards-pixels.*"))
+
+
 def test_tensorflow_write_faults_are_one_line() -> None:
     from semisup.errors import fault_message
 

@@ -66,6 +66,68 @@ def test_folder_download_then_shard(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "shards" / "manifest.json").read_text())["counts"]["labeled"] == 6
 
 
+@pytest.mark.parametrize("on_bad_image", ["error", "skip"])
+def test_folder_images_are_decoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_bad_image: str
+) -> None:
+    """Across download + shard each file is decoded at most once; the download stage decodes none."""
+    import hashlib
+
+    from PIL import ImageFile
+
+    from semisup.data import folder
+    from tests.test_data_sources import truncated_jpeg
+
+    root = make_folder(tmp_path / "imgs", per_class=4, unlabeled=2)  # PNG (gray, RGB) and JPEG files
+    truncated_jpeg(root / "dog" / "cut.jpg")  # its header reads: only decoding it fails
+    files = {
+        hashlib.sha256(p.read_bytes()).hexdigest(): p.relative_to(root).as_posix()
+        for p in root.rglob("*.*")
+        if p.suffix in (".png", ".jpg")
+    }
+    decodes: dict[str, int] = {}
+    pixel_loads = []  # Pillow's own decoder runs, whoever calls them
+    real_decode, real_load = folder.decode_image, ImageFile.ImageFile.load
+
+    def counting_decode(data: bytes, **kwargs):
+        name = files[hashlib.sha256(data).hexdigest()]
+        decodes[name] = decodes.get(name, 0) + 1
+        return real_decode(data, **kwargs)
+
+    def counting_load(self):
+        if self.tile:  # pixel data still to decode (load() of a loaded image decodes nothing)
+            pixel_loads.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(folder, "decode_image", counting_decode)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    data = {"source": "folder", "path": str(root), "image_size": 32, "labeled_per_class": 2}
+    _params(tmp_path / "params.yaml", {"data": data | {"on_bad_image": on_bad_image}})
+    result = _run(download.main, tmp_path, *_dirs(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert decodes == {} and pixel_loads == []  # the download stage reads headers only
+    index = json.loads((tmp_path / "raw" / folder.INDEX_FILE).read_text())
+    assert "dog/cut.jpg" in [e["file"] for e in index["labeled"]]
+    # A leftover of a killed shard run (unlocked) is removed by the next one.
+    stale = tmp_path / "data" / ".shards-pixels.killed.tmp"
+    stale.parent.mkdir()
+    stale.write_bytes(b"\0" * 100)
+    out = tmp_path / "data" / "shards"
+    result = _run(shard.main, tmp_path, *_dirs(tmp_path), "--out", str(out))
+    assert max(decodes.values()) == 1 and decodes["dog/cut.jpg"] == 1
+    assert len(pixel_loads) == sum(decodes.values())  # no decoding besides decode_image's
+    assert list((tmp_path / "data").iterdir()) == ([out] if on_bad_image == "skip" else [])
+    if on_bad_image == "error":
+        _one_line_error(result, rf"{root / 'dog' / 'cut.jpg'}: not a readable image: decoding failed")
+        return
+    assert result.exit_code == 0, result.output
+    assert sorted(decodes) == sorted(files.values())  # every file, exactly once
+    assert ", 1 unreadable skipped (dog/cut.jpg) ->" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    # 3 classes x 4 images + 2 unlabeled; dog's cut.jpg left out of the split.
+    assert sum(manifest["counts"].values()) == 3 * 4 + 2
+
+
 def _one_line_error(result, pattern: str) -> None:
     assert result.exit_code == 2, result.output
     assert result.stdout == ""

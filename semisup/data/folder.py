@@ -1,12 +1,16 @@
 """The image-folder source: `path/<class>/*.png|jpg|jpeg`, plus optional unlabeled images in `path/unlabeled/`.
 
-Class names are the sorted sub-folder names. The download stage decodes every file once and writes
-`folder_index.json` (file, class, size and sha256 of each image) so DVC tracks the data; the shard
-stage reads exactly the indexed files and stops if one changed since.
+Class names are the sorted sub-folder names. The download stage only indexes: it lists the files,
+hashes each one and reads its header (format, mode, size; no pixel is decoded), refusing a file whose
+header does not read or whose size is over `data.max_pixels`, and writes `folder_index.json` (file,
+class, size, sha256 and header of each image) so DVC tracks the data. The shard stage reads exactly the
+indexed files (and stops if one changed since), decodes and resizes each one exactly once into a
+temporary (N, S, S, 3) uint8 file, splits the images that decoded, then writes the shards from it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -16,11 +20,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from semisup.data.images import DECODE_ERRORS, decode_image, resize_rgb
+from semisup.data.images import DECODE_ERRORS, decode_image, read_header, resize_rgb
 from semisup.data.sources import SPLITS, Example, SourceSplits, SplitStream, raw_file
 from semisup.data.splits import check_split, stratified_split
 from semisup.errors import DataError, UserError
-from semisup.io import write_json
+from semisup.io import check_free_space, scratch_file, write_json
 
 INDEX_FILE = "folder_index.json"
 UNLABELED_DIR = "unlabeled"
@@ -69,24 +73,36 @@ def scan_folder(root: str | Path) -> tuple[tuple[str, ...], list[tuple[Path, int
     return tuple(d.name for d in class_dirs), labeled, unlabeled
 
 
+def _problem(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def _check_image(path: Path, max_pixels: int | None = None) -> tuple[dict[str, Any], str | None]:
-    """Size and sha256 of an image file, and why it cannot be decoded (None when it can)."""
+    """Size, sha256 and header of an image file, and why its header does not read (None when it does).
+
+    Only the header is read: the pixels are decoded once, by the shard stage.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
         return {}, exc.strerror or str(exc)
-    entry = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    entry: dict[str, Any] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     try:
-        decode_image(data, max_pixels=max_pixels)
+        entry.update(read_header(data, max_pixels=max_pixels))
     except DECODE_ERRORS as exc:
-        return entry, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return entry, _problem(exc)
     return entry, None
 
 
-def _bad_image(path: Path, problem: str) -> DataError:
+def _bad_image(path: Path, problem: str, *, decoding: bool = False) -> DataError:
     if "data.max_pixels" in problem:
         fix = "shrink or remove it, raise data.max_pixels, or set data.on_bad_image: skip"
         return DataError(f"{path}: refused before decoding: {problem}: {fix}")
+    if decoding:  # its header read in the download stage; the pixel data does not decode
+        return DataError(
+            f"{path}: not a readable image: decoding failed ({problem}); fix or remove it and run the "
+            "download stage again, or set data.on_bad_image: skip"
+        )
     return DataError(
         f"{path}: not a readable image ({problem}); fix or remove it, or set data.on_bad_image: skip"
     )
@@ -95,14 +111,14 @@ def _bad_image(path: Path, problem: str) -> DataError:
 def index_folder(
     root: str | Path, *, on_bad_image: str, progress: bool = True, max_pixels: int | None = None
 ) -> dict[str, Any]:
-    """Decode every image once; -> the index (class names, labeled and unlabeled entries, skipped files,
-    and the files left out for their extension)."""
+    """Hash every image and read its header; -> the index (class names, labeled and unlabeled entries,
+    skipped files, and the files left out for their extension)."""
     root = Path(root)
     class_names, labeled, unlabeled = scan_folder(root)
     items = [(f, label) for f, label in labeled] + [(f, -1) for f in unlabeled]
     index: dict[str, Any] = {"source": "folder", "path": str(root), "class_names": list(class_names)}
     index.update(labeled=[], unlabeled=[], skipped=[], unsupported=unsupported_files(root))
-    bar = tqdm(items, desc="checking images", unit="img", disable=None if progress else True)
+    bar = tqdm(items, desc="indexing images", unit="img", disable=None if progress else True)
     for path, label in bar:
         entry, problem = _check_image(path, max_pixels)
         rel = path.relative_to(root).as_posix()
@@ -156,8 +172,11 @@ def read_index(raw_dir: str | Path, root: str | Path) -> dict[str, Any]:
     return index
 
 
-def _load(root: Path, entry: dict[str, Any], image_size: int, max_pixels: int | None) -> np.ndarray:
-    """Read one indexed image, check it is the file the download stage saw, decode and resize it."""
+def _decode(root: Path, entry: dict[str, Any], image_size: int, max_pixels: int | None) -> np.ndarray | str:
+    """Read one indexed image, check it is the file the download stage saw, decode and resize it.
+
+    -> the (S, S, 3) uint8 image, or why it does not decode; DataError if it is missing or changed.
+    """
     path = root / entry["file"]
     try:
         data = path.read_bytes()
@@ -168,10 +187,47 @@ def _load(root: Path, entry: dict[str, Any], image_size: int, max_pixels: int | 
     try:
         image = decode_image(data, max_pixels=max_pixels)
     except DECODE_ERRORS as exc:
-        raise _bad_image(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        return _problem(exc)
     return resize_rgb(image, image_size)
 
 
+def decode_all(
+    root: Path,
+    entries: list[dict[str, Any]],
+    pixels: np.ndarray,
+    *,
+    image_size: int,
+    on_bad_image: str,
+    max_pixels: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, str]]:
+    """Decode entry i into pixels[i], each file once. -> the entries that did not decode (skip mode);
+    DataError naming the first one under `on_bad_image: error`."""
+    skipped = []
+    bar = tqdm(entries, desc="decoding images", unit="img", disable=None if progress else True)
+    for i, entry in enumerate(bar):
+        try:
+            image = _decode(root, entry, image_size, max_pixels)
+        except DataError:
+            bar.close()  # so that the error message starts on a line of its own
+            raise
+        if isinstance(image, str):
+            if on_bad_image == "error":
+                bar.close()
+                raise _bad_image(root / entry["file"], image, decoding=True)
+            skipped.append({"file": entry["file"], "problem": image})
+            continue
+        pixels[i] = image
+    bar.close()
+    return skipped
+
+
+def pixels_bytes(count: int, image_size: int) -> int:
+    """Bytes of the shard stage's temporary file of decoded images: count x S x S x 3."""
+    return count * image_size * image_size * 3
+
+
+@contextlib.contextmanager
 def folder_splits(
     root: str | Path,
     raw_dir: str | Path,
@@ -180,29 +236,72 @@ def folder_splits(
     test_fraction: float,
     labeled_per_class: int | None,
     seed: int,
+    on_bad_image: str = "error",
     max_pixels: int | None = None,
-) -> SourceSplits:
-    """The indexed folder, split (unlabeled/ joins the unlabeled split) and resized."""
+    scratch_dir: str | Path | None = None,
+    scratch_name: str = "pixels",
+    reserve_per_image: int = 0,
+    progress: bool = True,
+) -> Iterator[SourceSplits]:
+    """The indexed folder decoded, resized and split (unlabeled/ joins the unlabeled split), while open.
+
+    Every image is decoded once, before the split: into memory, or with `scratch_dir` into a temporary
+    file `.<scratch_name>.XXXX.tmp` there (N x S x S x 3 bytes; N x `reserve_per_image` more must be
+    free there for what is written next, the shards), removed on exit. Images that do not decode are
+    skipped (`on_bad_image: skip`; listed in the source's `skipped`) and the split is made of those
+    that did; under `error` the first one is a DataError naming it.
+    """
     root = Path(root)
     index = read_index(raw_dir, root)
     labeled, extra = index["labeled"], index["unlabeled"]
-    split_index = stratified_split(
-        _labels(index),
-        index["class_names"],
-        test_fraction=test_fraction,
-        labeled_per_class=labeled_per_class,
-        seed=seed,
-        extra_unlabeled=len(extra),
-        source="folder",
-    )
+    entries = labeled + extra
+    shape = (len(entries), image_size, image_size, 3)
+    with contextlib.ExitStack() as stack:
+        if scratch_dir is None:
+            pixels = np.zeros(shape, np.uint8)
+        else:
+            nbytes = pixels_bytes(len(entries), image_size)
+            need = nbytes + len(entries) * reserve_per_image
+            check_free_space(scratch_dir, need, "the decoded images plus the shards")
+            what = "the decoded images"
+            path = stack.enter_context(scratch_file(scratch_dir, scratch_name, nbytes, what))
+            pixels = np.memmap(path, np.uint8, "r+", shape=shape) if nbytes else np.zeros(shape, np.uint8)
+        skipped = decode_all(
+            root,
+            entries,
+            pixels,
+            image_size=image_size,
+            on_bad_image=on_bad_image,
+            max_pixels=max_pixels,
+            progress=progress,
+        )
+        bad = {s["file"] for s in skipped}
+        rows = [i for i, e in enumerate(labeled) if e["file"] not in bad]
+        extra_rows = [len(labeled) + j for j, e in enumerate(extra) if e["file"] not in bad]
+        split_index = stratified_split(
+            np.array([labeled[i]["label"] for i in rows], dtype=np.int64),
+            index["class_names"],
+            test_fraction=test_fraction,
+            labeled_per_class=labeled_per_class,
+            seed=seed,
+            extra_unlabeled=len(extra_rows),
+            source="folder",
+        )
 
-    def stream(entries: list[dict[str, Any]], keep_labels: bool) -> SplitStream:
-        def examples() -> Iterator[Example]:
-            for e in entries:
-                yield _load(root, e, image_size, max_pixels), e["label"] if keep_labels else -1
+        held = {"pixels": pixels}  # what the streams read while open; cleared on exit, unmapping the file
+        del pixels
 
-        return SplitStream(len(entries), examples)
+        def stream(chosen: list[int], keep_labels: bool) -> SplitStream:
+            def examples() -> Iterator[Example]:
+                for row in chosen:
+                    label = entries[row]["label"] if keep_labels else -1
+                    yield held["pixels"][row], label
 
-    splits = {s: stream([labeled[i] for i in split_index[s]], s != "unlabeled") for s in SPLITS}
-    splits["unlabeled"] = stream([labeled[i] for i in split_index["unlabeled"]] + extra, False)
-    return SourceSplits("folder", tuple(index["class_names"]), splits)
+            return SplitStream(len(chosen), examples)
+
+        splits = {s: stream([rows[i] for i in split_index[s]], s != "unlabeled") for s in SPLITS}
+        splits["unlabeled"] = stream([rows[i] for i in split_index["unlabeled"]] + extra_rows, False)
+        try:
+            yield SourceSplits("folder", tuple(index["class_names"]), splits, tuple(sorted(bad)))
+        finally:
+            held.clear()

@@ -10,6 +10,8 @@ Every pixel mode Pillow opens becomes 8-bit RGB by arithmetic on the pixel value
   white: out = c a + 255 (1 - a), with c and a in [0, 1], rounded.
 
 An image with more than `max_pixels` pixels is refused from its header, before any decoding.
+`read_header` reads only that header (format, mode, size): the folder's download stage checks every
+file with it, and the shard stage decodes each file once, with `decode_image`.
 """
 
 from __future__ import annotations
@@ -43,17 +45,32 @@ def _pillow_limit_off() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
+def _check_pixels(img: Image.Image, max_pixels: int | None) -> None:
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise TooManyPixels(
+            f"{width}x{height} = {width * height} pixels, over data.max_pixels ({max_pixels})"
+        )
+
+
+def read_header(data: bytes, *, max_pixels: int | None = None) -> dict[str, str | int]:
+    """Image file bytes -> {format, mode, width, height} from the header alone, no pixel decoded.
+
+    Raises one of DECODE_ERRORS when the header cannot be read, TooManyPixels over `max_pixels`. A file
+    whose header reads may still fail to decode (a truncated JPEG): only `decode_image` tells.
+    """
+    with _pillow_limit_off(), Image.open(io.BytesIO(data)) as img:
+        _check_pixels(img, max_pixels)
+        return {"format": img.format or "", "mode": img.mode, "width": img.width, "height": img.height}
+
+
 def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
     """Image file bytes -> (H, W, 3) uint8, EXIF orientation applied; raises one of DECODE_ERRORS.
 
-    Each image is decoded once; with `max_pixels`, a larger one raises TooManyPixels from its header.
+    With `max_pixels`, a larger image raises TooManyPixels from its header, before any decoding.
     """
     with _pillow_limit_off(), Image.open(io.BytesIO(data)) as img:
-        width, height = img.size
-        if max_pixels is not None and width * height > max_pixels:
-            raise TooManyPixels(
-                f"{width}x{height} = {width * height} pixels, over data.max_pixels ({max_pixels})"
-            )
+        _check_pixels(img, max_pixels)
         if _is_png16_color(img):
             return _orient(_png16(data), img.getexif().get(_EXIF_ORIENTATION, 1))
         img.load()

@@ -78,10 +78,15 @@ def count_records(path: str | Path) -> int:
     return count
 
 
+def record_bytes(image_size: int) -> int:
+    """About how many bytes one image takes in a shard: its pixels plus ~40 bytes of framing."""
+    return image_size * image_size * 3 + 40
+
+
 def shard_bytes(source: SourceSplits, image_size: int) -> int:
-    """About how many bytes write_shards writes for `source`: the pixels plus ~40 bytes of framing each."""
+    """About how many bytes write_shards writes for `source`: record_bytes per image, and a manifest."""
     images = sum(stream.count for stream in source.splits.values())
-    return images * (image_size * image_size * 3 + 40) + 2**20
+    return images * record_bytes(image_size) + 2**20
 
 
 def _quiet(progress: bool) -> bool | None:

@@ -16,6 +16,7 @@ error asking for a `labeled_per_class`, because an epoch is one pass over the un
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,11 +46,13 @@ class SplitStream:
 
 @dataclass(frozen=True)
 class SourceSplits:
-    """A source ready to shard: its class names and the stream of each split in SPLITS."""
+    """A source ready to shard: its class names, the stream of each split in SPLITS, and the files
+    left out because they did not decode (`data.on_bad_image: skip`)."""
 
     source: str
     class_names: tuple[str, ...]
     splits: dict[str, SplitStream]
+    skipped: tuple[str, ...] = ()
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
@@ -165,17 +168,42 @@ def prepare_raw(
     )
 
 
-def load_source(data: DataParams, *, seed: int, raw_dir: str | Path) -> SourceSplits:
-    """The shard stage's input: the split streams of `data.source`, read from raw_dir."""
+@contextlib.contextmanager
+def open_source(
+    data: DataParams,
+    *,
+    seed: int,
+    raw_dir: str | Path,
+    scratch_dir: str | Path | None = None,
+    scratch_name: str = "pixels",
+    reserve_per_image: int = 0,
+    progress: bool = True,
+) -> Iterator[SourceSplits]:
+    """The shard stage's input, while open: the split streams of `data.source`, read from raw_dir.
+
+    A folder is decoded here, once, before anything is yielded: into a temporary file in `scratch_dir`
+    (see `folder.folder_splits`), removed on exit.
+    """
     split_args = {"image_size": data.image_size, "labeled_per_class": data.labeled_per_class, "seed": seed}
     if data.source == "stl10":
         from semisup.data.stl10 import stl10_splits
 
-        return stl10_splits(raw_dir, **split_args)
-    if data.source == "digits":
-        return digits_splits(raw_dir, test_fraction=data.test_fraction, **split_args)
-    from semisup.data.folder import folder_splits
+        yield stl10_splits(raw_dir, **split_args)
+    elif data.source == "digits":
+        yield digits_splits(raw_dir, test_fraction=data.test_fraction, **split_args)
+    else:
+        from semisup.data.folder import folder_splits
 
-    return folder_splits(
-        data.path, raw_dir, test_fraction=data.test_fraction, max_pixels=data.max_pixels, **split_args
-    )
+        with folder_splits(
+            data.path,
+            raw_dir,
+            test_fraction=data.test_fraction,
+            on_bad_image=data.on_bad_image,
+            max_pixels=data.max_pixels,
+            scratch_dir=scratch_dir,
+            scratch_name=scratch_name,
+            reserve_per_image=reserve_per_image,
+            progress=progress,
+            **split_args,
+        ) as source:
+            yield source
