@@ -44,6 +44,11 @@ def configure_devices(cpu_replicas: int = 1, memory_growth: bool = True) -> None
             cpu = tf.config.list_physical_devices("CPU")[0]
             config = [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_replicas)]
             tf.config.set_logical_device_configuration(cpu, config)
+            if not tf.config.list_physical_devices("GPU"):
+                # The replicas run their ops at the same time on the same cores: each op gets its share
+                # of the cores, not all of them (which oversubscribes the cores N times).
+                share = max(1, (os.cpu_count() or 1) // cpu_replicas)
+                tf.config.threading.set_intra_op_parallelism_threads(share)
     except RuntimeError:
         # TensorFlow already started in this process (a caller configured it): keep its devices.
         pass

@@ -375,3 +375,21 @@ def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path):
     assert (chief / "models" / "infonce-all-0" / "encoder.keras").exists()
     assert not (worker / "models").exists() and not (worker / "metrics").exists()
     assert not any((chief / ".checkpoints").iterdir()) and not any((worker / ".checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 3])
+def test_logical_cpu_replicas_share_the_cores(replicas):
+    """N logical CPU replicas run their ops at once on the same cores: each gets cores // N threads."""
+    code = (
+        "import tensorflow as tf\n"
+        "from semisup.distribute import configure_devices\n"
+        f"configure_devices({replicas})\n"
+        "print(len(tf.config.list_logical_devices('CPU')), tf.config.threading.get_intra_op_parallelism_threads())"
+    )
+    env = dict(ENV, CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    devices, threads = map(int, proc.stdout.split())
+    assert devices == replicas
+    # 0 is TensorFlow's default: every core (one replica keeps it).
+    assert threads == (0 if replicas == 1 else max(1, (os.cpu_count() or 1) // replicas))
