@@ -4,8 +4,10 @@ Importing this module (stages/common.py does so first) installs a one-shot impor
 first imported, its native start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN,
 CUDA stub and cuInit lines, written to fd 2 before Python logging applies and regardless of
 TF_CPP_MIN_LOG_LEVEL) are filtered out of the process's stderr; every other line passes through. The
-numerics are untouched (no TF_ENABLE_ONEDNN_OPTS). SEMISUP_VERBOSE=1 turns the filter off and shows
-TensorFlow's logs again (TF_CPP_MIN_LOG_LEVEL=0 unless set).
+numerics are untouched (no TF_ENABLE_ONEDNN_OPTS). A worker of a cluster (TF_CONFIG) also leaves out
+TensorFlow's native error lines (TF_CPP_MIN_LOG_LEVEL=3 where it is 2, the project's default): a lost peer
+is reported by the stage's one line. SEMISUP_VERBOSE=1 turns all this off and shows TensorFlow's logs again
+(TF_CPP_MIN_LOG_LEVEL=0 unless set).
 """
 
 from __future__ import annotations
@@ -106,6 +108,10 @@ def install() -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("TF_CONFIG") and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2":
+        # A worker of a cluster: when a peer dies, TensorFlow's runtime writes its own error lines about
+        # it (heartbeats, aborted collectives) before the stage's one line says the same; keep them out.
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _QuietTensorFlow())
