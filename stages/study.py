@@ -83,16 +83,28 @@ def dvc(*args: str, check: bool = True, capture: bool = False) -> subprocess.Com
     return proc
 
 
-def wait_for_queue(poll_s: float = 5.0) -> None:
-    """Until no queued experiment is queued or running; exit 1 when one of them failed."""
+def queue_states(status: str, names: tuple[str, ...]) -> dict[str, str]:
+    """The state (Queued, Running, Success, Failed, ...) of each of `names` in `dvc queue status` output."""
+    states = {}
+    for line in status.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] in names:
+            states[fields[1]] = fields[-1]
+    return states
+
+
+def wait_for_queue(names: tuple[str, ...], poll_s: float = 5.0) -> None:
+    """Until none of the experiments `names` is queued or running; exit 1 when one of them failed.
+
+    Only these experiments count: a failed or running experiment of an earlier study stays in the queue's
+    list (`dvc queue remove --failed` clears it) and says nothing about this one.
+    """
     while True:
-        status = dvc("queue", "status", capture=True).stdout
-        states = [
-            line.split()[-1] for line in status.splitlines()[1:] if line.strip() and len(line.split()) > 2
-        ]
-        if "Failed" in status:
-            sys.exit("error: a queued study experiment failed: see `dvc queue logs <name>`")
-        if not any(state in ("Running", "Queued") for state in states):
+        states = queue_states(dvc("queue", "status", capture=True).stdout, names)
+        failed = sorted(name for name, state in states.items() if state == "Failed")
+        if failed:
+            sys.exit(f"error: study experiment {failed[0]} failed: see `dvc queue logs {failed[0]}`")
+        if not any(state in ("Running", "Queued") for state in states.values()):
             return
         time.sleep(poll_s)
 
@@ -118,7 +130,7 @@ def main(jobs: int, sets: tuple[str, ...]) -> None:
             dvc("exp", "run", "--queue", "-n", f"{name}-part", *overrides(BESIDE, extra))
         dvc("exp", "run", "--queue", "-n", name, *overrides(MAIN, extra))
         dvc("queue", "start", "-j", str(jobs))
-        wait_for_queue()
+        wait_for_queue((f"{name}-part", name))
         ran = f"study wall time: {time.monotonic() - start:.0f} s"
     else:
         ran = (

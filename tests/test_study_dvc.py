@@ -181,3 +181,19 @@ def test_make_study_profile_is_valid_and_fits_the_smallest_budget():
     assert max(params.knn.k) <= smallest
     assert "-Smethod_names=[infonce,suncet]" in overrides(("infonce", "suncet"), {})
     assert "-Strain.epochs=3" in overrides(ALL_METHODS, {"train.epochs": "3"})
+
+
+def test_make_study_waits_only_for_its_own_experiments():
+    from stages.study import queue_states
+
+    status = """Task     Name                 Created    Status
+7d7c4ae  study-old            11:01 PM   Failed
+1a2b3c4  study-abc-part       12:13 AM   Success
+e014ea1  study-abc            12:13 AM   Running
+9f9f9f9                       12:14 AM   Queued
+"""
+    assert queue_states(status, ("study-abc-part", "study-abc")) == {
+        "study-abc-part": "Success",
+        "study-abc": "Running",
+    }
+    assert queue_states(status, ("study-new",)) == {}
