@@ -14,6 +14,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+BIN = Path(sys.executable).parent  # this venv's tools (dvc), first on PATH for `run`
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
 
 
 def params_with(overrides: Mapping[str, Any]) -> dict:
@@ -73,4 +80,24 @@ def copy_project(dest: Path) -> Path:
         if rel.startswith(PROJECT_DIRS) or rel in PROJECT_FILES:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
+    return dest
+
+
+def run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
+    """Run `cmd` in `cwd` with this venv's tools first on PATH and a git identity; fail with its output."""
+    env = dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def git_project(dest: Path, overrides: Mapping[str, Any]) -> Path:
+    """A git + DVC copy of this project in `dest` with `params_with(overrides)`, committed; -> dest."""
+    copy_project(dest)
+    write_params(dest / "params.yaml", overrides)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
+        run(dest, *cmd)
     return dest

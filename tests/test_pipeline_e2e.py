@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support import copy_project, write_params
+from tests.support import git_project, run
 
-BIN = Path(sys.executable).parent
 METHODS = ("crossentropy", "infonce", "suncet", "paws")
 
 # A tiny digits budget: every stage runs for real, in about a minute per repro on two cores.
@@ -31,26 +27,11 @@ TINY = {
 }
 
 
-def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TF_CPP_MIN_LOG_LEVEL="2")
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A git + DVC clone of this project with a tiny digits params.yaml, reproduced once."""
     repo = tmp_path_factory.mktemp("repo")
-    copy_project(repo)
-    write_params(repo / "params.yaml", TINY)
-    run(repo, "git", "init", "-q")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "project")
+    git_project(repo, TINY)
     run(repo, "dvc", "repro")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "first results")

@@ -8,17 +8,14 @@ change to one method's params.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support import copy_project, write_params
+from tests.support import git_project, run
 
-BIN = Path(sys.executable).parent
 METHODS = ("crossentropy", "infonce", "suncet", "paws")
 RUN_STAGES = ("pretrain", "embed", "knn", "linear")
 
@@ -42,14 +39,6 @@ TINY = {
     "study.seeds": "[0]",
     "method_names": "[paws]",
 }
-
-
-def run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TF_CPP_MIN_LOG_LEVEL="2")
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 def ran(proc: subprocess.CompletedProcess) -> set[str]:
@@ -76,11 +65,7 @@ def runs(*names: str) -> set[str]:
 def repo(tmp_path_factory) -> Path:
     """A git + DVC copy of this project with the tiny profile and method_names [paws], reproduced once."""
     repo = tmp_path_factory.mktemp("study")
-    copy_project(repo)
-    write_params(repo / "params.yaml", TINY)
-    run(repo, "git", "init", "-q")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "project")
+    git_project(repo, TINY)
     repo.joinpath("first_repro.txt").write_text(run(repo, "dvc", "repro").stdout)
     return repo
 
