@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from semisup.data.splits import class_counts
 from semisup.errors import DataError, UserError
 from semisup.io import write_json
 
@@ -171,7 +172,7 @@ def check_budget(labels: np.ndarray, class_names: Sequence[str], per_class: int 
     """A UserError naming the smallest class when the budget is more than it has in the labeled split."""
     if per_class is None:
         return
-    counts = np.bincount(labels, minlength=len(class_names))[: len(class_names)]
+    counts = class_counts(labels, len(class_names))
     smallest = int(np.argmin(counts))
     if per_class > counts[smallest]:
         raise UserError(
@@ -184,7 +185,7 @@ def write_subset(
     path: str | Path, ids: np.ndarray, labels: np.ndarray, *, budget: int | None, seed: int, num_classes: int
 ) -> None:
     """Write a subset file: its ids (positions in the labeled split) with the counts per class."""
-    counts = np.bincount(labels[ids], minlength=num_classes)[:num_classes]
+    counts = class_counts(labels[ids], num_classes)
     write_json(
         path,
         {
