@@ -16,20 +16,29 @@ from semisup.data.subsets import (
     subset_path,
     write_subset,
 )
+from semisup.errors import UserError
 from semisup.preflight import check_outputs
-from stages.common import user_errors
+from stages.common import load, params_option, user_errors
 from stages.console import done
 
 
 @click.command()
 @click.option("--budget", required=True, help="Labels per class, or all (the whole labeled split).")
-@click.option("--seed", required=True, type=click.IntRange(min=0), help="The run seed that draws the subset.")
+@click.option("--seed", required=True, help="The run seed that draws the subset (an integer >= 0).")
 @click.option("--shards", default="data/shards", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default="data/splits", show_default=True, type=click.Path(file_okay=False))
+@params_option
 @user_errors
-def main(budget: str, seed: int, shards: str, out: str) -> None:
+def main(budget: str, seed: str, shards: str, out: str, params_path: str) -> None:
     """Write the (BUDGET, SEED) labeled subset as a file of record ids."""
+    # The subset depends on its budget and seed alone, so params.yaml is not a dependency of this stage; it
+    # is still validated here, as by every stage: this is the first stage of each run, and a mistake in
+    # `study` (or anywhere else) must stop the repro with the key's name before anything is written.
+    load(params_path)
     per_class = parse_budget(budget)
+    if not seed.isdigit():
+        raise UserError(f"--seed: {seed!r} is not an integer >= 0 (the seeds come from study.seeds)")
+    seed = int(seed)
     labels, manifest = labeled_split_labels(shards)
     names = [str(n) for n in manifest["class_names"]]
     check_budget(labels, names, per_class)

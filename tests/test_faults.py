@@ -100,9 +100,8 @@ STAGES: dict[str, Callable[[Path, Path], list[str]]] = {
 
 
 def stage_cmd(stage: str, params: Path, src: Path, out: Path) -> list[str]:
-    """The stage's command line; splits reads no params (its budget and seed are its options)."""
-    args = [] if stage == "splits" else ["--params", str(params)]
-    return [sys.executable, "-m", *STAGES[stage](src, out), *args]
+    """The stage's command line."""
+    return [sys.executable, "-m", *STAGES[stage](src, out), "--params", str(params)]
 
 
 def run_stage(stage: str, params: Path, src: Path, out: Path) -> subprocess.CompletedProcess:

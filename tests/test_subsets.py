@@ -118,6 +118,29 @@ def test_stage_writes_each_budget_and_refuses_too_many(shards, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("study", "budget", "seed", "message"),
+    [
+        # What DVC's matrix passes to the stage for each mistake in params.yaml: the key's own message comes
+        # first, not one about the stage's options, and before the subset file is written.
+        ({"labeled_per_class": ["ALL"]}, "ALL", "0", "study.labeled_per_class[0]: 'ALL' is not"),
+        ({"seeds": [1.5]}, "all", "1.5", "study.seeds[0]: 1.5 is not an integer"),
+        ({"seeds": [-1]}, "all", "-1", "study.seeds: [-1] is out of range"),
+        ({"seeds": [2**32]}, "all", str(2**32), "study.seeds: [4294967296] is out of range"),
+        ({"seeds": [0, 0]}, "all", "0", "study.seeds: 0 listed twice"),
+    ],
+)
+def test_stage_checks_params_before_writing(shards, tmp_path, study, budget, seed, message):
+    params = write_params(tmp_path / "params.yaml", {f"study.{k}": v for k, v in study.items()})
+    out = tmp_path / "splits"
+    proc = run_stage(
+        "--budget", budget, "--seed", seed, "--shards", str(shards), "--out", str(out), "--params", str(params)
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
     ("study", "message"),
     [
         ({"labeled_per_class": [0]}, "study.labeled_per_class[0]: 0 is out of range"),
