@@ -40,7 +40,12 @@ def timed_repro(repo: Path, *args: str) -> tuple[float, float, dict[str, float]]
     env = dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY)
     start = time.monotonic()
     proc = subprocess.Popen(
-        ["dvc", "repro", *args], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ["dvc", "repro", *args],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     marks, tail = [], []
     for line in proc.stdout:
@@ -75,7 +80,9 @@ def main() -> None:
             for kind, seconds in per_kind.items():
                 kinds[kind].append(seconds)
     median = {kind: statistics.median(s) for kind, s in kinds.items()}
-    print(f"\ndvc repro, demo profile ({args.epochs} epochs, one seed, budget all), medians of {args.repeats}:")
+    print(
+        f"\ndvc repro, demo profile ({args.epochs} epochs, one seed, budget all), medians of {args.repeats}:"
+    )
     print(f"  {'whole repro':<14}{statistics.median(walls):8.1f} s")
     print(f"  {'DVC start-up':<14}{statistics.median(startups):8.2f} s (before the first stage)")
     for kind, seconds in median.items():

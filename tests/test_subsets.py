@@ -132,9 +132,8 @@ def test_stage_writes_each_budget_and_refuses_too_many(shards, tmp_path):
 def test_stage_checks_params_before_writing(shards, tmp_path, study, budget, seed, message):
     params = write_params(tmp_path / "params.yaml", {f"study.{k}": v for k, v in study.items()})
     out = tmp_path / "splits"
-    proc = run_stage(
-        "--budget", budget, "--seed", seed, "--shards", str(shards), "--out", str(out), "--params", str(params)
-    )
+    args = ["--budget", budget, "--seed", seed, "--shards", str(shards), "--out", str(out)]
+    proc = run_stage(*args, "--params", str(params))
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr, proc.stderr
     assert not out.exists()
