@@ -220,10 +220,12 @@ def build(
         labeled_ids = [int(i) for i in readers.check_labeled_ids(labeled_ids, manifest["counts"]["labeled"])]
     labeled = manifest["counts"].get("labeled", 0) if labeled_ids is None else len(labeled_ids)
     check_batches(manifest, method_name, method_params, None if labeled_ids is None else labeled)
-    if params.knn.monitor_every and max(params.knn.k) > labeled:
+    # The run's labeled images are the bank of its kNN monitor and of its knn stage: checked even without
+    # the monitor, since the knn stage would fail on it after the training.
+    if max(params.knn.k) > labeled:
         raise DataError(
-            f"knn.k: {max(params.knn.k)} is larger than the kNN monitor's bank ({labeled} labeled images): "
-            "lower knn.k, or set knn.monitor_every: 0"
+            f"knn.k: {max(params.knn.k)} is larger than the run's kNN bank ({labeled} labeled images, "
+            "searched by the monitor and the knn stage): lower knn.k, or raise the label budget"
         )
     train = params.train
 

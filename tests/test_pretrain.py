@@ -261,16 +261,19 @@ def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path)
             tmp_path / "p.yaml", **{"train.epochs": 1, "train.mixed_precision": False, "knn.k": [20]}
         )
     )
-    with pytest.raises(DataError, match=r"^knn\.k: 200 is larger than the kNN monitor's bank \(50 labeled"):
-        pretrain(
-            "paws",
-            load_params(shards[0]),
-            shard_dir=shard_dir,
-            model_dir=tmp_path,
-            metrics_dir=tmp_path,
-            checkpoint_root=tmp_path,
-            labeled_ids=list(range(50)),
-        )
+    unmonitored = load_params(_write_params(tmp_path / "u.yaml", **{"knn.monitor_every": 0}))
+    for bad in (load_params(shards[0]), unmonitored):  # the knn stage searches the same bank after training
+        with pytest.raises(DataError, match=r"^knn\.k: 200 is larger than the run's kNN bank \(50 labeled"):
+            pretrain(
+                "paws",
+                bad,
+                shard_dir=shard_dir,
+                model_dir=tmp_path,
+                metrics_dir=tmp_path,
+                checkpoint_root=tmp_path,
+                labeled_ids=list(range(50)),
+            )
+    assert not (tmp_path / "encoder.keras").exists()
     ids = list(range(0, 250, 5))  # 50 of the 250 labeled images: exactly one labeled batch
     calls, subsets = [], []
     original = readers.labeled_subset
