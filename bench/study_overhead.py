@@ -56,7 +56,7 @@ def timed_repro(repo: Path, *args: str) -> tuple[float, float, dict[str, float]]
         raise SystemExit(f"dvc repro {' '.join(args)} failed:\n{''.join(tail)}")
     wall = time.monotonic() - start
     ends = [t for _, t in marks[1:]] + [wall]
-    return wall, marks[0][1], {name: end - t for (name, t), end in zip(marks, ends)}
+    return wall, marks[0][1], {name: end - t for (name, t), end in zip(marks, ends, strict=True)}
 
 
 def main() -> None:

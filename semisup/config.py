@@ -7,11 +7,13 @@ compute starts. Only `stages/` call `load_params`; the library takes values.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import operator
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -342,19 +344,39 @@ def _check_study(study: StudyParams) -> None:
             raise UserError(f"study.{key}: {', '.join(repeated)} listed twice: list each value once")
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; every problem is a one-line `UserError`."""
+def with_overrides(raw: Any, overrides: Mapping[str, Any]) -> dict:
+    """A copy of a parsed params mapping with dotted `key: value` overrides, as `dvc exp run -S key=value`
+    applies them: a string value is read as YAML (`"false"` -> False, `"[0.5,1.0]"` -> a list), and a
+    missing section is created (so that validation names the unknown key)."""
+    params = copy.deepcopy(raw) if isinstance(raw, dict) else {}
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+    return params
+
+
+def read_params(path: str | Path = "params.yaml") -> Any:
+    """The parsed YAML of a params file, unvalidated (a one-line `UserError` when missing or not YAML)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: not found (run from the repository root, or pass --params)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
-    return parse_params(raw)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; every problem is a one-line `UserError`."""
+    return parse_params(read_params(path))
 
 
 def to_dict(obj: Any) -> Any:

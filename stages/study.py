@@ -25,8 +25,10 @@ import time
 
 import click
 
+from semisup.config import parse_params, read_params, with_overrides
+from semisup.errors import UserError
 from semisup.report import format_table
-from stages.demo import _git_identity, code_key, exp_ref, git
+from stages.demo import _git_identity, code_key, exp_ref, fail, git
 
 # The demo's digits profile (32x32, a 25-per-class labeled split, narrow encoder, digit-fit augmentation)
 # at 10 epochs, with batches that the 5-per-class budget (50 labeled images) can fill, and k = 20 (a bank
@@ -65,10 +67,33 @@ def _git_env() -> dict[str, str]:
     return {**os.environ, **_git_identity()}
 
 
+def settings(methods: tuple[str, ...], extra: dict[str, str]) -> dict[str, object]:
+    """The study profile, then `extra`, with these methods: what each experiment sets with -S."""
+    return {**STUDY_PARAMS, **extra, "method_names": "[" + ",".join(methods) + "]"}
+
+
 def overrides(methods: tuple[str, ...], extra: dict[str, str]) -> list[str]:
     """`-S key=value` arguments of the study profile, then `extra`, with these methods."""
-    settings = {**STUDY_PARAMS, **extra, "method_names": "[" + ",".join(methods) + "]"}
-    return [f"-S{key}={value}" for key, value in settings.items()]
+    return [f"-S{key}={value}" for key, value in settings(methods, extra).items()]
+
+
+def parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
+    """`-S KEY=VALUE` options -> {KEY: VALUE}, checked against params.yaml's rules as the stages will check
+    them, so that a mistake stops here, not in a queued experiment after the set-up (a UserError)."""
+    extra = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(
+                f"-S {item!r}: expected KEY=VALUE, as dvc exp run -S (e.g. -S 'study.seeds=[0,1]')"
+            )
+        extra[key] = value
+    try:
+        parse_params(with_overrides(read_params("params.yaml"), settings(ALL_METHODS, extra)))
+    except UserError as exc:
+        given = f" and -S {' -S '.join(sets)}" if sets else ""
+        raise UserError(f"{exc} (params.yaml with the study profile{given})") from None
+    return extra
 
 
 def dvc(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
@@ -122,7 +147,10 @@ def main(jobs: int, sets: tuple[str, ...]) -> None:
         sys.exit(
             "error: the study runs as DVC experiments and needs a git clone with a commit (git clone ...)"
         )
-    extra = dict(item.split("=", 1) for item in sets if "=" in item)
+    try:
+        extra = parse_sets(sets)
+    except UserError as exc:
+        fail(str(exc))
     name = f"study-{code_key({**STUDY_PARAMS, **extra})}"
     start = time.monotonic()
     if exp_ref(name) is None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from semisup.config import with_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 BIN = Path(sys.executable).parent  # this venv's tools (dvc), first on PATH for `run`
@@ -28,14 +30,7 @@ def params_with(overrides: Mapping[str, Any]) -> dict:
 
     A string value is read as YAML, as DVC reads `-S` values (`"false"` -> False, `"[0.5,1.0]"` -> a list).
     """
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for key in parents:
-            node = node[key]
-        node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
-    return params
+    return with_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
 
 
 def write_params(path: Path, overrides: Mapping[str, Any]) -> Path:

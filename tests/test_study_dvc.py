@@ -8,13 +8,15 @@ change to one method's params.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support import git_project, run
+from tests.support import BIN, ENV, GIT_IDENTITY, git_project, run
 
 METHODS = ("crossentropy", "infonce", "suncet", "paws")
 RUN_STAGES = ("pretrain", "embed", "knn", "linear")
@@ -182,3 +184,28 @@ e014ea1  study-abc            12:13 AM   Running
         "study-abc": "Running",
     }
     assert queue_states(status, ("study-new",)) == {}
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["-S", "study.seeds=5"], "study.seeds: 5 is not a list"),  # DVC's matrix would fail on it, tersely
+        (["-S", "study.seed=[0,1]"], "study.seed: unknown key"),
+        (["-S", "study.labeled_per_class=[5,ALL]"], "study.labeled_per_class[1]: 'ALL' is not"),
+        (["-S", "linear.folds=1"], "linear.folds: 1 is out of range"),
+        (["-S", "study.seeds"], "-S 'study.seeds': expected KEY=VALUE"),
+    ],
+)
+def test_make_study_checks_its_settings_before_queueing(tmp_path, sets, message):
+    repo = git_project(tmp_path / "p", {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.study", *sets],
+        cwd=repo,
+        env=dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and message in proc.stderr
+    assert "$ dvc" not in proc.stderr  # no dvc command ran: nothing was queued
+    assert not (repo / ".dvc" / "tmp" / "exps").exists()
