@@ -152,6 +152,36 @@ def test_a_method_param_reruns_only_that_methods_runs(repo):
     assert summary["methods"] == ["suncet", "crossentropy", "paws"]
 
 
+@pytest.mark.slow
+def test_a_failed_report_leaves_the_last_one(repo):
+    # The report's outputs are git's, not DVC's cache's: DVC must not delete them before the stage runs.
+    report = repo / "metrics"
+    before = {p: p.read_bytes() for p in sorted(report.glob("study/*")) + [report / "summary.json"]}
+    params = (repo / "params.yaml").read_text()
+    set_params(repo, linear__folds=1)  # only the probes and the report read it: the probes fail first
+    proc = subprocess.run(
+        ["dvc", "repro", "report"],
+        cwd=repo,
+        env=dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "linear.folds: 1 is out of range" in proc.stdout + proc.stderr
+    (repo / "params.yaml").write_text(params)
+    set_params(repo, study__seeds=[])  # no run left: the report runs alone, and refuses
+    proc = subprocess.run(
+        ["dvc", "repro", "report"],
+        cwd=repo,
+        env=dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "study.seeds: must not be empty" in proc.stdout + proc.stderr
+    assert {p: p.read_bytes() for p in before} == before and (report / "report.md").exists()
+    (repo / "params.yaml").write_text(params)
+    assert ran(run(repo, "dvc", "repro")) == set()  # the failures changed nothing DVC records
+
+
 def test_make_study_profile_is_valid_and_fits_the_smallest_budget():
     from semisup.config import parse_params
     from stages.study import ALL_METHODS, BESIDE, MAIN, STUDY_PARAMS, overrides
