@@ -47,8 +47,11 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        status = 2
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:  # Ctrl-C: one line, and the shell's status for SIGINT (128 + 2)
+            message, status = "interrupted: nothing was half-written; run it again (a training resumes)", 130
         except Exception as exc:
             message = one_line(exc)
             if message is None:
@@ -58,7 +61,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         # at interpreter shutdown, once imports no longer work (`ImportError: sys.meta_path is None`).
         gc.collect()
         click.echo(f"error: {message}", err=True)
-        sys.exit(2)
+        sys.exit(status)
 
     return wrapper
 

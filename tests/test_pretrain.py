@@ -300,3 +300,23 @@ def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path)
     assert np.isclose(history[0]["loss"], np.mean([loss for *_, loss in calls]), rtol=1e-5)
     assert subsets and all(s == ids for s in subsets)  # the stream and the kNN bank: only these images
     assert (tmp_path / "model" / "encoder.keras").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_the_run_resumes(shards, tmp_path):
+    params, shard_dir = shards
+    proc = subprocess.Popen(
+        _pretrain_cmd(params, shard_dir, tmp_path), cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "ckpt").glob("*/state.json")):  # the first epoch's checkpoint is on disk
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted: ")
+    assert stderr.count("error:") == 1 and "Traceback" not in stderr and "Aborted!" not in stderr
+    assert not (tmp_path / "models" / "paws" / "encoder.keras").exists()
+    resumed = _pretrain(params, shard_dir, tmp_path)
+    assert resumed.returncode == 0 and "resuming paws after epoch" in resumed.stderr, resumed.stderr
