@@ -108,30 +108,59 @@ def dvc(*args: str, check: bool = True, capture: bool = False) -> subprocess.Com
     return proc
 
 
+ACTIVE = ("Running", "Queued")
+
+
 def queue_states(status: str, names: tuple[str, ...]) -> dict[str, str]:
-    """The state (Queued, Running, Success, Failed, ...) of each of `names` in `dvc queue status` output."""
-    states = {}
+    """The state (Queued, Running, Success, Failed, ...) of each of `names` in `dvc queue status` output.
+
+    A name listed twice (a task of an earlier, interrupted attempt) counts by its running or queued task.
+    """
+    states: dict[str, str] = {}
     for line in status.splitlines()[1:]:
         fields = line.split()
-        if len(fields) > 2 and fields[1] in names:
+        if len(fields) > 2 and fields[1] in names and states.get(fields[1]) not in ACTIVE:
             states[fields[1]] = fields[-1]
     return states
 
 
-def wait_for_queue(names: tuple[str, ...], poll_s: float = 5.0) -> None:
-    """Until none of the experiments `names` is queued or running; exit 1 when one of them failed.
+def current_states(names: tuple[str, ...]) -> dict[str, str]:
+    return queue_states(dvc("queue", "status", capture=True).stdout, names)
+
+
+def wait_for_queue(names: tuple[str, ...], poll_s: float = 5.0, every_s: float = 60.0) -> None:
+    """Until none of the experiments `names` is queued or running, with a line every `every_s`; exit 1
+    when one of them failed.
 
     Only these experiments count: a failed or running experiment of an earlier study stays in the queue's
     list (`dvc queue remove --failed` clears it) and says nothing about this one.
     """
+    start = last = time.monotonic()
     while True:
-        states = queue_states(dvc("queue", "status", capture=True).stdout, names)
+        states = current_states(names)
         failed = sorted(name for name, state in states.items() if state == "Failed")
         if failed:
             sys.exit(f"error: study experiment {failed[0]} failed: see `dvc queue logs {failed[0]}`")
-        if not any(state in ("Running", "Queued") for state in states.values()):
+        if not any(state in ACTIVE for state in states.values()):
             return
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            shown = ", ".join(f"{n} {s.lower()}" for n, s in states.items())
+            click.echo(f"study: {(last - start) / 60:.0f} min: {shown}", err=True)
         time.sleep(poll_s)
+
+
+def stop_experiments(names: tuple[str, ...]) -> None:
+    """Ctrl-C: stop the study's running experiments and drop its queued ones (finished stages stay in the
+    run cache, which the next `make study` restores them from)."""
+    running = [n for n, s in current_states(names).items() if s == "Running"]
+    if running:
+        dvc("queue", "kill", *running, check=False, capture=True)
+    deadline = time.monotonic() + 60
+    while any(s in ACTIVE for s in current_states(names).values()) and time.monotonic() < deadline:
+        dvc("queue", "remove", *names, check=False, capture=True)
+        time.sleep(1)
+    dvc("queue", "remove", *names, check=False, capture=True)
 
 
 @click.command()
@@ -153,12 +182,31 @@ def main(jobs: int, sets: tuple[str, ...]) -> None:
         fail(str(exc))
     name = f"study-{code_key({**STUDY_PARAMS, **extra})}"
     start = time.monotonic()
+    names = (f"{name}-part", name)
     if exp_ref(name) is None:
-        if exp_ref(f"{name}-part") is None:  # (an interrupted study may have recorded it)
-            dvc("exp", "run", "--queue", "-n", f"{name}-part", *overrides(BESIDE, extra))
-        dvc("exp", "run", "--queue", "-n", name, *overrides(MAIN, extra))
-        dvc("queue", "start", "-j", str(jobs))
-        wait_for_queue((f"{name}-part", name))
+        try:
+            active = {n for n, s in current_states(names).items() if s in ACTIVE}
+            if active:  # a study on this code already in the queue (an earlier make study, still running)
+                click.echo(
+                    f"study: waiting for {', '.join(sorted(active))}, already in DVC's queue", err=True
+                )
+            # Finished or failed tasks of an earlier attempt would read as this one's state: drop them.
+            dvc("queue", "remove", *(n for n in names if n not in active), check=False, capture=True)
+            if exp_ref(names[0]) is None and names[0] not in active:  # (an interrupted study may have it)
+                dvc("exp", "run", "--queue", "-n", names[0], *overrides(BESIDE, extra))
+            if name not in active:
+                dvc("exp", "run", "--queue", "-n", name, *overrides(MAIN, extra))
+            dvc("queue", "start", "-j", str(jobs))
+            wait_for_queue(names)
+        except KeyboardInterrupt:
+            click.echo("study: interrupted: stopping its experiments", err=True)
+            stop_experiments(names)
+            click.echo(
+                "error: interrupted: the study's experiments are stopped; `make study` again reuses every "
+                "stage they finished (DVC's run cache)",
+                err=True,
+            )
+            sys.exit(130)
         ran = f"study wall time: {time.monotonic() - start:.0f} s"
     else:
         ran = (

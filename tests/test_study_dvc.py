@@ -214,6 +214,9 @@ e014ea1  study-abc            12:13 AM   Running
         "study-abc": "Running",
     }
     assert queue_states(status, ("study-new",)) == {}
+    # An interrupted attempt's task under the same name does not hide the running one.
+    again = status + "5e5e5e5  study-abc            12:20 AM   Failed\n"
+    assert queue_states(again, ("study-abc",)) == {"study-abc": "Running"}
 
 
 @pytest.mark.parametrize(
