@@ -125,6 +125,7 @@ def queue_states(status: str, names: tuple[str, ...]) -> dict[str, str]:
 
 
 def current_states(names: tuple[str, ...]) -> dict[str, str]:
+    """`queue_states` of `dvc queue status` now."""
     return queue_states(dvc("queue", "status", capture=True).stdout, names)
 
 
@@ -191,7 +192,9 @@ def main(jobs: int, sets: tuple[str, ...]) -> None:
                     f"study: waiting for {', '.join(sorted(active))}, already in DVC's queue", err=True
                 )
             # Finished or failed tasks of an earlier attempt would read as this one's state: drop them.
-            dvc("queue", "remove", *(n for n in names if n not in active), check=False, capture=True)
+            stale = [n for n in names if n not in active]
+            if stale:
+                dvc("queue", "remove", *stale, check=False, capture=True)
             if exp_ref(names[0]) is None and names[0] not in active:  # (an interrupted study may have it)
                 dvc("exp", "run", "--queue", "-n", names[0], *overrides(BESIDE, extra))
             if name not in active:
