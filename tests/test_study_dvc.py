@@ -152,6 +152,13 @@ def test_a_method_param_reruns_only_that_methods_runs(repo):
     assert summary["methods"] == ["suncet", "crossentropy", "paws"]
 
 
+def assert_repro_fails(repo: Path, message: str) -> None:
+    """`dvc repro report` fails, and the output says `message`."""
+    env = dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(["dvc", "repro", "report"], cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_a_failed_report_leaves_the_last_one(repo):
     # The report's outputs are git's, not DVC's cache's: DVC must not delete them before the stage runs.
@@ -159,24 +166,10 @@ def test_a_failed_report_leaves_the_last_one(repo):
     before = {p: p.read_bytes() for p in sorted(report.glob("study/*")) + [report / "summary.json"]}
     params = (repo / "params.yaml").read_text()
     set_params(repo, linear__folds=1)  # only the probes and the report read it: the probes fail first
-    proc = subprocess.run(
-        ["dvc", "repro", "report"],
-        cwd=repo,
-        env=dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode != 0 and "linear.folds: 1 is out of range" in proc.stdout + proc.stderr
+    assert_repro_fails(repo, "linear.folds: 1 is out of range")
     (repo / "params.yaml").write_text(params)
     set_params(repo, study__seeds=[])  # no run left: the report runs alone, and refuses
-    proc = subprocess.run(
-        ["dvc", "repro", "report"],
-        cwd=repo,
-        env=dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode != 0 and "study.seeds: must not be empty" in proc.stdout + proc.stderr
+    assert_repro_fails(repo, "study.seeds: must not be empty")
     assert {p: p.read_bytes() for p in before} == before and (report / "report.md").exists()
     (repo / "params.yaml").write_text(params)
     assert ran(run(repo, "dvc", "repro")) == set()  # the failures changed nothing DVC records
