@@ -235,3 +235,25 @@ def test_make_study_checks_its_settings_before_queueing(tmp_path, sets, message)
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and message in proc.stderr
     assert "$ dvc" not in proc.stderr  # no dvc command ran: nothing was queued
     assert not (repo / ".dvc" / "tmp" / "exps").exists()
+
+
+def test_every_cached_output_is_git_ignored():
+    # `dvc exp apply` and `dvc checkout` bring outputs without the ignore files DVC writes where it runs a
+    # stage: the repository's .gitignore must keep every DVC-cached output out of `git add -A`.
+    root = Path(__file__).resolve().parents[1]
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    item = {"${item.method}": "paws", "${item.budget}": "all", "${item.seed}": "0"}
+    cached, kept = [], []
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            path, flags = (out, {}) if isinstance(out, str) else next(iter(out.items()))
+            for placeholder, value in item.items():
+                path = path.replace(placeholder, value)
+            (cached if flags.get("cache", True) else kept).append(path)
+    assert "models/paws-all-0" in cached and "metrics/summary.json" in kept
+    # A path inside each output: the patterns name folders, and these paths need not exist here.
+    inside = [f"{path}/x" for path in cached + kept]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *inside], cwd=root, capture_output=True, text=True
+    ).stdout.split()
+    assert sorted(ignored) == sorted(f"{path}/x" for path in cached)  # the report's outputs are git's
