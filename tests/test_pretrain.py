@@ -306,7 +306,14 @@ def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path)
 def test_ctrl_c_is_one_line_and_the_run_resumes(shards, tmp_path):
     params, shard_dir = shards
     proc = subprocess.Popen(
-        _pretrain_cmd(params, shard_dir, tmp_path), cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True
+        _pretrain_cmd(params, shard_dir, tmp_path),
+        cwd=ROOT,
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: a suite started in the background (CI) passes SIGINT on ignored, and Python
+        # then installs no Ctrl-C handler at all.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     while not list((tmp_path / "ckpt").glob("*/state.json")):  # the first epoch's checkpoint is on disk
