@@ -36,7 +36,7 @@ def main(budget: str, seed: str, shards: str, out: str, params_path: str) -> Non
     # `study` (or anywhere else) must stop the repro with the key's name before anything is written.
     load(params_path)
     per_class = parse_budget(budget)
-    if not seed.isdigit():
+    if not (seed.isascii() and seed.isdigit()):
         raise UserError(f"--seed: {seed!r} is not an integer >= 0 (the seeds come from study.seeds)")
     seed = int(seed)
     labels, manifest = labeled_split_labels(shards)
