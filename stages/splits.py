@@ -46,7 +46,7 @@ def main(budget: str, seed: str, shards: str, out: str, params_path: str) -> Non
     path = subset_path(out, budget, seed)
     check_outputs(path.parent)
     write_subset(path, ids, labels, budget=per_class, seed=seed, num_classes=len(names))
-    done(f"{path}: {len(ids)} of {len(labels)} labeled images ({budget} per class, seed {seed})")
+    done(f"{path}: {len(ids)} of {len(labels)} labeled images ({per_class or 'all'} per class, seed {seed})")
 
 
 if __name__ == "__main__":
