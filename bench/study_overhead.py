@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stages.demo import DEMO_PARAMS  # noqa: E402
-from tests.support import BIN, ENV, GIT_IDENTITY, git_project  # noqa: E402
+from tests.support import git_project, tool_env  # noqa: E402
 
 STUDY_KINDS = ("splits", "linear")  # the stages the study added; `report` existed before it
 RUNNING = re.compile(r"Running stage '([^']+)'")
@@ -37,12 +36,11 @@ RUNNING = re.compile(r"Running stage '([^']+)'")
 
 def timed_repro(repo: Path, *args: str) -> tuple[float, float, dict[str, float]]:
     """One `dvc repro ARGS` -> (wall s, s before the first stage, {stage: s from its start to the next's})."""
-    env = dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY)
     start = time.monotonic()
     proc = subprocess.Popen(
         ["dvc", "repro", *args],
         cwd=repo,
-        env=env,
+        env=tool_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

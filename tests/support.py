@@ -78,10 +78,14 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def tool_env() -> dict[str, str]:
+    """The tests' environment with this venv's tools (dvc) first on PATH and a git identity."""
+    return dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY)
+
+
 def run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
-    """Run `cmd` in `cwd` with this venv's tools first on PATH and a git identity; fail with its output."""
-    env = dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    """Run `cmd` in `cwd` with `tool_env()`; fail with its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

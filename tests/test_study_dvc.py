@@ -8,7 +8,6 @@ change to one method's params.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import BIN, ENV, GIT_IDENTITY, git_project, run
+from semisup.config import with_overrides
+from tests.support import git_project, run, tool_env
 
 METHODS = ("crossentropy", "infonce", "suncet", "paws")
 RUN_STAGES = ("pretrain", "embed", "knn", "linear")
@@ -49,14 +49,10 @@ def ran(proc: subprocess.CompletedProcess) -> set[str]:
 
 
 def set_params(repo: Path, **dotted) -> None:
+    """Change repo's params.yaml as `dvc exp run -S` would; `a__b=v` sets a.b."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in dotted.items():
-        *parents, leaf = key.split("__")
-        node = params
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changes = {key.replace("__", "."): value for key, value in dotted.items()}
+    (repo / "params.yaml").write_text(yaml.safe_dump(with_overrides(params, changes), sort_keys=False))
 
 
 def runs(*names: str) -> set[str]:
@@ -154,8 +150,9 @@ def test_a_method_param_reruns_only_that_methods_runs(repo):
 
 def assert_repro_fails(repo: Path, message: str) -> None:
     """`dvc repro report` fails, and the output says `message`."""
-    env = dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run(["dvc", "repro", "report"], cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["dvc", "repro", "report"], cwd=repo, env=tool_env(), capture_output=True, text=True
+    )
     assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
@@ -227,7 +224,7 @@ def test_make_study_checks_its_settings_before_queueing(tmp_path, sets, message)
     proc = subprocess.run(
         [sys.executable, "-m", "stages.study", *sets],
         cwd=repo,
-        env=dict(ENV, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY),
+        env=tool_env(),
         capture_output=True,
         text=True,
     )
