@@ -94,8 +94,15 @@ def aggregate(scores: Scores, metrics: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def table_file_name(method: str, budget: str) -> str:
+    """A study row's file name: "<method>-<budget>", the budget zero-padded to 4 digits ("paws-0005",
+    "paws-all"). `dvc metrics show` sorts its rows by path, so the padding lists budgets in numeric
+    order (5, 10, 25, not 10, 25, 5) and keeps a budget's name the same whatever others a study has."""
+    return f"{method}-{budget.zfill(4) if budget.isdigit() else budget}"
+
+
 def table_files(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """ "<method>-<budget>" -> {metric: {mean, ci95}, seeds}: one row of `dvc metrics show` each."""
+    """table_file_name -> {metric: {mean, ci95}, seeds}: one row of `dvc metrics show` each."""
     files = {}
     for m in summary["methods"]:
         for b in summary["budgets"]:
@@ -104,7 +111,7 @@ def table_files(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 metric: {"mean": _r(stats[metric]["mean"]), "ci95": _r(stats[metric]["half_width"])}
                 for metric in summary["metrics"]
             }
-            files[f"{m}-{b}"] = row | {"seeds": len(summary["seeds"])}
+            files[table_file_name(m, b)] = row | {"seeds": len(summary["seeds"])}
     return files
 
 

@@ -3,9 +3,9 @@
 Reads metrics/runs/<method>-<budget>-<seed>/{knn.json,linear.json,train/} for every run of params.yaml's
 method_names x study.labeled_per_class x study.seeds (other folders there are ignored), and
 data/splits/ for how many labels per class "all" means. Writes metrics/summary.json (every statistic
-and paired test), metrics/study/<method>-<budget>.json (one row each of `dvc metrics show`),
-metrics/report.md (for a pull request), metrics/plots/ (label_efficiency.png, knn_k<k>.png and the
-CSV files behind dvc.yaml's plots), and prints the table.
+and paired test), metrics/study/<method>-<budget>.json (one row each of `dvc metrics show`, the budget
+zero-padded: paws-0005.json), metrics/report.md (for a pull request), metrics/plots/ (label_efficiency.png,
+knn_k<k>.png and the CSV files behind dvc.yaml's plots), and prints the table.
 """
 
 from __future__ import annotations

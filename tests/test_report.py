@@ -14,7 +14,15 @@ from PIL import Image
 from scipy import stats as sps
 
 from semisup.errors import DataError
-from semisup.report import aggregate, format_table, markdown, read_curve, run_scores, table_files
+from semisup.report import (
+    aggregate,
+    format_table,
+    markdown,
+    read_curve,
+    run_scores,
+    table_file_name,
+    table_files,
+)
 from stages import report as report_stage
 
 METHODS = ["crossentropy", "paws"]
@@ -123,9 +131,9 @@ def test_table_report_and_metrics_files(tmp_path):
         np.mean([score("paws", "all", s, "linear") for s in SEEDS]), abs=1e-4
     )
     assert sorted(p.name for p in (tmp_path / "out" / "study").iterdir()) == [
-        "crossentropy-5.json",
+        "crossentropy-0005.json",
         "crossentropy-all.json",
-        "paws-5.json",
+        "paws-0005.json",
         "paws-all.json",
     ]
     with open(tmp_path / "out" / "plots" / "label_efficiency_linear.csv") as f:
@@ -148,6 +156,13 @@ def test_table_report_and_metrics_files(tmp_path):
     assert float(first["loss"]) == pytest.approx(2.0)
 
 
+def test_study_rows_sort_by_budget_in_numeric_order():
+    # `dvc metrics show` sorts rows by path: the names must sort 5, 10, 25, 100, all.
+    names = {table_file_name("paws", b): b for b in ["25", "all", "100", "5", "10"]}
+    assert [names[n] for n in sorted(names)] == ["5", "10", "25", "100", "all"]
+    assert table_file_name("paws", "5") == "paws-0005" and table_file_name("paws", "all") == "paws-all"
+
+
 def test_one_seed_says_so_instead_of_an_interval(tmp_path):
     write_inputs(tmp_path, seeds=[0])
     result = invoke(tmp_path)
@@ -157,7 +172,7 @@ def test_one_seed_says_so_instead_of_an_interval(tmp_path):
     assert summary["results"]["paws"]["5"]["linear"]["ci_low"] is None
     assert summary["comparisons"]["5"]["linear"]["vs_best"]["crossentropy"]["p_value"] is None
     assert "Paired differences" not in (tmp_path / "out" / "report.md").read_text()
-    assert json.loads((tmp_path / "out" / "study" / "paws-5.json").read_text())["linear"]["ci95"] is None
+    assert json.loads((tmp_path / "out" / "study" / "paws-0005.json").read_text())["linear"]["ci95"] is None
 
 
 def test_monitor_off_still_writes_every_output(tmp_path):
@@ -210,7 +225,7 @@ def test_read_curve_rejects_other_columns(tmp_path):
 def test_markdown_and_table_files_from_aggregate():
     scores = {m: {"5": {s: {"linear": score(m, "5", s, "linear")} for s in SEEDS}} for m in METHODS}
     summary = aggregate(scores, ["linear"])
-    assert table_files(summary)["paws-5"]["linear"]["ci95"] == pytest.approx(
+    assert table_files(summary)["paws-0005"]["linear"]["ci95"] == pytest.approx(
         summary["results"]["paws"]["5"]["linear"]["half_width"], abs=1e-4
     )
     text = markdown(summary)

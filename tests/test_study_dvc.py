@@ -85,7 +85,7 @@ def test_one_method_runs_end_to_end(repo):
     assert linear["train_images"] == 50  # the 5-per-class subset, not the 100-image labeled split
     assert "One seed (0)" in (repo / "metrics" / "report.md").read_text()
     shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
-    assert set(next(iter(shown.values()))["data"]) == {"metrics/study/paws-5.json"}
+    assert set(next(iter(shown.values()))["data"]) == {"metrics/study/paws-0005.json"}
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "paws")
 
@@ -118,8 +118,8 @@ def test_another_subset_of_methods(repo):
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert summary["methods"] == ["suncet", "crossentropy"]
     assert sorted(p.name for p in (repo / "metrics" / "study").iterdir()) == [
-        "crossentropy-5.json",
-        "suncet-5.json",
+        "crossentropy-0005.json",
+        "suncet-0005.json",
     ]
     # Paired: both methods' runs train and score with one subset file.
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
