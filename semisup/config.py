@@ -323,6 +323,9 @@ def parse_params(raw: Any) -> Params:
     for name in params.method_names:
         if name not in METHOD_NAMES:
             raise UserError(f"method_names: {name!r} is not one of {', '.join(METHOD_NAMES)}")
+    repeated = sorted({n for n in params.method_names if params.method_names.count(n) > 1})
+    if repeated:  # DVC's matrix would drop the repeat without a word
+        raise UserError(f"method_names: {', '.join(repeated)} listed twice: list each method once")
     _check_study(params.study)
     data = params.data
     if data.source == "folder" and not data.path:

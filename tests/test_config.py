@@ -87,6 +87,10 @@ def test_empty_file_gives_defaults(tmp_path):
             {"method_names": ["paws", "byol"]},
             "method_names: 'byol' is not one of crossentropy, infonce, suncet, paws",
         ),
+        (
+            {"method_names": ["paws", "suncet", "paws"]},
+            "method_names: paws listed twice: list each method once",
+        ),
         ({"knn": {"k": []}}, "knn.k: must not be empty"),
         ({"knn": {"k": [20, 0]}}, "knn.k: [20, 0] is out of range (must be >= 1)"),
         ({"data": "digits"}, "data: expected a mapping of keys, got 'digits'"),
