@@ -19,7 +19,7 @@ from semisup import augment as aug
 from semisup.cluster import free_ports, tf_config
 from semisup.data import readers
 from semisup.methods import METHODS
-from tests.support import ENV, ROOT, copy_project, make_shards, write_params
+from tests.support import ENV, ROOT, copy_project, make_shards, tool_env, write_params
 
 # float32, so that 1, 2 replicas and 2 workers can be compared to 1e-4. Odd or small batches where a
 # method never reads that part: CrossEntropy's unlabeled batch and InfoNCE's labeled batch (25) need
@@ -306,10 +306,8 @@ def _project_repo(repo: Path) -> None:
 
 
 def _tool_env(tmp_path: Path) -> dict[str, str]:
-    names = {k: "t" for k in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME")}
-    mails = {k: "t@t" for k in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL")}
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return _env(tmp_path) | names | mails | {"PATH": path}
+    """support.tool_env() (dvc on PATH, a git identity) with _env's private TMPDIR."""
+    return tool_env() | {"TMPDIR": _env(tmp_path)["TMPDIR"]}
 
 
 def _git(repo: Path, *args: str) -> None:
