@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
+from threadpoolctl import threadpool_limits
 
 from semisup.errors import DataError, UserError
 
@@ -80,16 +81,21 @@ def linear_probe(
     max_iter: int,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Fit on the normalised train features with the CV-picked C; -> {accuracy, C, selected_by, folds, ...}."""
+    """Fit on the normalised train features with the CV-picked C; -> {accuracy, C, selected_by, folds, ...}.
+
+    Runs with one BLAS thread: the probe's products are small (N x D by D x classes), so more threads
+    buy nothing, and on a busy machine (`make study` runs two experiments on two cores) OpenBLAS's
+    spinning threads made the fits 3 to 15 times slower (bench/linear_probe.py)."""
     train_x, test_x = l2_normalise(train_features), l2_normalise(test_features)
     train_y = np.asarray(train_labels, dtype=np.int64)
-    choice = select_c(
-        train_x, train_y, c_grid=c_grid, folds=folds, fixed_c=fixed_c, max_iter=max_iter, seed=seed
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        probe = make_probe(choice["C"], max_iter).fit(train_x, train_y)
-    accuracy = float(np.mean(probe.predict(test_x) == np.asarray(test_labels)))
+    with threadpool_limits(limits=1, user_api="blas"):
+        choice = select_c(
+            train_x, train_y, c_grid=c_grid, folds=folds, fixed_c=fixed_c, max_iter=max_iter, seed=seed
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            probe = make_probe(choice["C"], max_iter).fit(train_x, train_y)
+        accuracy = float(np.mean(probe.predict(test_x) == np.asarray(test_labels)))
     return {
         "accuracy": accuracy,
         **choice,

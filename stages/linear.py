@@ -6,13 +6,12 @@ scores data/embeddings/<run>/test.npz, and writes metrics/runs/<run>/linear.json
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from semisup.data.subsets import read_subset
 from semisup.io import write_json
-from semisup.linear import linear_probe, load_npz
 from semisup.preflight import check_outputs
 from stages.common import load, params_option, user_errors
 from stages.console import done
@@ -29,6 +28,10 @@ from stages.console import done
 @user_errors
 def main(run: str, split: str, params_path: str, embeddings: str, out: str) -> None:
     """Fit the probe on RUN's labeled subset and score it on the test split."""
+    # NumPy and scikit-learn load here, after __main__ has set the BLAS thread count.
+    from semisup.data.subsets import read_subset
+    from semisup.linear import linear_probe, load_npz
+
     probe = load(params_path).linear
     train_x, train_y = load_npz(Path(embeddings) / run / "labeled.npz", f"embed@{run}")
     test_x, test_y = load_npz(Path(embeddings) / run / "test.npz", f"embed@{run}")
@@ -52,4 +55,8 @@ def main(run: str, split: str, params_path: str, embeddings: str, out: str) -> N
 
 
 if __name__ == "__main__":
+    # One OpenBLAS thread, set before NumPy starts its thread pools: the probe's fits run with one thread
+    # anyway (semisup.linear), and not starting the pools saves a part of this short process's start-up.
+    # A value set by the user wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     main()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
+from threadpoolctl import threadpool_info
 
 from semisup.linear import l2_normalise, linear_probe, select_c
 from tests.support import ENV, ROOT
@@ -96,3 +97,31 @@ def test_stage_trains_on_the_subset_only(tmp_path):
     )
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert not (tmp_path / "out2").exists()
+
+
+def test_fits_run_with_one_blas_thread(monkeypatch):
+    # Many BLAS threads buy nothing on the probe's small products and, on a busy machine, made the fits
+    # several times slower (bench/linear_probe.py): every fit and the scoring run with one.
+    import semisup.linear
+
+    seen = []
+
+    class Recording(LogisticRegression):
+        def fit(self, *args, **kwargs):
+            seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+            return super().fit(*args, **kwargs)
+
+    monkeypatch.setattr(semisup.linear, "make_probe", lambda c, max_iter: Recording(C=c, max_iter=max_iter))
+    before = [i["num_threads"] for i in threadpool_info()]
+    train, test = blobs(10), blobs(5, seed=1)
+    assert probe(train, test)["accuracy"] > 0.9
+    assert len(seen) == len(GRID) * 5 + 1 and all(threads == {1} for threads in seen)
+    assert [i["num_threads"] for i in threadpool_info()] == before  # restored afterwards
+
+
+def test_stage_sets_its_blas_threads_before_numpy_loads():
+    # `python -m stages.linear` sets OPENBLAS_NUM_THREADS in __main__: that takes effect only if nothing the
+    # module imports at its top has loaded NumPy yet.
+    code = "import sys, stages.linear; print(sorted(m for m in ('numpy', 'sklearn') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
