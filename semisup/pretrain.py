@@ -26,6 +26,7 @@ from semisup.data import readers
 from semisup.distribute import PEER_ERRORS, WorkerLost, is_chief  # noqa: F401  (is_chief: its old home)
 from semisup.encoder import get_encoder, get_head, save_encoder
 from semisup.errors import DataError
+from semisup.io import output_set
 from semisup.knn import knn_accuracy
 from semisup.methods import METHODS, Method
 from semisup.progress import describe_devices
@@ -303,7 +304,6 @@ def run_epochs(
     run: Run,
     start: int,
     history: list[dict[str, Any]],
-    live: Live | None,
     on_step: StepCallback | None = None,
 ) -> list[dict[str, Any]]:
     """Train epochs start+1 .. train.epochs, each followed by the kNN monitor (when due) and a checkpoint.
@@ -319,8 +319,6 @@ def run_epochs(
         if monitor_every and (epoch % monitor_every == 0 or epoch == epochs):
             record |= monitor(run.models["encoder"], run.shard_dir, params, run.num_classes, run.labeled_ids)
         history.append(record)
-        if live is not None:
-            _log_epoch(live, record)
         log.info("%s epoch %d/%d: %s", name, epoch, epochs, _fmt(record))
         run.checkpoints.save(epoch, history, run.models, run.trainer.optimizer)
         distribute.agree_min(run.strategy, epoch)
@@ -343,11 +341,19 @@ def _train_one(run: Run, epoch: int, on_step: StepCallback | None) -> dict[str, 
     return run.trainer.train_epoch(dataset, epoch, steps, on_step=on_step)
 
 
-def save(run: Run, model_dir: str | Path) -> None:
-    """The chief writes model_dir/encoder.keras (the same bytes for the same weights); then, once every
-    worker is done, each removes its checkpoints."""
+def save(run: Run, model_dir: str | Path, metrics_dir: str | Path, history: list[dict[str, Any]]) -> None:
+    """The chief writes model_dir/encoder.keras (the same bytes for the same weights) and metrics_dir/train
+    (dvclive's curves of every epoch) together: both appear at once, or neither if the run stops first
+    (its checkpoints hold the finished epochs and their history). Then, once every worker is done, each
+    removes its checkpoints."""
     if run.chief:
-        save_encoder(run.models["encoder"], Path(model_dir) / "encoder.keras")
+        with output_set(model_dir, Path(metrics_dir) / "train") as (model_tmp, train_tmp):
+            model_tmp.mkdir()
+            save_encoder(run.models["encoder"], model_tmp / "encoder.keras")
+            live = Live(str(train_tmp), dvcyaml=False, save_dvc_exp=False)
+            for record in history:
+                _log_epoch(live, record)
+            live.end()
     # No worker removes its checkpoints before every worker finished: a run that dies now still resumes.
     distribute.agree_min(run.strategy, 1)
     run.checkpoints.clear()
@@ -376,19 +382,12 @@ def pretrain(
     try:
         start, history = resume(run)
         run.committed = start
-        live = None
-        if run.chief:
-            live = Live(str(Path(metrics_dir) / "train"), dvcyaml=False, save_dvc_exp=False)
-            for record in history:  # DVC deleted the old curves: replay the finished epochs.
-                _log_epoch(live, record)
-        history = run_epochs(run, start, history, live, on_step)
-        save(run, model_dir)
+        history = run_epochs(run, start, history, on_step)
+        save(run, model_dir, metrics_dir, history)
     except PEER_ERRORS as exc:
         if run.workers == 1:
             raise
         raise lost(run, exc) from None
-    if live is not None:
-        live.end()
     return history
 
 

@@ -6,7 +6,9 @@ import atexit
 import functools
 import gc
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -42,16 +44,29 @@ def one_line(exc: BaseException) -> str | None:
     return None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a job scheduler), raised like Ctrl-C so that it unwinds the same way."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a fault of the user or the machine into one line on stderr and exit status 2."""
+    """Turn a fault of the user or the machine into one line on stderr and exit status 2; Ctrl-C and
+    SIGTERM into one line and the shell's status for the signal (128 + 2, 128 + 15)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         status = 2
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
-        except KeyboardInterrupt:  # Ctrl-C: one line, and the shell's status for SIGINT (128 + 2)
-            message, status = "interrupted: nothing was half-written; run it again (a training resumes)", 130
+        except KeyboardInterrupt as exc:
+            how, status = ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+            message = f"{how}: nothing was half-written; run it again (a training resumes)"
         except Exception as exc:
             message = one_line(exc)
             if message is None:

@@ -99,7 +99,8 @@ def _kill_after_epoch(params: Path, shard_dir: Path, out: Path, epoch: int) -> N
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert not (out / "models" / "paws" / "encoder.keras").exists()
+    # Nothing half-written: the model and the curves appear together at the end, or not at all.
+    assert not (out / "models" / "paws").exists() and not (out / "metrics" / "paws").exists()
 
 
 @pytest.mark.slow
@@ -303,7 +304,10 @@ def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path)
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_line_and_the_run_resumes(shards, tmp_path):
+@pytest.mark.parametrize(
+    ("sig", "status", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_ctrl_c_is_one_line_and_the_run_resumes(shards, tmp_path, sig, status, word):
     params, shard_dir = shards
     proc = subprocess.Popen(
         _pretrain_cmd(params, shard_dir, tmp_path),
@@ -319,11 +323,12 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(shards, tmp_path):
     while not list((tmp_path / "ckpt").glob("*/state.json")):  # the first epoch's checkpoint is on disk
         assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stderr = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1].startswith("error: interrupted: ")
+    assert proc.returncode == status, stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"error: {word}: nothing was half-written")
     assert stderr.count("error:") == 1 and "Traceback" not in stderr and "Aborted!" not in stderr
-    assert not (tmp_path / "models" / "paws" / "encoder.keras").exists()
+    assert not (tmp_path / "models" / "paws").exists() and not (tmp_path / "metrics" / "paws").exists()
     resumed = _pretrain(params, shard_dir, tmp_path)
     assert resumed.returncode == 0 and "resuming paws after epoch" in resumed.stderr, resumed.stderr
+    assert [step for step, _ in _curve(tmp_path, "loss")] == ["1", "2", "3", "4"]
