@@ -269,7 +269,7 @@ def check_free_space(folder: str | os.PathLike, need_bytes: int, what: str) -> N
     free = shutil.disk_usage(existing).free
     if free < need_bytes:
         raise UserError(
-            f"{folder}: {_mib(free)} free, {what} needs about {_mib(need_bytes)}: "
+            f"{folder}: {_mib(free)} free, about {_mib(need_bytes)} needed for {what}: "
             "free some space (or write elsewhere), then rerun"
         )
 

@@ -65,7 +65,7 @@ def test_everything_labeled_without_extra_unlabeled_is_an_error() -> None:
 
 
 def test_class_with_one_image_is_an_error() -> None:
-    with pytest.raises(UserError, match="class 'b' has 1 images"):
+    with pytest.raises(UserError, match="class 'b' has 1 image: "):
         splits.stratified_split(_labels([5, 1, 5]), NAMES, test_fraction=0.2, labeled_per_class=1, seed=0)
 
 
@@ -219,6 +219,7 @@ def test_folder_bad_image_skip_counts_it(tmp_path: Path) -> None:
         ("missing", "is not a directory"),
         ("flat", "has no class sub-folders"),
         ("empty_class", "class folder .*emu has no PNG/JPEG images"),
+        ("one_class", r"has one class sub-folder \(cat\); the methods and the probe need at least 2 classes"),
     ],
 )
 def test_folder_layout_errors(tmp_path: Path, layout: str, message: str) -> None:
@@ -229,6 +230,9 @@ def test_folder_layout_errors(tmp_path: Path, layout: str, message: str) -> None
     elif layout == "empty_class":
         make_folder(root)
         (root / "emu").mkdir()
+    elif layout == "one_class":
+        for i in range(6):
+            _png(root / "cat" / f"{i}.png", (8, 8), i)
     with pytest.raises(UserError, match=message):
         folder.prepare_folder(
             root,
@@ -290,7 +294,10 @@ def test_too_few_images_after_decoding_is_one_error(tmp_path: Path) -> None:
     truncated_jpeg(root / "fox" / "cut.jpg")  # fox: 2 files listed, 1 that decodes
     args = {"test_fraction": 0.2, "labeled_per_class": 1}
     folder.prepare_folder(root, tmp_path / "raw", on_bad_image="skip", progress=False, **args)
-    with pytest.raises(UserError, match="class 'fox' has 1 images, a test image and a training image"):
+    with pytest.raises(
+        UserError,
+        match="class 'fox' has 1 image: a test image and a training image need at least 2; add images",
+    ):
         with folder.folder_splits(
             root, tmp_path / "raw", image_size=32, seed=0, on_bad_image="skip", progress=False, **args
         ):

@@ -62,6 +62,11 @@ def scan_folder(root: str | Path) -> tuple[tuple[str, ...], list[tuple[Path, int
         raise UserError(
             f"data.path: {root} has no class sub-folders (expected e.g. {root}/cat/1.png, {root}/dog/2.jpg)"
         )
+    if len(class_dirs) == 1:  # every stage after this one would run, and the linear probe then fail
+        raise UserError(
+            f"data.path: {root} has one class sub-folder ({class_dirs[0].name}); the methods and the probe "
+            f"need at least 2 classes: add a sub-folder per class (e.g. {root}/dog/2.jpg)"
+        )
     labeled = []
     for label, folder in enumerate(class_dirs):
         files = _images_under(folder)
@@ -101,7 +106,7 @@ def _bad_image(path: Path, problem: str, *, decoding: bool = False) -> DataError
     if decoding:  # its header read in the download stage; the pixel data does not decode
         return DataError(
             f"{path}: not a readable image: decoding failed ({problem}); fix or remove it and run the "
-            "download stage again, or set data.on_bad_image: skip"
+            "download stage again (dvc repro -f download), or set data.on_bad_image: skip"
         )
     return DataError(
         f"{path}: not a readable image ({problem}); fix or remove it, or set data.on_bad_image: skip"
@@ -167,7 +172,8 @@ def read_index(raw_dir: str | Path, root: str | Path) -> dict[str, Any]:
     index = json.loads(path.read_text())
     if index.get("path") != str(Path(root)):
         raise DataError(
-            f"{path} indexes {index.get('path')!r}, not data.path {str(root)!r}: run the download stage again"
+            f"{path} indexes {index.get('path')!r}, not data.path {str(root)!r}: run the download stage "
+            "again (dvc repro download)"
         )
     return index
 
@@ -181,7 +187,10 @@ def _decode(root: Path, entry: dict[str, Any], image_size: int, max_pixels: int 
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror}); run the download stage again") from None
+        raise DataError(
+            f"{path}: cannot read it ({exc.strerror}); put it back, or run the download stage again "
+            "(dvc repro -f download)"
+        ) from None
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise DataError(f"{path}: changed since the download stage; run it again (dvc repro -f download)")
     try:

@@ -159,7 +159,8 @@ def prepare_raw(
     if index["unsupported"]:
         suffixes = sorted({Path(f).suffix.lower() or "(none)" for f in index["unsupported"]})
         skipped += (
-            f", {len(index['unsupported'])} files not read for their extension ({', '.join(suffixes)}; "
+            f", {len(index['unsupported'])} file{'' if len(index['unsupported']) == 1 else 's'} not read for "
+            f"{'its' if len(index['unsupported']) == 1 else 'their'} extension ({', '.join(suffixes)}; "
             "PNG and JPEG are read)"
         )
     return (

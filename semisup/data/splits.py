@@ -27,8 +27,10 @@ def check_class_sizes(counts: np.ndarray, class_names: Sequence[str], *, need: i
     """A UserError naming the smallest class when some class has fewer than `need` images."""
     smallest = int(np.argmin(counts))
     if counts[smallest] < need:
+        n = int(counts[smallest])
         raise UserError(
-            f"class {class_names[smallest]!r} has {int(counts[smallest])} images, {why} needs at least {need}"
+            f"class {class_names[smallest]!r} has {n} image{'' if n == 1 else 's'}: {why} need at least "
+            f"{need}; add images to it or remove the class"
         )
 
 
