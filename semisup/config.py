@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import math
 import operator
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -331,6 +332,10 @@ def parse_params(raw: Any) -> Params:
     if data.source == "folder" and not data.path:
         raise UserError(
             "data.path: the folder source needs a path (a directory with one sub-folder per class)"
+        )
+    if data.path and data.path.startswith("~"):  # as a shell would: ~/images, ~user/images
+        params = dataclasses.replace(
+            params, data=dataclasses.replace(data, path=os.path.expanduser(data.path))
         )
     return params
 

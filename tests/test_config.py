@@ -1,5 +1,6 @@
 """params.yaml validation: every user mistake is a one-line error naming the key, value and what is allowed."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,8 @@ def test_stage_reports_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: data.source: 'stl11' is not one of stl10, digits, folder"
     assert "Traceback" not in proc.stderr
+
+
+def test_a_folder_path_starting_with_a_tilde_is_expanded():
+    params = parse_params({"data": {"source": "folder", "path": "~/images"}})
+    assert params.data.path == os.path.expanduser("~/images") and not params.data.path.startswith("~")

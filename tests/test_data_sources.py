@@ -244,6 +244,15 @@ def test_folder_layout_errors(tmp_path: Path, layout: str, message: str) -> None
         )
 
 
+def test_a_relative_folder_that_is_missing_says_where_it_was_looked_for(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as info:
+        folder.scan_folder("../elsewhere/imgs")
+    message = str(info.value)
+    assert message.startswith("data.path: ../elsewhere/imgs is not a directory")
+    assert f"read from where the stage runs ({tmp_path})" in message and "give an absolute path" in message
+
+
 def test_folder_changed_after_download_is_caught(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "imgs")
     args = {"test_fraction": 0.2, "labeled_per_class": 2}

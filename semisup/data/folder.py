@@ -54,7 +54,15 @@ def scan_folder(root: str | Path) -> tuple[tuple[str, ...], list[tuple[Path, int
     """-> (class names, [(file, class id)], unlabeled files); UserError on a missing or empty layout."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"data.path: {root} is not a directory (expected one sub-folder of images per class)")
+        where = (
+            ""
+            if root.is_absolute()
+            else f"; a relative path is read from where the stage runs ({Path.cwd()}), which under `dvc exp "
+            "run --temp` or the queue is a temporary copy of the repository: give an absolute path"
+        )
+        raise UserError(
+            f"data.path: {root} is not a directory (expected one sub-folder of images per class){where}"
+        )
     class_dirs = sorted(
         d for d in root.iterdir() if d.is_dir() and d.name != UNLABELED_DIR and not d.name.startswith(".")
     )
