@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -251,6 +252,25 @@ def test_a_relative_folder_that_is_missing_says_where_it_was_looked_for(tmp_path
     message = str(info.value)
     assert message.startswith("data.path: ../elsewhere/imgs is not a directory")
     assert f"read from where the stage runs ({tmp_path})" in message and "give an absolute path" in message
+
+
+def test_duplicate_files_are_left_out_and_a_cross_class_copy_is_an_error(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "imgs")
+    (root / "cat" / "9.png").symlink_to(root / "cat" / "2.png")  # a link within a class
+    shutil.copy(root / "dog" / "3.png", root / "unlabeled" / "copy.png")  # a labeled image again, unlabeled
+    index = folder.index_folder(root, on_bad_image="error", progress=False)
+    assert index["duplicates"] == [
+        {"file": "cat/9.png", "same_as": "cat/2.png"},
+        {"file": "unlabeled/copy.png", "same_as": "dog/3.png"},
+    ]
+    files = [e["file"] for e in index["labeled"] + index["unlabeled"]]
+    assert "cat/9.png" not in files and "unlabeled/copy.png" not in files and len(files) == 3 * 6 + 4
+    assert len({e["sha256"] for e in index["labeled"] + index["unlabeled"]}) == len(files)
+    shutil.copy(root / "dog" / "3.png", root / "fox" / "7.png")
+    with pytest.raises(
+        UserError, match=r"fox/7.png and dog/3.png are the same image in classes 'fox' and 'dog'"
+    ):
+        folder.index_folder(root, on_bad_image="error", progress=False)
 
 
 def test_folder_changed_after_download_is_caught(tmp_path: Path) -> None:

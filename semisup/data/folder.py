@@ -125,12 +125,17 @@ def index_folder(
     root: str | Path, *, on_bad_image: str, progress: bool = True, max_pixels: int | None = None
 ) -> dict[str, Any]:
     """Hash every image and read its header; -> the index (class names, labeled and unlabeled entries,
-    skipped files, and the files left out for their extension)."""
+    skipped files, the files left out for their extension, and duplicates).
+
+    A file with the same bytes as one before it (labeled class folders first, then unlabeled/, each in
+    path order) is left out and listed in `duplicates`: a copy or a link could otherwise put one image in
+    both the test split and the training stream. The same image in two classes is an error."""
     root = Path(root)
     class_names, labeled, unlabeled = scan_folder(root)
     items = [(f, label) for f, label in labeled] + [(f, -1) for f in unlabeled]
     index: dict[str, Any] = {"source": "folder", "path": str(root), "class_names": list(class_names)}
-    index.update(labeled=[], unlabeled=[], skipped=[], unsupported=unsupported_files(root))
+    index.update(labeled=[], unlabeled=[], skipped=[], unsupported=unsupported_files(root), duplicates=[])
+    first: dict[str, tuple[str, int]] = {}  # sha256 -> (file, label) of its first copy
     bar = tqdm(items, desc="indexing images", unit="img", disable=None if progress else True)
     for path, label in bar:
         entry, problem = _check_image(path, max_pixels)
@@ -141,6 +146,17 @@ def index_folder(
                 raise _bad_image(path, problem)
             index["skipped"].append({"file": rel, "problem": problem})
             continue
+        if entry["sha256"] in first:
+            kept, kept_label = first[entry["sha256"]]
+            if label >= 0 and kept_label >= 0 and label != kept_label:
+                bar.close()
+                raise UserError(
+                    f"data.path: {rel} and {kept} are the same image in classes {class_names[label]!r} and "
+                    f"{class_names[kept_label]!r}: remove one of them"
+                )
+            index["duplicates"].append({"file": rel, "same_as": kept})
+            continue
+        first[entry["sha256"]] = (rel, label)
         if label < 0:
             index["unlabeled"].append({"file": rel, **entry})
         else:

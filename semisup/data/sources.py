@@ -156,6 +156,9 @@ def prepare_raw(
         max_pixels=data.max_pixels,
     )
     skipped = f", {len(index['skipped'])} unreadable skipped" if index["skipped"] else ""
+    if index.get("duplicates"):
+        n = len(index["duplicates"])
+        skipped += f", {n} duplicate{'' if n == 1 else 's'} of another file left out"
     if index["unsupported"]:
         suffixes = sorted({Path(f).suffix.lower() or "(none)" for f in index["unsupported"]})
         skipped += (
