@@ -47,14 +47,24 @@ def get_encoder(
             f"data.image_size: {min(height, width)} is too small for encoder.depth={depth} "
             f"(kernel {kernel_size}, stride {stride}); it must be at least {need} (or lower encoder.depth)"
         )
+    # Each layer gets its own policy object, named after the global one (float32 or mixed_bfloat16, as
+    # set_precision chose): left to default, every layer would hold the one global policy object, and
+    # model.save would write it as a shared object whose id is a memory address, new in every process.
+    policy = keras.config.dtype_policy().name
     inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="images")
     x = inputs
     for i in range(depth):
         x = keras.layers.Conv2D(
-            filters, kernel_size, strides=stride, padding="valid", activation="relu", name=f"conv{i + 1}"
+            filters,
+            kernel_size,
+            strides=stride,
+            padding="valid",
+            activation="relu",
+            dtype=policy,
+            name=f"conv{i + 1}",
         )(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    outputs = keras.layers.Dense(embedding_dim, name="embedding")(x)
+    x = keras.layers.Flatten(dtype=policy, name="flatten")(x)
+    outputs = keras.layers.Dense(embedding_dim, dtype=policy, name="embedding")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

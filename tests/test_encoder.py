@@ -86,3 +86,71 @@ def test_head_with_input_dim_is_built_at_once():
     head = get_head(3, input_dim=5)
     assert [tuple(w.shape) for w in head.weights] == [(5, 3), (3,)]
     assert get_head(3).weights == []  # built lazily on first call otherwise
+
+
+# Builds a seeded encoder in float32 and in mixed_bfloat16, saves each with save_encoder and records its
+# embedding of a fixed input: run in a fresh process, so that nothing but the model decides the bytes.
+_SAVE_IN_A_PROCESS = """
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from semisup.encoder import get_encoder, save_encoder
+from semisup.train import set_precision
+
+out = Path(sys.argv[1])
+x = np.random.default_rng(5).random((3, 32, 32, 3), dtype=np.float32)
+for mixed in (False, True):
+    set_precision(mixed)
+    keras.utils.set_random_seed(0)
+    enc = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
+    save_encoder(enc, out / f"mixed-{mixed}" / "encoder.keras")
+    np.save(out / f"mixed-{mixed}" / "outputs.npy", np.asarray(enc(x), np.float32))
+"""
+
+
+def test_encoders_built_in_two_processes_save_to_the_same_bytes(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support import ENV, ROOT
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SAVE_IN_A_PROCESS, str(tmp_path / run)],
+            cwd=ROOT,  # this checkout's semisup, whatever the venv's editable install points at
+            env=ENV,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for run in ("a", "b")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    x = np.random.default_rng(5).random((3, 32, 32, 3), dtype=np.float32)
+    for mixed in (False, True):
+        a, b = (tmp_path / run / f"mixed-{mixed}" for run in ("a", "b"))
+        assert (a / "encoder.keras").read_bytes() == (b / "encoder.keras").read_bytes(), f"mixed={mixed}"
+        loaded = keras.models.load_model(a / "encoder.keras", compile=False, safe_mode=True)
+        want = "mixed_bfloat16" if mixed else "float32"
+        assert {layer.dtype_policy.name for layer in loaded.layers[1:]} == {want}
+        np.testing.assert_array_equal(np.asarray(loaded(x), np.float32), np.load(a / "outputs.npy"))
+
+
+def test_encoder_layers_follow_the_global_policy_each_with_its_own_policy_object():
+    from semisup.train import set_precision
+
+    try:
+        set_precision(True)
+        enc = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
+    finally:
+        set_precision(False)
+    layers = enc.layers[1:]
+    assert {(lay.dtype_policy.compute_dtype, lay.dtype_policy.variable_dtype) for lay in layers} == {
+        ("bfloat16", "float32")
+    }
+    assert len({id(lay.dtype_policy) for lay in layers}) == len(layers)
+    assert get_encoder((32, 32, 3), filters=8).get_layer("conv1").dtype_policy.name == "float32"
