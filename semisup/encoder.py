@@ -97,7 +97,8 @@ def save_encoder(model: keras.Model, path: str | Path) -> None:
 
 
 def canonical_keras(path: str | Path) -> None:
-    """Rewrite a .keras zip in place without write times: fixed entry times, no metadata date_saved."""
+    """Rewrite a .keras zip in place without what changes from run to run: fixed entry times and order,
+    no metadata date_saved, shared objects numbered 1, 2, ... instead of by memory address."""
     path = Path(path)
     with zipfile.ZipFile(path) as src:
         entries = [(info, src.read(info.filename)) for info in src.infolist()]
@@ -108,11 +109,39 @@ def canonical_keras(path: str | Path) -> None:
                 meta = json.loads(data)
                 meta.pop("date_saved", None)
                 data = json.dumps(meta, sort_keys=True).encode()
+            elif info.filename == "config.json":
+                data = renumber_shared_objects(data)
             entry = zipfile.ZipInfo(info.filename, date_time=_ZIP_TIME)
             entry.compress_type = info.compress_type
             entry.external_attr = 0o644 << 16
             dst.writestr(entry, data)
     os.replace(tmp, path)
+
+
+def renumber_shared_objects(config_json: bytes) -> bytes:
+    """config.json with each `shared_object_id` replaced by 1, 2, ... in order of first appearance.
+
+    Keras marks an object that several layers hold (a dtype policy, an initializer) with `id(obj)`, a
+    memory address that differs in every process. Loading only matches equal ids within one file, so
+    any numbering that keeps equal ids equal and distinct ids distinct loads the same model.
+    """
+    if b'"shared_object_id"' not in config_json:
+        return config_json  # byte for byte as Keras wrote it
+    numbers: dict[int, int] = {}
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "shared_object_id" in node:
+                node["shared_object_id"] = numbers.setdefault(node["shared_object_id"], len(numbers) + 1)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    config = json.loads(config_json)
+    walk(config)
+    return json.dumps(config).encode()  # as Keras's saving_lib writes it: json.dumps with its defaults
 
 
 def load_encoder(path: str | Path, *, image_shape: tuple[int, int, int], rerun: str) -> keras.Model:

@@ -154,3 +154,28 @@ def test_encoder_layers_follow_the_global_policy_each_with_its_own_policy_object
     }
     assert len({id(lay.dtype_policy) for lay in layers}) == len(layers)
     assert get_encoder((32, 32, 3), filters=8).get_layer("conv1").dtype_policy.name == "float32"
+
+
+def test_shared_objects_are_numbered_by_first_appearance_not_by_memory_address(tmp_path):
+    import json
+    import zipfile
+
+    from semisup.encoder import renumber_shared_objects, save_encoder
+
+    # Layers left to the default policy all hold the one global policy object: Keras writes it as shared.
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(5, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    save_encoder(model, tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        config = z.read("config.json").decode()
+    assert '"shared_object_id": 1' in config and '"shared_object_id": 2' not in config
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    x = np.random.default_rng(4).random((2, 6), dtype=np.float32)
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+    def doc(ids):
+        return json.dumps({"a": [{"shared_object_id": i} for i in ids], "b": {"shared_object_id": ids[0]}})
+
+    assert renumber_shared_objects(doc([140001, 139999, 140001]).encode()) == doc([1, 2, 1]).encode()
+    assert renumber_shared_objects(b'{"a": 1}') == b'{"a": 1}'
