@@ -37,6 +37,12 @@ def metric_names(ks: Sequence[int]) -> list[str]:
     return [name for k in ks for name in (f"knn_k{k}", f"weighted_knn_k{k}")] + ["linear"]
 
 
+def plotted_k(ks: Sequence[int]) -> int:
+    """The k of the figures' kNN metric (label efficiency, the per-epoch curve of dvc.yaml's plots):
+    20 when knn.k lists it, else the first k."""
+    return 20 if 20 in ks else ks[0]
+
+
 def metric_label(metric: str) -> str:
     """A column title: knn_k20 -> kNN@20, weighted_knn_k20 -> wkNN@20, linear -> linear."""
     if metric.startswith("weighted_knn_k"):

@@ -154,7 +154,7 @@ def export(ref: str, name: str) -> dict:
     OUT.mkdir(exist_ok=True)
     summary = json.loads(git("show", f"{ref}:metrics/summary.json"))
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    for rel in git("ls-tree", "--name-only", f"{ref}", "metrics/plots/").split():
+    for rel in git("ls-tree", "-r", "--name-only", f"{ref}", "metrics/plots/").split():
         png = subprocess.run(["git", "show", f"{ref}:{rel}"], capture_output=True, check=True).stdout
         (OUT / Path(rel).name).write_bytes(png)
     # Every curve and confusion matrix of the experiment in one page (a failure here costs nothing).
@@ -197,7 +197,7 @@ def main(dry_run: bool, profile: str) -> None:
     click.echo(format_table(summary))
     click.echo(
         f"\n{ran}\n"
-        f"figure: {OUT}/knn_k20.png (the experiment's metrics/plots/knn_k20.png)\n"
+        f"figure: {OUT}/knn_k20.png (the experiment's metrics/plots/knn_per_epoch/knn_k20.png)\n"
         f"every curve: {OUT}/plots/index.html, or `dvc plots diff {name}`\n"
         f"every figure: `dvc exp show`; params.yaml is untouched (still the STL10 recipe: `dvc repro` runs it)"
     )

@@ -5,7 +5,11 @@ method_names x study.labeled_per_class x study.seeds (other folders there are ig
 data/splits/ for how many labels per class "all" means. Writes metrics/summary.json (every statistic
 and paired test), metrics/study/<method>-<budget>.json (one row each of `dvc metrics show`, the budget
 zero-padded: paws-0005.json), metrics/report.md (for a pull request), metrics/plots/ (label_efficiency.png,
-knn_k<k>.png and the CSV files behind dvc.yaml's plots), and prints the table.
+knn_per_epoch/knn_k<k>.png and the CSV files behind dvc.yaml's plots), and prints the table.
+
+dvc.yaml's plots name no k, so they work for any knn.k: the figures' kNN metric is kNN@20, or kNN at the
+first k when knn.k lacks 20 (plotted_k), in label_efficiency_knn.csv (with its `k`) and in the `knn` column
+of epochs.csv (beside a knn_k<k> column per k); knn_per_epoch/ holds one figure per k.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from semisup.report import (
     metric_names,
     plot_curves,
     plot_label_efficiency,
+    plotted_k,
     read_curve,
     run_scores,
     table_files,
@@ -100,7 +105,8 @@ def main(params_path: str, runs: str, splits: str, out: str) -> None:
     # Everything is read and checked: now write.
     check_outputs(out)
     rows = table_files(summary)
-    efficiency = [f"knn_k{ks[0]}" if 20 not in ks else "knn_k20", "linear"]
+    k_plotted = plotted_k(ks)
+    knn_plotted = f"knn_k{k_plotted}"
     note = "" if params.knn.monitor_every > 0 else "no per-epoch kNN scores (knn.monitor_every = 0)"
     targets = [out_dir / "summary.json", out_dir / "study", out_dir / "report.md", out_dir / "plots"]
     # The whole set appears together: a killed or failed report leaves the previous one in place.
@@ -111,14 +117,20 @@ def main(params_path: str, runs: str, splits: str, out: str) -> None:
             write_json(study / f"{name}.json", row)
         write_text(report_md, markdown(summary))
         plots.mkdir()
-        plot_label_efficiency(plots / "label_efficiency.png", summary, budget_x, efficiency)
+        plot_label_efficiency(plots / "label_efficiency.png", summary, budget_x, [knn_plotted, "linear"])
+        # dvc.yaml's plots read names without a k: the plotted k's scores, with that k for the tooltip.
         columns = ["method", "budget", "labels_per_class", "accuracy", "ci_low", "ci_high"]
-        for metric in efficiency:
-            rows_ = efficiency_rows(summary, metric, budget_x)
-            write_csv(plots / f"label_efficiency_{metric}.csv", rows_, columns)
-        write_csv(plots / "epochs.csv", epoch_rows(curves), ["method", "budget", "epoch", *curve_metrics])
+        knn_rows = [row | {"k": k_plotted} for row in efficiency_rows(summary, knn_plotted, budget_x)]
+        write_csv(plots / "label_efficiency_knn.csv", knn_rows, [*columns[:2], "k", *columns[2:]])
+        write_csv(
+            plots / "label_efficiency_linear.csv", efficiency_rows(summary, "linear", budget_x), columns
+        )
+        epochs = [row | {"knn": row.get(knn_plotted)} for row in epoch_rows(curves)]  # empty: monitor off
+        knn_columns = [m for m in curve_metrics if m != "loss"]
+        write_csv(plots / "epochs.csv", epochs, ["method", "budget", "epoch", *knn_columns, "knn", "loss"])
+        (plots / "knn_per_epoch").mkdir()
         for k in ks:
-            plot_curves(plots / f"knn_k{k}.png", curves.get(f"knn_k{k}", {}), k, note=note)
+            plot_curves(plots / "knn_per_epoch" / f"knn_k{k}.png", curves.get(f"knn_k{k}", {}), k, note=note)
     click.echo(format_table(summary))
     done(f"report: {out}/summary.json, report.md, study/, plots/ ({len(rows)} method x budget rows)")
 

@@ -49,7 +49,7 @@ def test_repro_scores_every_method_above_chance(repo):
         assert linear["accuracy"] > 0.2 and linear["train_images"] == 250
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert summary["methods"] == list(METHODS) and summary["budgets"] == ["all"]
-    assert (repo / "metrics" / "plots" / "knn_k20.png").stat().st_size > 1000
+    assert (repo / "metrics" / "plots" / "knn_per_epoch" / "knn_k20.png").stat().st_size > 1000
     assert (repo / "metrics" / "plots" / "label_efficiency.png").stat().st_size > 1000
     for method in METHODS:
         embeddings = repo / "data" / "embeddings" / f"{method}-all-0" / "test.npz"
@@ -72,9 +72,12 @@ def test_metrics_show_and_plots(repo):
     assert set(data) == {f"metrics/study/{m}-all.json" for m in METHODS}
     plots = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)
     assert not plots.get("errors"), plots.get("errors")
-    assert {"kNN@20 accuracy per epoch (mean over seeds)", "metrics/plots/label_efficiency.png"} <= set(
-        plots["data"]
-    )
+    assert {
+        "kNN accuracy per epoch (k = 20, or the first of knn.k; mean over seeds)",
+        "metrics/plots/label_efficiency.png",
+        "metrics/plots/knn_per_epoch/knn_k20.png",
+        "metrics/plots/knn_per_epoch/knn_k200.png",
+    } <= set(plots["data"])
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from semisup.report import (
     table_files,
 )
 from stages import report as report_stage
+from tests.support import git_project, run
 
 METHODS = ["crossentropy", "paws"]
 KS = [20, 200]
@@ -38,13 +39,13 @@ def score(method: str, budget: str, seed: int, metric: str) -> float:
     return base + (0.05 + 0.001 * (seed % 2) if method == "paws" else 0.0)
 
 
-def write_inputs(root, seeds=SEEDS, monitor_every: int = 1, epochs: int = 3) -> None:
+def write_inputs(root, seeds=SEEDS, monitor_every: int = 1, epochs: int = 3, ks=KS) -> None:
     """params.yaml, data/splits/ and metrics/runs/<run>/ as the study's stages write them."""
     (root / "params.yaml").write_text(
         yaml.safe_dump(
             {
                 "method_names": METHODS,
-                "knn": {"k": KS, "monitor_every": monitor_every},
+                "knn": {"k": list(ks), "monitor_every": monitor_every},
                 "study": {"seeds": list(seeds), "labeled_per_class": [5, "all"]},
             }
         )
@@ -62,7 +63,7 @@ def write_inputs(root, seeds=SEEDS, monitor_every: int = 1, epochs: int = 3) -> 
                         "accuracy": score(method, budget, seed, f"knn_k{k}"),
                         "weighted_accuracy": score(method, budget, seed, f"weighted_knn_k{k}"),
                     }
-                    for k in KS
+                    for k in ks
                 }
                 (run / "knn.json").write_text(json.dumps(knn))
                 (run / "linear.json").write_text(
@@ -71,15 +72,15 @@ def write_inputs(root, seeds=SEEDS, monitor_every: int = 1, epochs: int = 3) -> 
                 live = Live(str(run / "train"), dvcyaml=False, save_dvc_exp=False)
                 for epoch in range(1, epochs + 1):  # as the pretrain stage logs: step = epoch, from 1
                     live.step = epoch
-                    for k in KS:
+                    for k in ks:
                         live.log_metric(f"knn_k{k}", 0.1 * epoch + 0.01 * seed + 0.0001 * k)
                     live.log_metric("loss", 2.0 / epoch)
                 live.end()
 
 
-def invoke(root):
+def invoke(root, out=None):
     args = ["--params", str(root / "params.yaml"), "--runs", str(root / "metrics" / "runs")]
-    args += ["--splits", str(root / "data" / "splits"), "--out", str(root / "out")]
+    args += ["--splits", str(root / "data" / "splits"), "--out", str(out or root / "out")]
     return CliRunner().invoke(report_stage.main, args)
 
 
@@ -145,7 +146,13 @@ def test_table_report_and_metrics_files(tmp_path):
         ("paws", pytest.approx(74 / 3)),
     ]
     assert float(rows[0]["ci_low"]) < float(rows[0]["accuracy"]) < float(rows[0]["ci_high"])
-    for name in ("label_efficiency", "knn_k20", "knn_k200"):
+    with open(tmp_path / "out" / "plots" / "label_efficiency_knn.csv") as f:
+        knn_rows = list(csv.DictReader(f))
+    assert {r["k"] for r in knn_rows} == {"20"}  # dvc.yaml's kNN plot: k = 20 when knn.k has it
+    assert float(knn_rows[0]["accuracy"]) == pytest.approx(
+        np.mean([score("crossentropy", "5", s, "knn_k20") for s in SEEDS])
+    )
+    for name in ("label_efficiency", "knn_per_epoch/knn_k20", "knn_per_epoch/knn_k200"):
         with Image.open(tmp_path / "out" / "plots" / f"{name}.png") as image:
             assert image.format == "PNG" and image.size[0] > 300
             assert np.asarray(image.convert("L")).std() > 10  # something was drawn
@@ -153,6 +160,7 @@ def test_table_report_and_metrics_files(tmp_path):
         epochs = list(csv.DictReader(f))
     first = next(r for r in epochs if (r["method"], r["budget"], r["epoch"]) == ("paws", "5", "1"))
     assert float(first["knn_k20"]) == pytest.approx(0.1 + 0.01 + 0.002)  # mean over seeds 0, 1, 2
+    assert first["knn"] == first["knn_k20"]  # dvc.yaml's per-epoch kNN plot
     assert float(first["loss"]) == pytest.approx(2.0)
 
 
@@ -181,7 +189,39 @@ def test_monitor_off_still_writes_every_output(tmp_path):
         tsv.unlink()
     result = invoke(tmp_path)
     assert result.exit_code == 0, result.output
-    assert all((tmp_path / "out" / "plots" / f"knn_k{k}.png").exists() for k in KS)
+    assert all((tmp_path / "out" / "plots" / "knn_per_epoch" / f"knn_k{k}.png").exists() for k in KS)
+    with open(tmp_path / "out" / "plots" / "epochs.csv") as f:
+        epochs = list(csv.DictReader(f))
+    assert epochs and all(r["knn"] == "" and float(r["loss"]) > 0 for r in epochs)
+
+
+def test_dvc_plots_show_every_plot_without_k20(tmp_path):
+    # knn.k without 20 (small budgets need a small k): every plot of dvc.yaml still finds its data.
+    repo = git_project(
+        tmp_path / "repo",
+        {"method_names": METHODS, "knn.k": [5], "study.seeds": SEEDS, "study.labeled_per_class": [5, "all"]},
+    )
+    (tmp_path / "in").mkdir()
+    write_inputs(tmp_path / "in", ks=[5])
+    result = invoke(tmp_path / "in", out=repo / "metrics")
+    assert result.exit_code == 0, result.output
+    proc = run(repo, "dvc", "plots", "show", "--json")
+    assert "could not find" not in proc.stderr.lower(), proc.stderr
+    shown = json.loads(proc.stdout)
+    assert not shown.get("errors"), shown["errors"]
+    for plot in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]:
+        if isinstance(plot, str):  # an image, or a folder of them (knn_per_epoch/: one per k)
+            images = {name for name in shown["data"] if name == plot or name.startswith(plot + "/")}
+            assert images and all(shown["data"][name][0]["type"] == "image" for name in images), plot
+            continue
+        ((title, spec),) = plot.items()
+        ((_, field),) = spec["y"].items()
+        (drawn,) = shown["data"][title]
+        values = drawn["content"]["data"]["values"]
+        assert values and all(v[field] != "" for v in values), (title, values[:2])
+    assert "metrics/plots/knn_per_epoch/knn_k5.png" in shown["data"]
+    title = "label efficiency, kNN (k = 20, or the first of knn.k; mean over seeds, 95% interval)"
+    assert {v["k"] for v in shown["data"][title][0]["content"]["data"]["values"]} == {"5"}
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,10 @@ def test_one_method_runs_end_to_end(repo):
     assert "One seed (0)" in (repo / "metrics" / "report.md").read_text()
     shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
     assert set(next(iter(shown.values()))["data"]) == {"metrics/study/paws-0005.json"}
+    # knn.k = [5]: dvc.yaml's plots name no k, so every one finds its data (no per-epoch kNN: monitor off).
+    plots = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)
+    assert not plots.get("errors"), plots["errors"]
+    assert "metrics/plots/knn_per_epoch/knn_k5.png" in plots["data"]
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "paws")
 
