@@ -178,8 +178,10 @@ def test_full_disk_is_one_line_and_leaves_nothing(workspace, tmp_path: Path, sta
 def test_read_only_output_is_one_line_and_leaves_nothing(workspace, tmp_path: Path, stage: str) -> None:
     params, src, _ = workspace
     with tmpfs(tmp_path / "out", read_only=True) as out:
-        assert_one_line_error(run_stage(stage, params, src, out), str(out), "read-only file system")
+        line = assert_one_line_error(run_stage(stage, params, src, out), str(out), "read-only file system")
         assert list(out.iterdir()) == []
+        if stage == "pretrain":  # the run's own folder (models/paws-all-0), not the method's
+            assert f"{out}/models/{RUN}:" in line, line
 
 
 def _kill_at(cmd: list[str], delay: float) -> None:
