@@ -85,7 +85,7 @@ def linear_probe(
 
     Runs with one BLAS thread: the probe's products are small (N x D by D x classes), so more threads
     buy nothing, and on a busy machine (`make study` runs two experiments on two cores) OpenBLAS's
-    spinning threads made the fits 3 to 15 times slower (bench/linear_probe.py)."""
+    spinning threads made an STL10-sized probe 11 to 30 times slower (bench/linear_probe.py)."""
     train_x, test_x = l2_normalise(train_features), l2_normalise(test_features)
     train_y = np.asarray(train_labels, dtype=np.int64)
     with threadpool_limits(limits=1, user_api="blas"):
