@@ -3,8 +3,8 @@ the whole dvc.lock (ruamel.yaml's round-trip loader and dumper, through dvc's mo
 update costs time in proportion to the stages already locked, and a whole `dvc repro` of N stages spends
 time in proportion to N^2 on it.
 
-Builds lock files of this pipeline's shape (per run: pretrain, embed, knn and linear entries with this
-project's deps and params; per (budget, seed): a splits entry) for studies of growing size, times DVC's
+Builds lock files of this pipeline's shape (per run: pretrain, embed, knn and linear entries, per (budget,
+seed): a splits entry, each with the deps, params and outs dvc.yaml gives it) for studies of growing size, times DVC's
 update of one stage entry in each (median of --repeats), and prints, per study: stages, lock lines,
 seconds per stage update, and the sum over a whole repro of that study (each stage updates a lock holding
 the stages before it).
@@ -26,98 +26,53 @@ import yaml
 from dvc.utils.serialize import modify_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("crossentropy", "infonce", "suncet", "paws")
-PRETRAIN_CODE = [
-    "semisup/augment.py",
-    "semisup/distribute.py",
-    "semisup/encoder.py",
-    "semisup/knn.py",
-    "semisup/methods/__init__.py",
-    "semisup/pretrain.py",
-    "semisup/train.py",
-    "stages/pretrain.py",
-]
+RUN_STAGES = ("pretrain", "embed", "knn", "linear")  # dvc.yaml's matrix over method x budget x seed
 
 
-def _file(path: str) -> dict:
-    return {"path": path, "hash": "md5", "md5": hashlib.md5(path.encode()).hexdigest(), "size": 12345}
+def _dep(path: str) -> dict:
+    """A dvc.lock entry for `path`: a file (it has a suffix) or a folder (`.dir` hash, file count)."""
+    md5 = hashlib.md5(path.encode()).hexdigest()
+    entry = {"path": path, "hash": "md5", "md5": md5, "size": 12345}
+    return entry if Path(path).suffix else entry | {"md5": md5 + ".dir", "nfiles": 6}
 
 
-def _dir(path: str) -> dict:
-    return _file(path) | {"md5": hashlib.md5(path.encode()).hexdigest() + ".dir", "nfiles": 6}
+def _param(params: dict, key: str) -> object:
+    """params.yaml's value of a dvc.yaml params key: a section (`train`) or a dotted key (`knn.k`)."""
+    node = params
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
-def lock_entries(params: dict, method: str, budget: str, seed: int) -> dict[str, dict]:
-    """dvc.lock entries for one run, in the shape `dvc repro` of this project's dvc.yaml writes them."""
-    run, split = f"{method}-{budget}-{seed}", f"data/splits/{budget}-{seed}.json"
-    p = {"params.yaml": {}}
-    pretrain_params = {k: params[k] for k in ("augment", "encoder", "train")} | {
-        "knn.k": params["knn"]["k"],
-        "knn.monitor_every": params["knn"]["monitor_every"],
-        f"methods.{method}": params["methods"][method],
-    }
-    code = [*PRETRAIN_CODE, f"semisup/methods/{method}.py"]
-    return {
-        f"pretrain@{run}": {
-            "cmd": f"python -m stages.pretrain --method {method} --budget {budget} --seed {seed} --split {split}",
-            "deps": [_dir("data/shards"), _file(split), *map(_file, sorted(code))],
-            "params": {"params.yaml": pretrain_params},
-            "outs": [_dir(f"metrics/runs/{run}/train"), _dir(f"models/{run}")],
-        },
-        f"embed@{run}": {
-            "cmd": f"python -m stages.embed --method {method} --run {run}",
-            "deps": [
-                _dir("data/shards"),
-                _dir(f"models/{run}"),
-                _file("semisup/embed.py"),
-                _file("stages/embed.py"),
-            ],
-            "params": p | {"params.yaml": {"embed": params["embed"]}},
-            "outs": [_dir(f"data/embeddings/{run}")],
-        },
-        f"knn@{run}": {
-            "cmd": f"python -m stages.knn --method {method} --run {run} --split {split}",
-            "deps": [
-                _dir(f"data/embeddings/{run}"),
-                _file(split),
-                _file("data/shards/manifest.json"),
-                _file("semisup/knn.py"),
-                _file("stages/knn.py"),
-            ],
-            "params": {
-                "params.yaml": {f"knn.{k}": params["knn"][k] for k in ("k", "temperature", "query_chunk")}
-            },
-            "outs": [
-                _file(f"metrics/runs/{run}/{name}")
-                for name in ("knn.json", "per_class.json", "confusion.csv")
-            ],
-        },
-        f"linear@{run}": {
-            "cmd": f"python -m stages.linear --run {run} --split {split}",
-            "deps": [
-                _dir(f"data/embeddings/{run}"),
-                _file(split),
-                _file("semisup/linear.py"),
-                _file("stages/linear.py"),
-            ],
-            "params": {"params.yaml": {"linear": params["linear"]}},
-            "outs": [_file(f"metrics/runs/{run}/linear.json")],
-        },
-    }
+def lock_entry(definition: dict, params: dict, item: dict[str, object]) -> dict:
+    """The dvc.lock entry `dvc repro` writes for one item of a dvc.yaml stage: its deps, params, outs."""
+
+    def expand(text: str) -> str:
+        for key, value in item.items():
+            text = text.replace(f"${{item.{key}}}", str(value))
+        return text
+
+    outs = [expand(o if isinstance(o, str) else next(iter(o))) for o in definition.get("outs", [])]
+    entry = {"cmd": expand(definition["cmd"]), "deps": [_dep(expand(d)) for d in sorted(definition["deps"])]}
+    keys = sorted(expand(k) for k in definition.get("params", []))
+    if keys:
+        entry["params"] = {"params.yaml": {key: _param(params, key) for key in keys}}
+    return entry | {"outs": [_dep(o) for o in outs]}
 
 
-def study_lock(params: dict, budgets: list[str], seeds: list[int]) -> dict:
-    stages = {}
+def study_lock(stages: dict, params: dict, budgets: list[str], seeds: list[int]) -> dict:
+    """The dvc.lock of a study: dvc.yaml's splits stage per (budget, seed), its run stages per method too."""
+    lock = {}
     for budget in budgets:
         for seed in seeds:
-            stages[f"splits@{budget}-{seed}"] = {
-                "cmd": f"python -m stages.splits --budget {budget} --seed {seed}",
-                "deps": [_dir("data/shards"), _file("semisup/data/subsets.py"), _file("stages/splits.py")],
-                "outs": [_file(f"data/splits/{budget}-{seed}.json")],
-            }
-            for method in METHODS:
-                stages.update(lock_entries(params, method, budget, seed))
-    return {"schema": "2.0", "stages": stages}
+            lock[f"splits@{budget}-{seed}"] = lock_entry(
+                stages["splits"], params, {"budget": budget, "seed": seed}
+            )
+            for method in params["method_names"]:
+                item = {"method": method, "budget": budget, "seed": seed}
+                for name in RUN_STAGES:
+                    lock[f"{name}@{method}-{budget}-{seed}"] = lock_entry(stages[name], params, item)
+    return {"schema": "2.0", "stages": lock}
 
 
 def time_update(path: Path, entry: dict, repeats: int) -> float:
@@ -136,18 +91,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     studies = [  # (name, budgets, seeds)
         ("default single run", ["all"], [0]),
         ("make study (3 budgets x 3 seeds)", ["5", "10", "25"], [0, 1, 2]),
         ("5 budgets x 5 seeds", ["5", "10", "25", "100", "all"], [0, 1, 2, 3, 4]),
     ]
-    entry = lock_entries(params, "paws", "all", 0)["pretrain@paws-all-0"]
+    entry = lock_entry(stages["pretrain"], params, {"method": "paws", "budget": "all", "seed": 0})
     results = []
     print(f"{'study':<34}{'stages':>7}{'lock lines':>11}{'s/update':>10}{'s in a whole repro':>20}")
     with tempfile.TemporaryDirectory(prefix="dvc-lock-") as tmp:
         path = Path(tmp) / "dvc.lock"
         for name, budgets, seeds in studies:
-            lock = study_lock(params, budgets, seeds)
+            lock = study_lock(stages, params, budgets, seeds)
             n = len(lock["stages"])
             text = yaml.safe_dump(lock, sort_keys=False)
             path.write_text(text)
