@@ -159,12 +159,12 @@ def prepare_raw(
     if index.get("duplicates"):
         n = len(index["duplicates"])
         skipped += f", {n} duplicate{'' if n == 1 else 's'} of another file left out"
-    if index["unsupported"]:
+    if n := len(index["unsupported"]):
         suffixes = sorted({Path(f).suffix.lower() or "(none)" for f in index["unsupported"]})
+        one = n == 1
         skipped += (
-            f", {len(index['unsupported'])} file{'' if len(index['unsupported']) == 1 else 's'} not read for "
-            f"{'its' if len(index['unsupported']) == 1 else 'their'} extension ({', '.join(suffixes)}; "
-            "PNG and JPEG are read)"
+            f", {n} file{'' if one else 's'} not read for {'its' if one else 'their'} extension "
+            f"({', '.join(suffixes)}; PNG and JPEG are read)"
         )
     return (
         f"folder: {len(index['labeled'])} labeled images in {len(index['class_names'])} classes, "
