@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODES = ("1-replica", "2-replicas", "2-workers")
-METHOD_NAMES = ("crossentropy", "infonce", "suncet", "paws")
 
 
 def child(mode: str, method_name: str, shard_dir: str, steps: int, gpu: bool, mixed: str) -> None:
@@ -128,9 +127,11 @@ def run_mode(mode: str, method: str, shard_dir: str, args: argparse.Namespace) -
 
 
 def main() -> None:
+    from semisup.methods import METHODS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="timed steps per run (the median is reported)")
-    parser.add_argument("--methods", default=",".join(METHOD_NAMES))
+    parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--gpu", action="store_true", help="replicas and workers on GPU 0 (logical GPUs)")
     parser.add_argument("--mixed", choices=["auto", "true", "false"], default="auto")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)

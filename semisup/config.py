@@ -22,19 +22,8 @@ from typing import Any, Literal
 import yaml
 
 from semisup.errors import UserError
-
-METHOD_NAMES = ("crossentropy", "infonce", "suncet", "paws")
-
-
-def _check(**rules: Any) -> dict:
-    """Field metadata: ge/gt/le/lt bounds, `pair` (ordered 2-tuple), `nonempty`."""
-    return {"rules": rules}
-
-
-def _f(default: Any, **rules: Any) -> Any:
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: type(default)(default), metadata=_check(**rules))
-    return field(default=default, metadata=_check(**rules))
+from semisup.fields import param as _f
+from semisup.methods import METHODS
 
 
 @dataclass(frozen=True)
@@ -90,53 +79,13 @@ class EncoderParams:
     embedding_dim: int = _f(128, ge=1)
 
 
-@dataclass(frozen=True)
-class CrossEntropyParams:
-    """Supervised baseline: softmax cross-entropy of a ReLU -> Dense(classes) head."""
-
-    unlabeled_batch: int = _f(250, ge=1)  # sets the epoch length; never encoded
-    labeled_batch: int = _f(250, ge=1)
-
-
-@dataclass(frozen=True)
-class InfoNCEParams:
-    """SimCLR without a projection head."""
-
-    unlabeled_batch: int = _f(500, ge=2)
-    labeled_batch: int = _f(25, ge=1)  # drawn as in the reference, never encoded
-    temperature: float = _f(0.1, gt=0.0)
-    symmetric: bool = False  # NT-Xent with 2N-2 negatives instead of one direction
-
-
-@dataclass(frozen=True)
-class SuNCEtParams:
-    """InfoNCE plus supervised soft nearest-neighbour contrast on the labeled batch."""
-
-    unlabeled_batch: int = _f(250, ge=2)
-    labeled_batch: int = _f(250, ge=2)
-    temperature: float = _f(0.1, gt=0.0)
-    supervised_weight: float = _f(1.0, ge=0.0)
-    symmetric: bool = False
-
-
-@dataclass(frozen=True)
-class PAWSParams:
-    """Non-parametric pseudo-labels from a labeled support batch."""
-
-    unlabeled_batch: int = _f(250, ge=1)
-    labeled_batch: int = _f(250, ge=1)
-    temperature: float = _f(0.1, gt=0.0)
-    sharpen_temperature: float = _f(0.25, gt=0.0)
-    me_max: bool = True  # mean-entropy maximisation term
-    label_smoothing: float = _f(0.0, ge=0.0, lt=1.0)
-
-
-@dataclass(frozen=True)
-class MethodsParams:
-    crossentropy: CrossEntropyParams = field(default_factory=CrossEntropyParams)
-    infonce: InfoNCEParams = field(default_factory=InfoNCEParams)
-    suncet: SuNCEtParams = field(default_factory=SuNCEtParams)
-    paws: PAWSParams = field(default_factory=PAWSParams)
+# One field per method of the registry, in its order: `methods.<name>` in params.yaml.
+MethodsParams = dataclasses.make_dataclass(
+    "MethodsParams",
+    [(m.name, m.params, field(default_factory=m.params)) for m in METHODS.values()],
+    frozen=True,
+)
+MethodsParams.__doc__ = "One params section per method (semisup.methods.METHODS)."
 
 
 @dataclass(frozen=True)
@@ -176,7 +125,7 @@ class LinearParams:
 @dataclass(frozen=True)
 class Params:
     seed: int = _f(0, ge=0, le=2**32 - 1)  # NumPy and Keras seed generators take 32-bit seeds
-    method_names: tuple[str, ...] = _f(METHOD_NAMES, nonempty=True)  # the methods the pipeline runs
+    method_names: tuple[str, ...] = _f(tuple(METHODS), nonempty=True)  # the methods the pipeline runs
     data: DataParams = field(default_factory=DataParams)
     train: TrainParams = field(default_factory=TrainParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
@@ -189,8 +138,8 @@ class Params:
 
     def method(self, name: str) -> Any:
         """The params section of method `name`."""
-        if name not in METHOD_NAMES:
-            raise UserError(f"method: {name!r} is not one of {', '.join(METHOD_NAMES)}")
+        if name not in METHODS:
+            raise UserError(f"method: {name!r} is not one of {', '.join(METHODS)}")
         return getattr(self.methods, name)
 
 
@@ -322,8 +271,8 @@ def parse_params(raw: Any) -> Params:
     """Validate a parsed params mapping and return frozen `Params`."""
     params = _build("", raw, Params)
     for name in params.method_names:
-        if name not in METHOD_NAMES:
-            raise UserError(f"method_names: {name!r} is not one of {', '.join(METHOD_NAMES)}")
+        if name not in METHODS:
+            raise UserError(f"method_names: {name!r} is not one of {', '.join(METHODS)}")
     repeated = sorted({n for n in params.method_names if params.method_names.count(n) > 1})
     if repeated:  # DVC's matrix would drop the repeat without a word
         raise UserError(f"method_names: {', '.join(repeated)} listed twice: list each method once")

@@ -1,17 +1,60 @@
-"""Embeddings of the evaluation splits with a saved encoder, written as npz for the kNN stage."""
+"""Inference: encoder features of image batches (`embed`), and the evaluation splits' embeddings written
+as npz for the kNN and linear stages (`embed_splits`)."""
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import keras
+import numpy as np
+import tensorflow as tf
+
+from semisup.augment import scale_images
 from semisup.data import readers
 from semisup.data.sources import save_npz
 from semisup.encoder import load_encoder
 from semisup.io import check_free_space, output_set, probe_writable
 from semisup.progress import track
-from semisup.train import embed
 
 SPLITS = ("labeled", "test")
+
+
+def embed(
+    encoder: keras.Model, dataset: Iterable, *, jit_compile: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder features of every (uint8 images, labels) batch, scaled to [0,1], no augmentation.
+
+    -> (features (N, D) float32, labels (N,) int64). Memory is bounded by the batch plus the outputs.
+    """
+    forward = _inference_fn(encoder, jit_compile)
+    feats, labels = [], []
+    for images, y in dataset:
+        feats.append(forward(images).numpy())
+        labels.append(np.asarray(y, dtype=np.int64))
+    dim = encoder.output_shape[-1]
+    if not feats:
+        return np.zeros((0, dim), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate(feats).astype(np.float32), np.concatenate(labels)
+
+
+# One traced inference function per (encoder, jit) for as long as the encoder lives: the per-epoch monitor
+# embeds with the same encoder every epoch and should not retrace.
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _inference_fn(encoder: keras.Model, jit_compile: bool) -> Callable[[tf.Tensor], tf.Tensor]:
+    cache = _INFERENCE.setdefault(encoder, {})
+    if jit_compile not in cache:
+
+        def forward(images: tf.Tensor) -> tf.Tensor:
+            return tf.cast(encoder(scale_images(images), training=False), tf.float32)
+
+        cache[jit_compile] = tf.function(
+            forward, jit_compile=jit_compile, reduce_retracing=True, autograph=False
+        )
+    return cache[jit_compile]
 
 
 def embed_splits(

@@ -21,16 +21,18 @@ from dvclive import Live
 
 from semisup import augment as aug
 from semisup import distribute
+from semisup.codedeps import closure, code_digest
 from semisup.config import Params, to_dict
 from semisup.data import readers
 from semisup.distribute import PEER_ERRORS, WorkerLost, is_chief  # noqa: F401  (is_chief: its old home)
+from semisup.embed import embed
 from semisup.encoder import get_encoder, get_head, save_encoder
 from semisup.errors import DataError
 from semisup.io import output_set
 from semisup.knn import knn_accuracy
 from semisup.methods import METHODS, Method
 from semisup.progress import describe_devices
-from semisup.train import Checkpoints, Trainer, embed, fingerprint, resolve_mixed_precision, set_precision
+from semisup.train import Checkpoints, Trainer, fingerprint, resolve_mixed_precision, set_precision
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,20 @@ def manifest_digest(shard_dir: str | Path) -> str:
     return hashlib.sha256((Path(shard_dir) / "manifest.json").read_bytes()).hexdigest()
 
 
+def pretrain_code(method: str) -> str:
+    """sha256 of every project file pretrain@<method> can run (dvc.yaml's code deps of that stage)."""
+    return code_digest(closure("stages.pretrain", method))
+
+
 def run_key(
     method: str, params: Params, shard_dir: str | Path, mixed: bool, labeled_ids: Sequence[int] | None = None
 ) -> str:
-    """What a checkpoint is valid for: the params pretrain@M depends on (see dvc.yaml), the data, the seed,
-    the precision `train.mixed_precision` resolved to (auto may resolve differently elsewhere), and the
-    labeled subset trained on (None: every labeled image)."""
+    """What a checkpoint is valid for: the params pretrain@M depends on (see dvc.yaml), the code it runs
+    (every file of its code deps), the data, the seed, the precision `train.mixed_precision` resolved to
+    (auto may resolve differently elsewhere), and the labeled subset trained on (None: every labeled
+    image)."""
     parts = [
+        pretrain_code(method),
         method,
         to_dict(params.method(method)),
         to_dict(params.train),

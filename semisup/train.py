@@ -12,8 +12,7 @@ import hashlib
 import json
 import math
 import shutil
-import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from semisup.distribute import select_strategy  # noqa: F401  (its home before s
 from semisup.errors import UserError
 from semisup.io import atomic_path, write_json
 from semisup.methods import LossInputs, Method
+from semisup.methods.load import loss_fn
 
 
 class TrainingDiverged(UserError):
@@ -98,6 +98,7 @@ class Trainer:
         self.seed = int(seed)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.jit_compile = jit_compile
+        self.compute = loss_fn(method)  # imports the method's module by name
         # Adam creates its slots lazily, inside the first distributed step, unless they exist: with several
         # replicas that fails (a placeholder of the cond branch never fed). Create them here, in the scope.
         with self.strategy.scope():
@@ -146,7 +147,7 @@ class Trainer:
         if self.head is not None:
             logits = _to_f32(self.head(labeled, training=True))
         inputs = LossInputs(views=tuple(views), labeled=logits, labels=labels, num_classes=self.num_classes)
-        loss, logs = self.method.compute(inputs, self.method_params)
+        loss, logs = self.compute(inputs, self.method_params)
         return tf.cast(loss, tf.float32), {k: tf.cast(v, tf.float32) for k, v in logs.items()}
 
     def loss_and_grads(self, views, labeled, labels):
@@ -243,42 +244,6 @@ class Trainer:
             if steps == steps_per_epoch:
                 break
         return {k: v / max(steps, 1) for k, v in totals.items()}
-
-
-def embed(
-    encoder: keras.Model, dataset: Iterable, *, jit_compile: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Encoder features of every (uint8 images, labels) batch, scaled to [0,1], no augmentation.
-
-    -> (features (N, D) float32, labels (N,) int64). Memory is bounded by the batch plus the outputs.
-    """
-    forward = _inference_fn(encoder, jit_compile)
-    feats, labels = [], []
-    for images, y in dataset:
-        feats.append(forward(images).numpy())
-        labels.append(np.asarray(y, dtype=np.int64))
-    dim = encoder.output_shape[-1]
-    if not feats:
-        return np.zeros((0, dim), np.float32), np.zeros((0,), np.int64)
-    return np.concatenate(feats).astype(np.float32), np.concatenate(labels)
-
-
-# One traced inference function per (encoder, jit) for as long as the encoder lives: the per-epoch monitor
-# embeds with the same encoder every epoch and should not retrace.
-_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _inference_fn(encoder: keras.Model, jit_compile: bool) -> Callable[[tf.Tensor], tf.Tensor]:
-    cache = _INFERENCE.setdefault(encoder, {})
-    if jit_compile not in cache:
-
-        def forward(images: tf.Tensor) -> tf.Tensor:
-            return _to_f32(encoder(aug.scale_images(images), training=False))
-
-        cache[jit_compile] = tf.function(
-            forward, jit_compile=jit_compile, reduce_retracing=True, autograph=False
-        )
-    return cache[jit_compile]
 
 
 class Checkpoints:

@@ -14,11 +14,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from semisup.config import METHOD_NAMES
 from semisup.data.subsets import read_subset
 from semisup.errors import DataError, UserError
 from semisup.io import output_set, write_json
 from semisup.knn import accuracy_metrics, knn_predict, per_class_accuracy
+from semisup.methods import METHODS
 from semisup.preflight import check_outputs
 from stages.common import load, params_option, user_errors
 from stages.console import done
@@ -80,7 +80,7 @@ def write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, names
 
 
 @click.command()
-@click.option("--method", required=True, type=click.Choice(METHOD_NAMES), help="The method to score.")
+@click.option("--method", required=True, type=click.Choice(tuple(METHODS)), help="The method to score.")
 @params_option
 @click.option("--embeddings", default="data/embeddings", show_default=True, type=click.Path(file_okay=False))
 @click.option("--shards", default="data/shards", show_default=True, type=click.Path(file_okay=False))

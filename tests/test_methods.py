@@ -8,8 +8,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from semisup.config import METHOD_NAMES, CrossEntropyParams, InfoNCEParams, PAWSParams, SuNCEtParams
-from semisup.methods import METHODS, LossInputs, infonce, paws, suncet
+from semisup.config import Params
+from semisup.methods import (
+    METHODS,
+    CrossEntropyParams,
+    InfoNCEParams,
+    LossInputs,
+    PAWSParams,
+    SuNCEtParams,
+    infonce,
+    paws,
+    suncet,
+)
+from semisup.methods.load import loss_fn
 
 B, L, D, C = 8, 12, 6, 4
 
@@ -140,13 +151,13 @@ DEFAULTS = {
 
 
 def test_every_method_has_a_reference_case_and_a_params_section():
-    assert set(METHODS) == set(METHOD_NAMES) == {name for name, _ in CASES} == set(DEFAULTS)
+    assert set(METHODS) == set(Params().method_names) == {name for name, _ in CASES} == set(DEFAULTS)
 
 
 @pytest.mark.parametrize("name,params", CASES, ids=lambda c: getattr(c, "__name__", None))
 def test_loss_matches_numpy_reference(name, params):
     inputs = make_inputs(name, seed=1)
-    value, logs = METHODS[name].compute(inputs, params)
+    value, logs = loss_fn(METHODS[name])(inputs, params)
     assert value.dtype == tf.float32 and value.shape == ()
     np.testing.assert_allclose(value.numpy(), reference(name, params, *as_np(inputs)), rtol=1e-5, atol=1e-5)
     assert logs and all(v.dtype == tf.float32 and v.shape == () for v in logs.values())
@@ -159,7 +170,7 @@ def test_gradients_are_finite_and_nonzero(name):
     with tf.GradientTape() as tape:
         views = tuple(tensors[: len(inputs.views)])
         labeled = tensors[-1] if inputs.labeled is not None else None
-        value, _ = METHODS[name].compute(LossInputs(views, labeled, inputs.labels, C), DEFAULTS[name])
+        value, _ = loss_fn(METHODS[name])(LossInputs(views, labeled, inputs.labels, C), DEFAULTS[name])
     for grad in tape.gradient(value, tensors):
         assert grad is not None and np.all(np.isfinite(grad.numpy())) and np.any(grad.numpy() != 0)
 
@@ -171,10 +182,10 @@ def test_runs_under_xla(name, params):
 
     @tf.function(jit_compile=True)
     def step(views, labeled, labels):
-        return method.compute(LossInputs(views, labeled, labels, C), params)
+        return loss_fn(method)(LossInputs(views, labeled, labels, C), params)
 
     value, logs = step(inputs.views, inputs.labeled, inputs.labels)
-    eager, eager_logs = method.compute(inputs, params)
+    eager, eager_logs = loss_fn(method)(inputs, params)
     np.testing.assert_allclose(value.numpy(), eager.numpy(), rtol=1e-5)
     assert logs.keys() == eager_logs.keys()
 
@@ -189,11 +200,11 @@ def test_float16_inputs_give_a_float32_loss_without_overflow(name):
         half.labels,
         C,
     )
-    value, logs = METHODS[name].compute(half, DEFAULTS[name])
+    value, logs = loss_fn(METHODS[name])(half, DEFAULTS[name])
     assert value.dtype == tf.float32 and np.isfinite(value.numpy())
     assert all(v.dtype == tf.float32 for v in logs.values())
     np.testing.assert_allclose(
-        value.numpy(), METHODS[name].compute(full, DEFAULTS[name])[0].numpy(), rtol=1e-6
+        value.numpy(), loss_fn(METHODS[name])(full, DEFAULTS[name])[0].numpy(), rtol=1e-6
     )
 
 
@@ -202,27 +213,27 @@ def test_declared_needs_match_what_compute_takes(name):
     # compute takes exactly the encodings the method declares, so a trainer never encodes in vain.
     method, params = METHODS[name], DEFAULTS[name]
     inputs = make_inputs(name, seed=5)
-    value = method.compute(inputs, params)[0]
+    value = loss_fn(method)(inputs, params)[0]
     assert np.isfinite(value.numpy())
     extra = tf.constant(np.random.default_rng(5).normal(size=(B, D)).astype(np.float32))
     wrong_views = () if method.unlabeled_views else (extra, extra)
     with pytest.raises(ValueError, match="unlabeled views"):
-        method.compute(LossInputs(wrong_views, inputs.labeled, inputs.labels, C), params)
+        loss_fn(method)(LossInputs(wrong_views, inputs.labeled, inputs.labels, C), params)
     wrong_labeled = None if method.uses_labeled else extra
     with pytest.raises(ValueError, match="labeled"):
-        method.compute(LossInputs(inputs.views, wrong_labeled, tf.range(B), C), params)
+        loss_fn(method)(LossInputs(inputs.views, wrong_labeled, tf.range(B), C), params)
     assert method.unlabeled_views in (0, 2)
     assert method.has_head == (name == "crossentropy") and (not method.has_head or method.uses_labeled)
     if not method.uses_labeled:  # labels alone (cheap, always in the batch) are ignored
         np.testing.assert_equal(
-            method.compute(LossInputs(inputs.views, None, tf.range(B), C), params)[0], value
+            loss_fn(method)(LossInputs(inputs.views, None, tf.range(B), C), params)[0], value
         )
 
 
 def test_head_width_must_match_num_classes():
     inputs = make_inputs("crossentropy")
     with pytest.raises(ValueError, match="num_classes"):
-        METHODS["crossentropy"].compute(
+        loss_fn(METHODS["crossentropy"])(
             LossInputs((), inputs.labeled, inputs.labels, C + 1), DEFAULTS["crossentropy"]
         )
 
@@ -230,7 +241,7 @@ def test_head_width_must_match_num_classes():
 def test_paws_needs_num_classes():
     inputs = make_inputs("paws")
     with pytest.raises(ValueError, match="num_classes"):
-        METHODS["paws"].compute(LossInputs(inputs.views, inputs.labeled, inputs.labels, 0), DEFAULTS["paws"])
+        loss_fn(METHODS["paws"])(LossInputs(inputs.views, inputs.labeled, inputs.labels, 0), DEFAULTS["paws"])
 
 
 # --- InfoNCE by hand ------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ import tensorflow as tf
 
 from semisup import augment as aug
 from semisup.config import AugmentParams, Params
+from semisup.embed import embed
 from semisup.encoder import get_encoder, get_head
 from semisup.methods import METHODS, Method
-from semisup.train import Checkpoints, Trainer, TrainingDiverged, embed, fingerprint
+from semisup.train import Checkpoints, Trainer, TrainingDiverged, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 

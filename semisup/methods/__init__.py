@@ -1,20 +1,23 @@
-"""The methods: each one's loss and what it needs from a batch, picked by name from `METHODS`.
+"""The methods' registry, the one place that names them: `METHODS`, each with its params section.
 
-The trainer encodes what a method declares (`unlabeled_views`, `uses_labeled`, `has_head`), gathers the
-features of all replicas, and calls `compute(LossInputs(...), params_section)`. Losses are plain float32
-maths on the global batch, safe inside `tf.function(jit_compile=True)`.
+A method is a module `semisup/methods/<name>.py` with a `compute(LossInputs, params) -> (loss, logs)`, an
+entry in `METHODS` (what it encodes, its params dataclass) and a section `methods.<name>` in params.yaml.
+Everything else (params validation, the stages' choices, the demo and study profiles, dvc.yaml's deps)
+derives from this registry. The registry imports no method module and no TensorFlow: the trainer loads a
+method's module by name when it trains it (`semisup.methods.load.loss_fn`), so a run's code is its own
+method's module, and dvc.yaml reruns only the runs whose code changed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tensorflow as tf
+from semisup.fields import param
 
-from semisup.methods import crossentropy, infonce, paws, suncet
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -27,25 +30,28 @@ class LossInputs:
     num_classes: int = 0
 
 
-LossFn = Callable[[LossInputs, Any], tuple[tf.Tensor, dict[str, tf.Tensor]]]
+LossFn = Callable[[LossInputs, Any], tuple["tf.Tensor", dict[str, "tf.Tensor"]]]
 
 
 @dataclass(frozen=True)
 class Method:
-    """A method's loss and the parts of a batch it needs encoded."""
+    """A method's name, params section and the parts of a batch it needs encoded."""
 
     name: str
     unlabeled_views: int  # augmented views of the unlabeled batch to encode: 0 or 2
     uses_labeled: bool  # whether the labeled batch is encoded at all
     has_head: bool  # encoder -> ReLU -> Dense(classes); `labeled` then holds logits
-    compute: LossFn  # (inputs, params section) -> (scalar float32 loss, float32 scalar logs)
+    params: type | None = None  # the dataclass of its params.yaml section, methods.<name>
+    # (inputs, params section) -> (scalar float32 loss, float32 scalar logs). None: the `compute` of the
+    # module semisup/methods/<name>.py, imported when the method trains (a loss given here is for tests).
+    compute: LossFn | None = None
     # The loss and logs are means over labeled rows that do not interact (no other row in the formula):
     # under several replicas each computes them on its own rows and the replicas average them, with no
     # gather of features or labels.
     per_example: bool = False
 
 
-def _static_dim(t: tf.Tensor, axis: int) -> int | None:
+def _static_dim(t: Any, axis: int) -> int | None:
     shape = t.shape
     return shape[axis] if shape.rank is not None and shape.rank > axis else None
 
@@ -78,32 +84,67 @@ def check_inputs(method: Method, inputs: LossInputs) -> None:
         raise ValueError(f"{name}: head logits have {width} columns but num_classes is {inputs.num_classes}")
 
 
-def _checked(method: Method) -> Method:
-    """The same method, its `compute` checking the inputs against the declared needs first."""
-    loss_fn = method.compute
+# --- each method's params section (params.yaml: methods.<name>) --------------------------------------
 
-    def compute(inputs: LossInputs, params: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        check_inputs(method, inputs)
-        return loss_fn(inputs, params)
 
-    return dataclasses.replace(method, compute=compute)
+@dataclass(frozen=True)
+class CrossEntropyParams:
+    """Supervised baseline: softmax cross-entropy of a ReLU -> Dense(classes) head."""
 
+    unlabeled_batch: int = param(250, ge=1)  # sets the epoch length; never encoded
+    labeled_batch: int = param(250, ge=1)
+
+
+@dataclass(frozen=True)
+class InfoNCEParams:
+    """SimCLR without a projection head."""
+
+    unlabeled_batch: int = param(500, ge=2)
+    labeled_batch: int = param(25, ge=1)  # drawn as in the reference, never encoded
+    temperature: float = param(0.1, gt=0.0)
+    symmetric: bool = False  # NT-Xent with 2N-2 negatives instead of one direction
+
+
+@dataclass(frozen=True)
+class SuNCEtParams:
+    """InfoNCE plus supervised soft nearest-neighbour contrast on the labeled batch."""
+
+    unlabeled_batch: int = param(250, ge=2)
+    labeled_batch: int = param(250, ge=2)
+    temperature: float = param(0.1, gt=0.0)
+    supervised_weight: float = param(1.0, ge=0.0)
+    symmetric: bool = False
+
+
+@dataclass(frozen=True)
+class PAWSParams:
+    """Non-parametric pseudo-labels from a labeled support batch."""
+
+    unlabeled_batch: int = param(250, ge=1)
+    labeled_batch: int = param(250, ge=1)
+    temperature: float = param(0.1, gt=0.0)
+    sharpen_temperature: float = param(0.25, gt=0.0)
+    me_max: bool = True  # mean-entropy maximisation term
+    label_smoothing: float = param(0.0, ge=0.0, lt=1.0)
+
+
+# --- the registry ---------------------------------------------------------------------------------------
 
 METHODS: dict[str, Method] = {
-    m.name: _checked(m)
+    m.name: m
     for m in (
         Method(
             "crossentropy",
             unlabeled_views=0,
             uses_labeled=True,
             has_head=True,
-            compute=crossentropy.compute,
+            params=CrossEntropyParams,
             per_example=True,
         ),
-        Method("infonce", unlabeled_views=2, uses_labeled=False, has_head=False, compute=infonce.compute),
-        Method("suncet", unlabeled_views=2, uses_labeled=True, has_head=False, compute=suncet.compute),
-        Method("paws", unlabeled_views=2, uses_labeled=True, has_head=False, compute=paws.compute),
+        Method("infonce", unlabeled_views=2, uses_labeled=False, has_head=False, params=InfoNCEParams),
+        Method("suncet", unlabeled_views=2, uses_labeled=True, has_head=False, params=SuNCEtParams),
+        Method("paws", unlabeled_views=2, uses_labeled=True, has_head=False, params=PAWSParams),
     )
 }
 
-__all__ = ["METHODS", "LossInputs", "Method", "check_inputs"]
+__all__ = ["METHODS", "LossFn", "LossInputs", "Method", "check_inputs"]

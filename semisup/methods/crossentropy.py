@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
+from semisup.methods.common import top1_accuracy
+
 if TYPE_CHECKING:
-    from semisup.config import CrossEntropyParams
-    from semisup.methods import LossInputs
+    from semisup.methods import CrossEntropyParams, LossInputs
 
 
 def loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -21,13 +22,7 @@ def loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(per_row)
 
 
-def accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """Top-1 training accuracy of (L, C) logits against (L,) labels -> float32 scalar."""
-    hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
-    return tf.reduce_mean(tf.cast(hits, tf.float32))
-
-
 def compute(inputs: LossInputs, params: CrossEntropyParams) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """Registry entry: head logits of the labeled batch -> (loss, {"accuracy"})."""
     del params  # the batch sizes it holds are the trainer's business
-    return loss(inputs.labeled, inputs.labels), {"accuracy": accuracy(inputs.labeled, inputs.labels)}
+    return loss(inputs.labeled, inputs.labels), {"accuracy": top1_accuracy(inputs.labeled, inputs.labels)}

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
-from semisup.methods.infonce import normalize
+from semisup.methods.common import normalize
 
 if TYPE_CHECKING:
-    from semisup.config import PAWSParams
-    from semisup.methods import LossInputs
+    from semisup.methods import LossInputs, PAWSParams
 
 # log(p) of a prediction that underflowed to 0 (its target is then ~0 too); smallest normal float32.
 _TINY = 1.1754944e-38

@@ -14,12 +14,10 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
-from semisup.methods import infonce
-from semisup.methods.infonce import MASKED, normalize
+from semisup.methods.common import MASKED, contrastive_loss, normalize, top1_accuracy
 
 if TYPE_CHECKING:
-    from semisup.config import SuNCEtParams
-    from semisup.methods import LossInputs
+    from semisup.methods import LossInputs, SuNCEtParams
 
 
 def snn_log_prob(z: tf.Tensor, labels: tf.Tensor, temperature: float) -> tuple[tf.Tensor, tf.Tensor]:
@@ -53,12 +51,12 @@ def loss(
     symmetric: bool = False,
 ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """InfoNCE of (B, D) views + weight x supervised SNN loss of (L, D) labeled -> (scalar, logs)."""
-    contrastive, logits, positives = infonce.loss(z1, z2, temperature, symmetric)
+    contrastive, logits, positives = contrastive_loss(z1, z2, temperature, symmetric)
     supervised = supervised_loss(labeled, labels, temperature)
     logs = {
         "contrastive_loss": contrastive,
         "supervised_loss": supervised,
-        "contrastive_acc": infonce.contrastive_accuracy(logits, positives),
+        "contrastive_acc": top1_accuracy(logits, positives),
     }
     return contrastive + supervised_weight * supervised, logs
 
