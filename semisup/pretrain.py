@@ -28,11 +28,12 @@ from semisup.distribute import PEER_ERRORS, WorkerLost, is_chief  # noqa: F401  
 from semisup.embed import embed
 from semisup.encoder import get_encoder, get_head, save_encoder
 from semisup.errors import DataError
-from semisup.io import output_set
+from semisup.io import output_set, write_json
 from semisup.knn import knn_accuracy
 from semisup.methods import METHODS, Method
 from semisup.progress import describe_devices
 from semisup.train import Checkpoints, Trainer, fingerprint, resolve_mixed_precision, set_precision
+from semisup.versions import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +364,7 @@ def save(run: Run, model_dir: str | Path, metrics_dir: str | Path, history: list
             for record in history:
                 _log_epoch(live, record)
             live.end()
+            write_json(train_tmp / "versions.json", library_versions())
     # No worker removes its checkpoints before every worker finished: a run that dies now still resumes.
     distribute.agree_min(run.strategy, 1)
     run.checkpoints.clear()

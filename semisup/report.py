@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from semisup.errors import DataError
 from semisup.io import atomic_path, write_text
 from semisup.stats import CONFIDENCE, describe, paired_test
+from semisup.versions import describe as describe_versions
 
 ALPHA = 1.0 - CONFIDENCE
 Curve = tuple[list[int], list[float]]  # (epochs, values)
@@ -183,6 +184,8 @@ def markdown(summary: Mapping[str, Any], title: str = "Study results") -> str:
     out = [f"# {title}", "", seeds_note(summary), ""]
     out += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
     out += ["| " + " | ".join(cell.strip() for cell in row) + " |" for row in table[1:]]
+    if summary.get("versions"):
+        out += ["", f"Computed with {describe_versions(summary['versions'])}."]
     if len(summary["seeds"]) >= 2:
         pct = round(100 * summary["confidence"])
         out += ["", "## Paired differences with the best method", ""]

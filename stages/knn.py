@@ -20,6 +20,7 @@ from semisup.io import output_set, write_json
 from semisup.knn import accuracy_metrics, knn_predict, per_class_accuracy
 from semisup.methods import METHODS
 from semisup.preflight import check_outputs
+from semisup.versions import library_versions
 from stages.common import load, params_option, user_errors
 from stages.console import done
 
@@ -119,7 +120,7 @@ def main(
     # Per-class scores live in their own file so that `dvc metrics show` on knn.json stays a method x k table.
     outputs = [Path(out) / name / file for file in ("knn.json", "per_class.json", "confusion.csv")]
     with output_set(*outputs) as (scores_json, per_class_json, confusion_csv):
-        write_json(scores_json, scores)
+        write_json(scores_json, scores | {"versions": library_versions()})
         write_json(per_class_json, {"k": min(knn.k), "per_class_accuracy": per_class})
         write_confusion(confusion_csv, query_labels, smallest, names)
     done(f"{name}: " + " ".join(f"{k}={v['accuracy']:.4f}" for k, v in scores.items()) + f" -> {out}/{name}")

@@ -13,6 +13,7 @@ import click
 
 from semisup.io import write_json
 from semisup.preflight import check_outputs
+from semisup.versions import library_versions
 from stages.common import load, params_option, user_errors
 from stages.console import done
 
@@ -47,7 +48,7 @@ def main(run: str, split: str, params_path: str, embeddings: str, out: str) -> N
         fixed_c=probe.fixed_c,
         max_iter=probe.max_iter,
     )
-    write_json(Path(out) / run / "linear.json", result)
+    write_json(Path(out) / run / "linear.json", result | {"versions": library_versions()})
     how = f"{result['folds']}-fold CV" if result["selected_by"] == "cv" else "fixed: a class has one image"
     done(
         f"{run}: linear probe accuracy {result['accuracy']:.4f} (C={result['C']:g}, {how}) -> {out}/{run}/linear.json"

@@ -39,6 +39,7 @@ from semisup.report import (
     table_files,
     write_csv,
 )
+from semisup.versions import merge as merge_versions
 from stages.common import load, params_option, user_errors
 from stages.console import done
 
@@ -51,6 +52,13 @@ def read_json(path: Path, stage: str) -> Any:
         return json.loads(path.read_text())
     except ValueError as exc:
         raise DataError(f"{path}: not valid JSON ({exc}); rerun `dvc repro -f {stage}`") from None
+
+
+def read_versions(run_dir: Path) -> dict:
+    """{"versions": ...} of the run's pretrain stage (train/versions.json), {} for a run trained before it
+    recorded them."""
+    path = run_dir / "train" / "versions.json"
+    return {"versions": read_json(path, "pretrain")} if path.exists() else {}
 
 
 def labels_per_class(splits: Path, budget: str, seed: int) -> float:
@@ -82,6 +90,7 @@ def main(params_path: str, runs: str, splits: str, out: str) -> None:
     budgets = [budget_name(b) for b in params.study.labeled_per_class]
     runs_dir, out_dir = Path(runs), Path(out)
     scores: dict[str, dict[str, dict[int, dict[str, float]]]] = {m: {b: {} for b in budgets} for m in methods}
+    versions = []  # what computed each run's numbers: its pretrain, knn and linear stages
     for m in methods:
         for b in budgets:
             for s in seeds:
@@ -89,7 +98,8 @@ def main(params_path: str, runs: str, splits: str, out: str) -> None:
                 knn = read_json(runs_dir / run / "knn.json", f"knn@{run}")
                 linear = read_json(runs_dir / run / "linear.json", f"linear@{run}")
                 scores[m][b][s] = run_scores(knn, linear, ks, where=str(runs_dir / run))
-    summary = aggregate(scores, metric_names(ks))
+                versions += [r.get("versions", {}) for r in (knn, linear, read_versions(runs_dir / run))]
+    summary = aggregate(scores, metric_names(ks)) | {"versions": merge_versions(versions)}
     budget_x = {b: labels_per_class(Path(splits), b, seeds[0]) for b in budgets}
     curve_metrics = [f"knn_k{k}" for k in ks] + ["loss"] if params.knn.monitor_every > 0 else ["loss"]
     curves = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,9 +36,9 @@ def _write_params(path: Path, **changes) -> Path:
     return write_params(path, TINY | changes)
 
 
-def _pretrain(params: Path, shard_dir: Path, out: Path) -> subprocess.CompletedProcess:
+def _pretrain(params: Path, shard_dir: Path, out: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     cmd = _pretrain_cmd(params, shard_dir, out)
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +81,10 @@ def _weights(out: Path) -> list[np.ndarray]:
     return [np.asarray(w) for w in keras.models.load_model(out / "models" / "paws" / "encoder.keras").weights]
 
 
-def _kill_after_epoch(params: Path, shard_dir: Path, out: Path, epoch: int) -> None:
-    """Start pretraining, and SIGKILL it as soon as the checkpoint of `epoch` is on disk."""
+def _kill_after_epoch(params: Path, shard_dir: Path, out: Path, epoch: int, cwd: Path = ROOT) -> None:
+    """Start pretraining (the code in `cwd`), and SIGKILL it as soon as the checkpoint of `epoch` is on disk."""
     proc = subprocess.Popen(
-        _pretrain_cmd(params, shard_dir, out), cwd=ROOT, env=ENV, stderr=subprocess.DEVNULL
+        _pretrain_cmd(params, shard_dir, out), cwd=cwd, env=ENV, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
     try:
@@ -138,6 +139,88 @@ def test_changed_param_never_resumes_a_stale_checkpoint(shards, tmp_path):
     assert "resuming" not in proc.stderr
     assert "paws epoch 1/4" in proc.stderr
     assert _curve(out, "loss")[0][0] == "1"
+
+
+@pytest.mark.slow
+def test_a_one_byte_change_to_the_code_it_runs_never_resumes_a_stale_checkpoint(shards, tmp_path):
+    params, shard_dir = shards
+    code, out = tmp_path / "code", tmp_path / "out"
+    for package in ("semisup", "stages"):  # a copy of the project's code, run from its own folder
+        shutil.copytree(ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__"))
+    _kill_after_epoch(params, shard_dir, out, epoch=1, cwd=code)
+    with (code / "semisup" / "data" / "readers.py").open("a") as f:  # not a params file: the code
+        f.write("#")
+    proc = _pretrain(params, shard_dir, out, cwd=code)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming" not in proc.stderr and "paws epoch 1/4" in proc.stderr
+    assert _curve(out, "loss")[0][0] == "1"
+
+
+def _key_with(params_path: Path, shard_dir: Path, monkeypatch, tmp_path: Path, part: str) -> str:
+    """run_key("paws", ...) of the test's params with one of its parts changed; part "" changes nothing."""
+    import dataclasses
+
+    from semisup import pretrain as pt
+    from semisup.config import parse_params, with_overrides
+
+    raw = yaml.safe_load(params_path.read_text())
+    if part.startswith("-S "):
+        raw = with_overrides(raw, dict([part[3:].split("=")]))
+    params = parse_params(raw)
+    method, mixed, ids = "paws", False, [1, 2, 3]
+    if part == "method":
+        method = "suncet"
+    elif part == "seed":
+        params = dataclasses.replace(params, seed=params.seed + 1)
+    elif part == "precision":
+        mixed = True
+    elif part == "subset":
+        ids = [1, 2, 4]
+    elif part == "data":  # another manifest (it holds every shard's sha256)
+        shard_dir = tmp_path / "other"
+        shard_dir.mkdir(exist_ok=True)
+        (shard_dir / "manifest.json").write_bytes((shard_dir.parent / "manifest").read_bytes())
+    elif part == "code":
+        monkeypatch.setattr(pt, "pretrain_code", lambda m: "another digest")
+    elif part and not part.startswith("-S "):
+        raise ValueError(part)
+    return pt.run_key(method, params, shard_dir, mixed, ids)
+
+
+RUN_KEY_PARTS = [
+    "method",
+    "seed",
+    "precision",
+    "subset",
+    "data",
+    "code",
+    "-S methods.paws.temperature=0.2",
+    "-S train.learning_rate=2.0e-3",
+    "-S train.epochs=5",
+    "-S augment.hue=0.1",
+    "-S encoder.filters=16",
+    "-S knn.k=[5]",
+    "-S knn.monitor_every=2",
+]
+# What pretrain@M does not depend on (dvc.yaml): no reason to train again.
+NOT_RUN_KEY_PARTS = [
+    "-S methods.infonce.temperature=0.2",
+    "-S knn.temperature=0.1",
+    "-S knn.query_chunk=64",
+    "-S linear.max_iter=50",
+    "-S embed.batch_size=64",
+    "-S study.seeds=[0,1]",
+]
+
+
+@pytest.mark.parametrize("part", RUN_KEY_PARTS + NOT_RUN_KEY_PARTS)
+def test_run_key_changes_with_each_of_its_parts_and_nothing_else(shards, monkeypatch, tmp_path, part):
+    params_path, shard_dir = shards
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    (tmp_path / "manifest").write_text(json.dumps(manifest | {"num_classes": 11}))
+    base = _key_with(params_path, shard_dir, monkeypatch, tmp_path, "")
+    changed = _key_with(params_path, shard_dir, monkeypatch, tmp_path, part)
+    assert (changed != base) == (part in RUN_KEY_PARTS), part
 
 
 def test_batch_larger_than_split_fails_before_training(shards, tmp_path):
