@@ -21,7 +21,31 @@ from pathlib import Path
 
 import click
 
+from semisup.methods import METHODS
 from semisup.report import format_table
+
+
+def method_batches(unlabeled, labeled) -> dict[str, int]:
+    """`-S` batch sizes for every method of the registry: unlabeled(method, its default params) and
+    labeled(method, its default params), in registry order."""
+    out = {}
+    for method in METHODS.values():
+        defaults = method.params()
+        out[f"methods.{method.name}.unlabeled_batch"] = unlabeled(method, defaults)
+        out[f"methods.{method.name}.labeled_batch"] = labeled(method, defaults)
+    return out
+
+
+def scaled_unlabeled(size: int):
+    """Each method's reference unlabeled batch scaled from 250 images to `size` (InfoNCE's 500 -> 2 x size)."""
+    return lambda method, defaults: round(defaults.unlabeled_batch * size / 250)
+
+
+def labeled_if_used(size: int, otherwise: int | None = None):
+    """`size` labeled images for a method that encodes them; one that only draws them keeps its default
+    (or `otherwise`)."""
+    return lambda method, defaults: size if method.uses_labeled else (otherwise or defaults.labeled_batch)
+
 
 # The digits profile: 32x32 images (the smallest the 4-layer encoder takes), 25 labels per class (a bank
 # large enough for kNN@200), a narrower encoder, and augmentation fit for digits (no flip: a mirrored 2 is
@@ -37,14 +61,8 @@ DEMO_PARAMS = {
     "encoder.filters": 32,
     "augment.flip": "false",
     "augment.crop_scale": "[0.5,1.0]",
-    "methods.crossentropy.unlabeled_batch": 128,
-    "methods.crossentropy.labeled_batch": 100,
-    "methods.infonce.unlabeled_batch": 256,
-    "methods.infonce.labeled_batch": 25,
-    "methods.suncet.unlabeled_batch": 128,
-    "methods.suncet.labeled_batch": 100,
-    "methods.paws.unlabeled_batch": 128,
-    "methods.paws.labeled_batch": 100,
+    # The reference batches scaled to 128 unlabeled images (InfoNCE's 256), 100 labeled where encoded.
+    **method_batches(scaled_unlabeled(128), labeled_if_used(100)),
 }
 
 # For the test suite: every stage for real, in seconds (one epoch, a tiny encoder, small batches).
@@ -52,9 +70,7 @@ TINY_PARAMS = DEMO_PARAMS | {
     "train.epochs": 1,
     "train.shuffle_buffer": 500,
     "encoder.filters": 8,
-    **{f"methods.{m}.unlabeled_batch": 128 for m in ("crossentropy", "infonce", "suncet", "paws")},
-    **{f"methods.{m}.labeled_batch": 64 for m in ("crossentropy", "suncet", "paws")},
-    "methods.infonce.labeled_batch": 16,
+    **method_batches(lambda method, defaults: 128, labeled_if_used(64, otherwise=16)),
 }
 PROFILES = {"digits": DEMO_PARAMS, "tiny": TINY_PARAMS}
 OUT = Path("demo")  # git-ignored: the experiment's table and figures, for people to open

@@ -27,8 +27,18 @@ import click
 
 from semisup.config import parse_params, read_params, with_overrides
 from semisup.errors import UserError
+from semisup.methods import METHODS
 from semisup.report import format_table
-from stages.demo import _git_identity, code_key, exp_ref, fail, git
+from stages.demo import (
+    _git_identity,
+    code_key,
+    exp_ref,
+    fail,
+    git,
+    labeled_if_used,
+    method_batches,
+    scaled_unlabeled,
+)
 
 # The demo's digits profile (32x32, a 25-per-class labeled split, narrow encoder, digit-fit augmentation)
 # at 10 epochs, with batches that the 5-per-class budget (50 labeled images) can fill, and k = 20 (a bank
@@ -43,23 +53,26 @@ STUDY_PARAMS = {
     "encoder.filters": 32,
     "augment.flip": "false",
     "augment.crop_scale": "[0.5,1.0]",
-    "methods.crossentropy.unlabeled_batch": 128,
-    "methods.crossentropy.labeled_batch": 50,
-    "methods.infonce.unlabeled_batch": 256,
-    "methods.infonce.labeled_batch": 25,
-    "methods.suncet.unlabeled_batch": 128,
-    "methods.suncet.labeled_batch": 50,
-    "methods.paws.unlabeled_batch": 128,
-    "methods.paws.labeled_batch": 50,
+    **method_batches(scaled_unlabeled(128), labeled_if_used(50)),
     "knn.k": "[20]",
     "study.labeled_per_class": "[5,10,25]",
     "study.seeds": "[0,1,2]",
 }
-ALL_METHODS = ("crossentropy", "infonce", "suncet", "paws")
-# The experiment beside the main one: the two cheaper methods, so that it stays ahead of the main one.
-BESIDE = ("crossentropy", "paws")
-# The main experiment: its own two methods first, then the ones the other experiment has run by then.
-MAIN = ("infonce", "suncet", "crossentropy", "paws")
+ALL_METHODS = tuple(METHODS)
+
+
+def images_per_step(name: str) -> int:
+    """Images a method encodes per training step in the study profile: its cost, roughly."""
+    method = METHODS[name]
+    unlabeled = STUDY_PARAMS[f"methods.{name}.unlabeled_batch"] * method.unlabeled_views
+    return unlabeled + (STUDY_PARAMS[f"methods.{name}.labeled_batch"] if method.uses_labeled else 0)
+
+
+# The experiment beside the main one: the cheaper half of the methods, so that it stays ahead of the main
+# one. The main experiment: its own methods first, then the ones the other experiment has run by then.
+_BY_COST = sorted(ALL_METHODS, key=images_per_step)
+BESIDE = tuple(_BY_COST[: len(_BY_COST) // 2])
+MAIN = tuple(m for m in ALL_METHODS if m not in BESIDE) + BESIDE
 
 
 def _git_env() -> dict[str, str]:
