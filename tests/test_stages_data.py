@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from stages import download, shard
+from tests.support import copy_project, write_params
 from tests.test_data_sources import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,24 +182,6 @@ def test_shard_before_download_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "shards").exists()
 
 
-DVC_YAML = {
-    "stages": {
-        "download": {
-            "cmd": "python -m stages.download",
-            "deps": ["stages/download.py", "semisup/data"],
-            "params": ["seed", "data"],
-            "outs": ["data/raw"],
-        },
-        "shard": {
-            "cmd": "python -m stages.shard",
-            "deps": ["data/raw", "stages/shard.py", "semisup/data"],
-            "params": ["seed", "data"],
-            "outs": ["data/shards"],
-        },
-    }
-}
-
-
 @pytest.mark.slow
 def test_dvc_repro_download_and_shard(tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
@@ -211,12 +193,10 @@ def test_dvc_repro_download_and_shard(tmp_path: Path) -> None:
         assert proc.returncode == 0, f"{cmd}: {proc.stdout}\n{proc.stderr}"
         return proc.stdout
 
-    for part in ("stages", "semisup"):
-        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
-    _params(tmp_path / "params.yaml", DIGITS)
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    copy_project(tmp_path)  # the code, the real dvc.yaml and DVC's config
+    overrides = {f"data.{key}": value for key, value in DIGITS["data"].items()}
+    write_params(tmp_path / "params.yaml", overrides | {"seed": DIGITS["seed"]})
     run("git", "init", "-q")
-    run(str(bin_dir / "dvc"), "init", "-q")
     run(str(bin_dir / "dvc"), "repro", "download", "shard")
     manifest = json.loads((tmp_path / "data" / "shards" / "manifest.json").read_text())
     assert manifest["counts"]["labeled"] == 100 and manifest["source"] == "digits"
@@ -227,4 +207,4 @@ def test_dvc_repro_download_and_shard(tmp_path: Path) -> None:
     run(str(bin_dir / "dvc"), "repro", "-f", "download", "shard")
     assert {p.name: p.read_bytes() for p in (tmp_path / "data" / "shards").iterdir()} == first
     assert yaml.safe_load((tmp_path / "dvc.lock").read_text()) == lock
-    assert "up to date" in run(str(bin_dir / "dvc"), "status").lower()
+    assert "up to date" in run(str(bin_dir / "dvc"), "status", "download", "shard").lower()
