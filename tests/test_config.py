@@ -141,3 +141,45 @@ def test_stage_reports_one_line_without_traceback(tmp_path):
 def test_a_folder_path_starting_with_a_tilde_is_expanded():
     params = parse_params({"data": {"source": "folder", "path": "~/images"}})
     assert params.data.path == os.path.expanduser("~/images") and not params.data.path.startswith("~")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "train:\n  epochs: 25\n  learning_rate: 1.0e-3\n  epochs: 5\n",
+            "line 4: epochs is set twice in one section (also at line 2); YAML would keep only the last",
+        ),
+        ("seed: 010\n", "line 1: 010 starts with 0, which YAML reads as octal (8): write it without the 0"),
+        ("train:\n  epochs: 0_25\n", "line 2: 0_25 starts with 0, which YAML reads as octal (21)"),
+        (
+            "augment:\n  crop_ratio: [3:4, 4:3]\n",
+            "line 2: 3:4 has a colon, which YAML reads as base 60 (184): quote it or write a number",
+        ),
+        (
+            "train:\n  learning_rate: 1:30.5\n",
+            "line 2: 1:30.5 has a colon, which YAML reads as base 60 (90.5)",
+        ),
+        (
+            "train:\n  epochs:\n  learning_rate: 1.0e-3\n",
+            "train.epochs: no value (line 2): write one, or delete the key for its default",
+        ),
+        ("knn:\n  k:\n    - 20\n    -\n", "knn.k[1]: no value (line 4)"),
+    ],
+)
+def test_yaml_that_reads_otherwise_than_meant_names_the_line(tmp_path, text, message):
+    f = tmp_path / "params.yaml"
+    f.write_text(text)
+    with pytest.raises(UserError) as info:
+        load_params(f)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_what_a_person_means_by_an_empty_value_is_kept(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text(
+        "seed: 0\ndata:\n  path:\nmethods:\n  paws:\ntrain:\n  epochs: 1_000\n  learning_rate: 0.5\n"
+    )
+    p = load_params(f)  # an empty section is its defaults, an empty nullable key null; 1_000 is 1000
+    assert p.data.path is None and p.methods.paws == Params().methods.paws
+    assert p.train.epochs == 1000 and p.seed == 0
