@@ -199,6 +199,58 @@ def test_jpeg_decodes_once_to_rgb() -> None:
     assert got.shape == (8, 8, 3) and np.abs(got.astype(int) - rgb).max() <= 3
 
 
+# Four blocks of 8 rows x 16 columns in distinct colours: the stored image is 16 rows x 32 columns.
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+QUADRANTS = np.vstack(
+    [np.hstack([np.full((8, 16, 3), c, np.uint8) for c in row]) for row in ((RED, GREEN), (BLUE, WHITE))]
+)
+
+
+def _corners(image: np.ndarray) -> list[tuple[int, ...]]:
+    """The colour near each corner, clockwise from top-left, rounded to 0/255 (JPEG blurs the edges)."""
+    h, w = image.shape[:2]
+    at = [(2, 2), (2, w - 3), (h - 3, w - 3), (h - 3, 2)]
+    return [tuple(int(round(v / 255)) * 255 for v in image[y, x]) for y, x in at]
+
+
+def _orientation(tag: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    return exif
+
+
+def test_exif_orientation_is_applied_by_the_folder_source(tmp_path: Path) -> None:
+    # The stored image is 16 rows by 32 columns, red top-left, green top-right,
+    # blue bottom-left, white bottom-right. EXIF orientation 6 says: show it rotated 90 degrees clockwise,
+    # so it stands 32 rows tall with blue top-left, red top-right, green bottom-right, white bottom-left.
+    stored = QUADRANTS
+    assert _corners(stored) == [RED, GREEN, WHITE, BLUE]
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(stored).save(path, "JPEG", quality=95, exif=_orientation(6))
+    data = path.read_bytes()
+    got = decode_image(data)
+    assert got.shape == (32, 16, 3)
+    assert _corners(got) == [BLUE, RED, GREEN, WHITE]
+    # Through the folder source's own read of the file (checked against its index entry, then resized).
+    entry = {"file": path.name, "sha256": hashlib.sha256(data).hexdigest()}
+    assert _corners(folder._decode(tmp_path, entry, 16, None)) == [BLUE, RED, GREEN, WHITE]
+    # Orientation 3 (rotated 180 degrees) and 1 (as stored).
+    Image.fromarray(stored).save(path, "JPEG", quality=95, exif=_orientation(3))
+    assert _corners(decode_image(path.read_bytes())) == [WHITE, BLUE, RED, GREEN]
+    Image.fromarray(stored).save(path, "JPEG", quality=95, exif=_orientation(1))
+    assert _corners(decode_image(path.read_bytes())) == [RED, GREEN, WHITE, BLUE]
+
+
+def test_exif_orientation_of_a_16bit_png() -> None:
+    # 16-bit colour PNGs take their own decoder (TensorFlow's); an eXIf chunk is applied there too.
+    stored = QUADRANTS.astype(np.uint16) * 257
+    exif = _orientation(8).tobytes()  # 90 degrees counter-clockwise
+    exif = exif.removeprefix(b"Exif\x00\x00")  # the eXIf chunk holds the TIFF data alone
+    got = decode_image(png16(stored, 2, exif=exif))
+    assert got.shape == (32, 16, 3)
+    assert _corners(got) == [GREEN, WHITE, BLUE, RED]
+
+
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
     # A PNG header claiming 100000 x 100000 pixels and no pixel data: refused for its size, not decoded.
     bomb = _png(100_000, 100_000, 0, b"\x00" * 64)
