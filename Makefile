@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/read_shards.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/knn.py
+	$(BIN)/python bench/liveness.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

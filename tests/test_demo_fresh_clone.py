@@ -121,3 +121,49 @@ def test_demo_drops_only_dvc_warnings_nobody_can_act_on():
     assert not passes(untracked, "models/.gitignore, data/.gitignore")
     assert passes(untracked, "models/.gitignore, notes.txt")  # a user's file: they should know
     assert passes("Stage 'download' is cached - skipping run")
+
+
+def test_demo_key_changes_with_the_code_and_only_with_it(tmp_path, monkeypatch):
+    # README: "<key> is a digest of the commit, your uncommitted changes and the profile". Through the CLI's
+    # --dry-run, in a small git repository of its own.
+    from click.testing import CliRunner
+
+    from stages import demo
+    from tests.support import run as run_tool
+
+    repo = tmp_path / "repo"
+    (repo / "semisup").mkdir(parents=True)
+    (repo / "semisup" / "a.py").write_text("A = 1\n")
+    (repo / ".gitignore").write_text("/ignored/\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "one"]):
+        run_tool(repo, *cmd)
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+
+    def key(profile: str = "digits") -> str:
+        result = CliRunner().invoke(demo.main, ["--dry-run", "--profile", profile])
+        assert result.exit_code == 0, result.output
+        return re.search(r" -n (demo-[\w-]+) ", result.output).group(1)
+
+    first = key()
+    assert re.fullmatch(r"demo-[0-9a-f]{8}", first) and key() == first  # the same tree, the same key
+    assert key("tiny").startswith("demo-tiny-") and key("tiny")[-8:] != first[-8:]  # the profile counts
+    (repo / "semisup" / "a.py").write_text("A = 2\n")  # a change to a tracked file
+    changed = key()
+    assert changed != first
+    (repo / "semisup" / "a.py").write_text("A = 1\n")
+    assert key() == first
+    (repo / "semisup" / "b.py").write_text("B = 1\n")  # an untracked new file: its name and its bytes
+    untracked = key()
+    assert untracked not in (first, changed)
+    (repo / "semisup" / "b.py").write_text("B = 2\n")
+    assert key() not in (first, changed, untracked)
+    (repo / "semisup" / "b.py").unlink()
+    assert key() == first
+    # What git ignores, and what `dvc repro` writes (dvc.lock, metrics/), are not the code.
+    for rel in ("ignored/out.bin", "dvc.lock", "metrics/summary.json"):
+        (repo / rel).parent.mkdir(exist_ok=True)
+        (repo / rel).write_text("results\n")
+    assert key() == first
+    run_tool(repo, "git", "commit", "-q", "--allow-empty", "-m", "two")  # another commit, the same files
+    assert key() != first

@@ -3,6 +3,7 @@ a killed worker stops the run with one line, and a rerun resumes where every wor
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -125,8 +126,6 @@ def _first_epoch(out: Path) -> np.ndarray:
 
 
 def _final_knn(out: Path, method: str) -> float:
-    import json
-
     return json.loads((out / "metrics" / method / "train" / "metrics.json").read_text())["knn_k20"]
 
 
@@ -199,14 +198,12 @@ def test_killed_worker_stops_the_run_and_every_worker_resumes(digits):
     try:
         _wait_for_steps(out, steps + 2, procs)  # both workers saved epoch 1 and are in epoch 2
         os.killpg(procs[1].pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        _, err = procs[0].communicate(timeout=120)
-        waited = time.monotonic() - killed_at
+        # A liveness bound only (a hang fails): seconds to the stop are python bench/liveness.py --worker.
+        _, err = procs[0].communicate(timeout=600)
     finally:
         for p in procs:
             _kill(p)
     assert procs[0].returncode == 2, err[-3000:]
-    assert waited < 60
     assert "Traceback" not in err
     # No native TensorFlow lines about the lost peer above the stage's own line (absl's format).
     assert not re.search(r"^[IWE]\d{4} ", err, re.M), err[-3000:]
@@ -248,6 +245,78 @@ def test_killed_mirrored_run_resumes(digits):
     assert f"resuming {KILLED} after epoch 1" in proc.stderr
     for a, b in zip(_weights(straight, KILLED), _weights(out, KILLED), strict=True):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+
+
+# One worker of a 2-worker cluster on loopback: saves the epochs argv[2] lists for its index with the real
+# Checkpoints(keep=2) (epoch e's weights all equal e), then calls pretrain.resume as a rerun does.
+RESUME_WORKER = """
+import json, sys
+from types import SimpleNamespace
+import keras, numpy as np, tensorflow as tf
+from semisup import distribute
+from semisup.pretrain import resume
+from semisup.train import Checkpoints
+
+root, saves = sys.argv[1], json.loads(sys.argv[2])
+strategy = distribute.select_strategy("multiworker")
+index, _ = distribute.task(strategy)
+with strategy.scope():
+    encoder = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(encoder.trainable_variables)
+checkpoints = Checkpoints(root, "run" + (f"/worker-{index}" if index else ""), keep=2)
+history = []
+for epoch in saves[index]:
+    for w in encoder.weights:
+        w.assign(tf.fill(w.shape, float(epoch)))
+    history.append({"epoch": epoch})
+    checkpoints.save(epoch, history, {"encoder": encoder}, optimizer)
+for w in encoder.weights:
+    w.assign(tf.zeros(w.shape))
+trainer = SimpleNamespace(optimizer=optimizer, variables=encoder.trainable_variables)
+run = SimpleNamespace(
+    checkpoints=checkpoints, strategy=strategy, models={"encoder": encoder}, trainer=trainer,
+    method=SimpleNamespace(name="paws"),
+)
+epoch, history = resume(run)
+weights = sorted({float(v) for w in encoder.weights for v in np.asarray(w).ravel()})
+print(json.dumps({"epoch": epoch, "history": [r["epoch"] for r in history], "weights": weights}))
+"""
+
+
+@pytest.mark.slow
+def test_workers_that_saved_different_last_epochs_resume_from_the_last_common_one(tmp_path):
+    # Worker 0 saved epochs 1 and 2, worker 1 died before saving epoch 2: both resume after epoch 1,
+    # worker 0 from the epoch-1 weights it still keeps beside its last.
+    addresses = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    argv = [sys.executable, "-c", RESUME_WORKER, str(tmp_path), "[[1, 2], [1]]"]
+    procs = [
+        subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=ENV | {"TF_CONFIG": tf_config(addresses, i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            _kill(p)
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert json.loads(out.strip().splitlines()[-1]) == {"epoch": 1, "history": [1], "weights": [1.0]}
+        assert "resuming paws after epoch 1" in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "state.json",
+        "weights-00001.npz",
+        "weights-00002.npz",
+        "worker-1",
+    ]
 
 
 def test_views_do_not_depend_on_the_replica_count():

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -124,20 +125,32 @@ def workspace(tmp_path_factory) -> tuple[Path, Path, dict[str, float]]:
     return params, src, seconds
 
 
+# CI runs as root and sets this (.ci/run): there a root-only test that cannot mount fails instead of
+# skipping, so that a container without mount rights cannot pass CI with these tests silently not run.
+REQUIRE_ROOT = "SEMISUP_REQUIRE_ROOT_TESTS"
+
+
+def _cannot_mount(why: str) -> None:
+    """Skip the test, or fail it where REQUIRE_ROOT=1 says that these tests must run."""
+    if os.environ.get(REQUIRE_ROOT) == "1":
+        pytest.fail(f"root-only fault test did not run: {why} ({REQUIRE_ROOT}=1: CI must run it)")
+    pytest.skip(why)
+
+
 def _mount_tmpfs(path: Path, size: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
     )
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.decode().strip()}): needs root")
+        _cannot_mount(f"cannot mount a tmpfs here ({proc.stderr.decode().strip()}): needs root")
 
 
 @contextlib.contextmanager
 def tmpfs(path: Path, *, full: bool = False, read_only: bool = False) -> Iterator[Path]:
     """A small tmpfs at `path`, filled to the last byte or remounted read-only; unmounted afterwards."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
+        _cannot_mount("mounting a tmpfs needs root")
     _mount_tmpfs(path, "1m")
     try:
         if full:
@@ -314,6 +327,35 @@ def test_full_disk_mid_write_is_one_line_and_the_old_output_stays(tmp_path: Path
             t.mkdir()
             (t / "big.bin").write_bytes(b"\0" * 2 * 2**20)  # 2 MiB on a 1 MiB file system
         assert _files(out) == {"x/old.bin": b"old"}
+
+
+@pytest.mark.parametrize("required", ["", "1"])
+def test_a_root_test_that_cannot_mount_skips_or_fails_under_ci(tmp_path: Path, required: str) -> None:
+    # A `mount` that refuses, first on PATH, as in a container without CAP_SYS_ADMIN.
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "mount"
+    fake.write_text("#!/bin/sh\necho 'mount: permission denied' >&2\nexit 32\n")
+    fake.chmod(0o755)
+    test = "tests/test_faults.py::test_full_disk_mid_write_is_one_line_and_the_old_output_stays"
+    env = ENV | {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{ENV['PATH']}", REQUIRE_ROOT: required}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rsf", "-p", "no:cacheprovider", test]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    last = proc.stdout.strip().splitlines()[-1]
+    if not required:
+        assert proc.returncode == 0 and "1 skipped" in last, proc.stdout[-2000:]
+    else:
+        assert proc.returncode == 1 and "1 failed" in last, proc.stdout[-2000:]
+        # As root the refused mount is named; elsewhere, root itself is missing.
+        why = (
+            "cannot mount a tmpfs here (mount: permission denied): "
+            if os.geteuid() == 0
+            else "mounting a tmpfs "
+        )
+        assert re.search(
+            f"root-only fault test did not run: {re.escape(why)}.*needs root "
+            r"\(SEMISUP_REQUIRE_ROOT_TESTS=1: CI must run it\)",
+            proc.stdout,
+        ), proc.stdout[-2000:]
 
 
 def test_scratch_file_takes_its_space_up_front_and_leftovers_go(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ as they are, transparency composited over white (c a + 255 (1 - a)), CMYK as 255
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
@@ -39,21 +40,25 @@ def reference(
     return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
 
 
-def _png(width: int, height: int, color_type: int, rows: bytes) -> bytes:
-    """A 16-bit PNG file of the given header and filtered row bytes."""
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
+def _png(
+    width: int, height: int, color_type: int, rows: bytes, trns: bytes = b"", exif: bytes = b""
+) -> bytes:
+    """A 16-bit PNG file of the given header and filtered row bytes, with tRNS and eXIf chunks if given."""
     header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
-    idat = chunk(b"IDAT", zlib.compress(rows))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + idat + chunk(b"IEND", b"")
+    extra = (_chunk(b"tRNS", trns) if trns else b"") + (_chunk(b"eXIf", exif) if exif else b"")
+    idat = _chunk(b"IDAT", zlib.compress(rows))
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + extra + idat + _chunk(b"IEND", b"")
 
 
-def png16(array: np.ndarray, color_type: int) -> bytes:
+def png16(array: np.ndarray, color_type: int, trns: bytes = b"", exif: bytes = b"") -> bytes:
     """A 16-bit PNG (color type 0 gray, 2 RGB, 4 gray+alpha, 6 RGBA) of a (H, W[, C]) uint16 array."""
     h, w = array.shape[:2]
-    return _png(w, h, color_type, b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h)))
+    rows = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h))
+    return _png(w, h, color_type, rows, trns, exif)
 
 
 def saved(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -93,6 +98,23 @@ def test_16bit_color_pngs_are_scaled_by_257(color_type: int, channels: int) -> N
     else:
         want = reference(pixels[..., None], 16)
     np.testing.assert_array_equal(got, want)
+
+
+def test_16bit_colour_key_is_transparent_over_white() -> None:
+    # tRNS of a 16-bit image holds full 16-bit samples: only exact matches are transparent. Pixel (0, 1)
+    # differs from the key in the low byte only, so it keeps its colour though it would look equal at 8 bits.
+    key = (1000, 2000, 3000)
+    rgb = u16(H, W, 3)
+    rgb[0, 0], rgb[1, 2], rgb[0, 1] = key, key, (1000, 2000, 3001)
+    got = decode_image(png16(rgb, 2, struct.pack(">HHH", *key)))
+    alpha = np.where((rgb == key).all(-1), 0, 255)
+    np.testing.assert_array_equal(got, reference(rgb, 16, alpha))
+    assert got[0, 0].tolist() == got[1, 2].tolist() == [255, 255, 255]
+    assert got[0, 1].tolist() == [4, 8, 12]
+    gray = u16(H, W)
+    gray.flat[5] = 700
+    got = decode_image(png16(gray, 0, struct.pack(">H", 700)))
+    np.testing.assert_array_equal(got, reference(gray[..., None], 16, np.where(gray == 700, 0, 255)))
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B", "I;16N"])
@@ -175,6 +197,58 @@ def test_jpeg_decodes_once_to_rgb() -> None:
     rgb = np.full((8, 8, 3), (200, 30, 90), np.uint8)
     got = decode_image(saved(Image.fromarray(rgb), "JPEG", quality=100))
     assert got.shape == (8, 8, 3) and np.abs(got.astype(int) - rgb).max() <= 3
+
+
+# Four blocks of 8 rows x 16 columns in distinct colours: the stored image is 16 rows x 32 columns.
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+QUADRANTS = np.vstack(
+    [np.hstack([np.full((8, 16, 3), c, np.uint8) for c in row]) for row in ((RED, GREEN), (BLUE, WHITE))]
+)
+
+
+def _corners(image: np.ndarray) -> list[tuple[int, ...]]:
+    """The colour near each corner, clockwise from top-left, rounded to 0/255 (JPEG blurs the edges)."""
+    h, w = image.shape[:2]
+    at = [(2, 2), (2, w - 3), (h - 3, w - 3), (h - 3, 2)]
+    return [tuple(int(round(v / 255)) * 255 for v in image[y, x]) for y, x in at]
+
+
+def _orientation(tag: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    return exif
+
+
+def test_exif_orientation_is_applied_by_the_folder_source(tmp_path: Path) -> None:
+    # The stored image is 16 rows by 32 columns, red top-left, green top-right,
+    # blue bottom-left, white bottom-right. EXIF orientation 6 says: show it rotated 90 degrees clockwise,
+    # so it stands 32 rows tall with blue top-left, red top-right, green bottom-right, white bottom-left.
+    stored = QUADRANTS
+    assert _corners(stored) == [RED, GREEN, WHITE, BLUE]
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(stored).save(path, "JPEG", quality=95, exif=_orientation(6))
+    data = path.read_bytes()
+    got = decode_image(data)
+    assert got.shape == (32, 16, 3)
+    assert _corners(got) == [BLUE, RED, GREEN, WHITE]
+    # Through the folder source's own read of the file (checked against its index entry, then resized).
+    entry = {"file": path.name, "sha256": hashlib.sha256(data).hexdigest()}
+    assert _corners(folder._decode(tmp_path, entry, 16, None)) == [BLUE, RED, GREEN, WHITE]
+    # Orientation 3 (rotated 180 degrees) and 1 (as stored).
+    Image.fromarray(stored).save(path, "JPEG", quality=95, exif=_orientation(3))
+    assert _corners(decode_image(path.read_bytes())) == [WHITE, BLUE, RED, GREEN]
+    Image.fromarray(stored).save(path, "JPEG", quality=95, exif=_orientation(1))
+    assert _corners(decode_image(path.read_bytes())) == [RED, GREEN, WHITE, BLUE]
+
+
+def test_exif_orientation_of_a_16bit_png() -> None:
+    # 16-bit colour PNGs take their own decoder (TensorFlow's); an eXIf chunk is applied there too.
+    stored = QUADRANTS.astype(np.uint16) * 257
+    exif = _orientation(8).tobytes()  # 90 degrees counter-clockwise
+    exif = exif.removeprefix(b"Exif\x00\x00")  # the eXIf chunk holds the TIFF data alone
+    got = decode_image(png16(stored, 2, exif=exif))
+    assert got.shape == (32, 16, 3)
+    assert _corners(got) == [GREEN, WHITE, BLUE, RED]
 
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:

@@ -12,6 +12,7 @@ import yaml
 from click.testing import CliRunner
 from sklearn.neighbors import KNeighborsClassifier
 
+from semisup.data.subsets import write_subset
 from semisup.errors import DataError, UserError
 from semisup.knn import knn_accuracy, knn_predict, per_class_accuracy
 from stages import knn as knn_stage
@@ -223,11 +224,15 @@ def write_stage_inputs(root, ks=(3, 10), method="suncet"):
     return bank.astype(np.float32), bank_labels, queries.astype(np.float32), query_labels
 
 
+def stage_args(root, method="suncet"):
+    """The knn stage's options for the files under root."""
+    args = ["--method", method, "--params", str(root / "params.yaml"), "--embeddings", str(root / "emb")]
+    return [*args, "--shards", str(root / "shards"), "--out", str(root / "metrics")]
+
+
 def run_stage(root, method="suncet"):
     """Invoke the knn stage in-process on the files under root."""
-    args = ["--method", method, "--params", str(root / "params.yaml"), "--embeddings", str(root / "emb")]
-    args += ["--shards", str(root / "shards"), "--out", str(root / "metrics")]
-    return CliRunner().invoke(knn_stage.main, args)
+    return CliRunner().invoke(knn_stage.main, stage_args(root, method))
 
 
 def test_stage_writes_metrics_and_confusion(tmp_path):
@@ -253,6 +258,34 @@ def test_stage_writes_metrics_and_confusion(tmp_path):
     assert rows[0] == ["actual", "predicted"]
     assert rows[1:] == [[names[a], names[p]] for a, p in zip(query_labels, plain3, strict=True)]
     assert f"k3={metrics['k3']['accuracy']:.4f}" in result.stdout
+
+
+def test_stage_bank_is_the_runs_subset_not_the_pool(tmp_path):
+    # README: "knn@M-B-S: kNN accuracy with the run's subset as the bank". The embeddings hold the whole
+    # labeled pool (90); the run's subset file names 5 per class of it.
+    bank, bank_labels, queries, query_labels = write_stage_inputs(tmp_path, ks=(3, 10), method="paws-5-0")
+    rng = np.random.default_rng(3)
+    ids = np.sort(
+        np.concatenate([rng.choice(np.flatnonzero(bank_labels == c), 5, replace=False) for c in range(3)])
+    )
+    write_subset(tmp_path / "5-0.json", ids, bank_labels, budget=5, seed=0, num_classes=3)
+    args = ["--run", "paws-5-0", "--split", str(tmp_path / "5-0.json")]
+    result = CliRunner().invoke(knn_stage.main, [*stage_args(tmp_path, "paws"), *args])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics" / "paws-5-0" / "knn.json").read_text())
+    for k in (3, 10):
+        sk = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
+        expected = sk.fit(bank[ids], bank_labels[ids]).predict(queries)
+        assert np.all(boundary_gaps(bank[ids], queries, k) > 1e-5)  # no near-tie at the k-th neighbour
+        assert metrics[f"k{k}"]["accuracy"] == pytest.approx(np.mean(expected == query_labels))
+    # The whole pool as the bank scores otherwise here, so the figures above tell the two apart.
+    pool = reference_votes(bank, bank_labels, queries, 10, 3).argmax(axis=1)
+    assert np.mean(pool == query_labels) != pytest.approx(metrics["k10"]["accuracy"])
+    # The bank's size is the subset's: a k between the subset (15) and the pool (90) is refused.
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"knn": {"k": [20], "query_chunk": 16}}))
+    result = CliRunner().invoke(knn_stage.main, [*stage_args(tmp_path, "paws"), *args])
+    assert result.exit_code == 2
+    assert "knn.k: 20 is larger than the bank (15 labeled examples)" in result.stderr
 
 
 def test_stage_missing_embeddings_names_the_stage(tmp_path):

@@ -72,7 +72,8 @@ def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
     with _pillow_limit_off(), Image.open(io.BytesIO(data)) as img:
         _check_pixels(img, max_pixels)
         if _is_png16_color(img):
-            return _orient(_png16(data), img.getexif().get(_EXIF_ORIENTATION, 1))
+            key = img.info.get("transparency")
+            return _orient(_png16(data, key), img.getexif().get(_EXIF_ORIENTATION, 1))
         img.load()
         return to_rgb8(ImageOps.exif_transpose(img))
 
@@ -85,15 +86,19 @@ def _is_png16_color(img: Image.Image) -> bool:
     return isinstance(rawmode, str) and rawmode.endswith(";16B")
 
 
-def _png16(data: bytes) -> np.ndarray:
-    """A 16-bit gray+alpha, RGB or RGBA PNG -> (H, W, 3) uint8, decoded at full depth by TensorFlow."""
+def _png16(data: bytes, key: object = None) -> np.ndarray:
+    """A 16-bit gray+alpha, RGB or RGBA PNG -> (H, W, 3) uint8, decoded at full depth by TensorFlow.
+
+    `key` is Pillow's reading of an RGB PNG's tRNS chunk, a colour key of three 16-bit samples: TensorFlow
+    ignores tRNS, so the pixels equal to it are made transparent here.
+    """
     import tensorflow as tf
 
-    pixels = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy().astype(np.float64) / 65535.0
-    color, alpha = pixels[..., :-1], pixels[..., -1]
-    if pixels.shape[-1] == 3:  # RGB: no alpha
-        color, alpha = pixels, None
-    return _compose(color, alpha)
+    raw = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
+    pixels = raw.astype(np.float64) / 65535.0
+    if pixels.shape[-1] == 3:  # RGB: no alpha channel, perhaps a colour key
+        return _compose(pixels, _key_alpha(raw, key))
+    return _compose(pixels[..., :-1], pixels[..., -1])
 
 
 def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
