@@ -11,13 +11,136 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numpy as np
 
-from stages.common import user_errors
+from semisup.errors import UserError
+from stages.common import load, params_option, user_errors
 
 
 @click.group()
 def main() -> None:
     """semisup: use and inspect the pipeline's results."""
+
+
+@main.command()
+@click.argument("run")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Default: predictions-RUN.csv.")
+@click.option(
+    "--k",
+    "k",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Neighbours that vote (default: knn.k's smallest).",
+)
+@click.option(
+    "--vote",
+    default="weighted",
+    show_default=True,
+    type=click.Choice(["weighted", "plain"]),
+    help="weighted: exp(sim/T) votes (knn.temperature); plain: one vote per neighbour.",
+)
+@params_option
+@click.option("--models", default="models", show_default=True, type=click.Path(file_okay=False))
+@click.option("--embeddings", default="data/embeddings", show_default=True, type=click.Path(file_okay=False))
+@click.option("--splits", default="data/splits", show_default=True, type=click.Path(file_okay=False))
+@click.option("--shards", default="data/shards", show_default=True, type=click.Path(file_okay=False))
+@user_errors
+def predict(
+    run: str,
+    folder: Path,
+    out: str | None,
+    k: int | None,
+    vote: str,
+    params_path: str,
+    models: str,
+    embeddings: str,
+    splits: str,
+    shards: str,
+) -> None:
+    """Classify the images under FOLDER with RUN (method-budget-seed, e.g. paws-all-0): a CSV of file,
+    predicted class and confidence (the winning class's share of the kNN vote of the run's labeled bank)."""
+    from semisup.data.folder import image_files
+    from semisup.data.subsets import read_subset, subset_path
+    from semisup.io import atomic_path, probe_writable
+    from semisup.predict import parse_run, predict_folder, write_predictions
+
+    params = load(params_path)
+    _, budget, seed = parse_run(run)
+    encoder_path = Path(models) / run / "encoder.keras"
+    if not encoder_path.is_file():
+        raise UserError(f"run {run!r}: no {encoder_path}; {_runs_here(Path(models))}")
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder; give a folder of PNG or JPEG images")
+    paths = image_files(folder)
+    if not paths:
+        raise UserError(f"{folder}: no PNG or JPEG images in it or its sub-folders; give a folder of images")
+    out_path = Path(out or f"predictions-{run}.csv")
+    probe_writable(out_path.parent)
+
+    import time
+
+    from semisup.encoder import load_encoder
+    from semisup.knn import knn_vote
+    from semisup.train import embed
+    from stages.knn import load_class_names, load_embeddings
+
+    names = load_class_names(Path(shards))
+    bank, bank_labels = load_embeddings(Path(embeddings) / run / "labeled.npz", run)
+    ids = read_subset(subset_path(splits, budget, seed), num_labeled=len(bank_labels))
+    bank, bank_labels = bank[ids], bank_labels[ids]
+    k = k or min(params.knn.k)
+    if k > len(bank_labels):
+        raise UserError(f"--k {k}: the bank of {run} holds {len(bank_labels)} labeled images; use k <= that")
+    shape = _image_shape(Path(shards))
+    encoder = load_encoder(encoder_path, image_shape=shape, rerun=f"rerun `dvc repro -f pretrain@{run}`")
+    started = time.monotonic()
+    found = predict_folder(
+        paths,
+        embed=lambda images: embed(encoder, [(images, np.zeros(len(images), np.int64))])[0],
+        vote=lambda features: knn_vote(
+            bank,
+            bank_labels,
+            features,
+            k=k,
+            num_classes=len(names),
+            weighted=vote == "weighted",
+            temperature=params.knn.temperature,
+            query_chunk=params.knn.query_chunk,
+        ),
+        image_size=shape[0],
+        max_pixels=params.data.max_pixels,
+        on_bad_image=params.data.on_bad_image,
+        chunk=params.embed.batch_size,
+    )
+    seconds = time.monotonic() - started
+    with atomic_path(out_path) as tmp:
+        write_predictions(tmp, folder, found, names)
+    skipped = f", {len(found.skipped)} unreadable skipped" if found.skipped else ""
+    click.echo(
+        f"predict {run}: {len(found.files)} images{skipped} in {seconds:.1f} s "
+        f"({len(found.files) / max(seconds, 1e-9):.0f} images/s), {vote} {k}-NN vote -> {out_path}"
+    )
+
+
+def _runs_here(models: Path) -> str:
+    """Which runs have a saved encoder under `models`, for an error message."""
+    runs = (
+        sorted(p.name for p in models.glob("*") if (p / "encoder.keras").is_file()) if models.is_dir() else []
+    )
+    if not runs:
+        return f"no trained run under {models}/ (train one: dvc repro, or `dvc exp apply <experiment>`)"
+    return f"trained runs here: {', '.join(runs)}"
+
+
+def _image_shape(shards: Path) -> tuple[int, int, int]:
+    """The (H, W, 3) of the images the run's encoder was trained on, from the shard manifest."""
+    import json
+
+    try:
+        return tuple(json.loads((shards / "manifest.json").read_text())["image_shape"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{shards}/manifest.json: unreadable ({exc}); run `dvc repro shard`") from None
 
 
 @main.command("plots-template")
