@@ -8,7 +8,7 @@ ifeq ($(SEMISUP_VERBOSE),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 endif
 
-.PHONY: setup test test-fast lint demo study bench clean
+.PHONY: setup test test-fast lint demo study bench check-pages clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: $(STAMP)
 
 study: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m stages.study
+
+# What a person sees, offline: `dvc plots show` and the study page rendered in headless Chromium (Debian's
+# chromium), every plot drawn, no network URL. Pages of your own: `semisup check-page PAGE...`.
+check-pages: $(STAMP)
+	$(BIN)/pytest -q -rs -s tests/test_pages.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/read_shards.py

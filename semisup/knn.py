@@ -112,14 +112,8 @@ def _chunk_step(ks: tuple[int, ...], num_classes: int) -> Any:
 
     @tf.function(input_signature=spec, autograph=False)
     def step(bank: tf.Tensor, labels: tf.Tensor, queries: tf.Tensor, temperature: tf.Tensor) -> tf.Tensor:
-        queries = tf.math.l2_normalize(queries, axis=1)
-        sims = tf.matmul(queries, bank, transpose_b=True)  # (B, D) x (D, N) -> (B, N)
         # One top-k at the largest k serves every k: its first k columns are the top k.
-        top_sims, top_idx = tf.math.top_k(sims, k=ks[-1], sorted=True)  # (B, kmax)
-        top_labels = tf.gather(labels, top_idx)  # (B, kmax)
-        # Subtracting each row's best similarity rescales a row's weights by one common factor, so the
-        # vote is unchanged, and exp never overflows however small T is.
-        weights = tf.exp((top_sims - top_sims[:, :1]) / temperature)  # (B, kmax)
+        top_labels, weights = _neighbours(bank, labels, queries, temperature, ks[-1])  # (B, kmax) each
         out = []
         for k in ks:
             votes = _class_sums(top_labels[:, :k], tf.ones_like(weights[:, :k]), num_classes)
@@ -128,6 +122,68 @@ def _chunk_step(ks: tuple[int, ...], num_classes: int) -> Any:
         return tf.stack(out)  # (2 len(ks), B)
 
     return step
+
+
+def knn_vote(
+    bank_features: Any,
+    bank_labels: Any,
+    query_features: Any,
+    *,
+    k: int,
+    num_classes: int,
+    weighted: bool = True,
+    temperature: float = 0.07,
+    query_chunk: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """knn_predict's vote at one k, and how sure it is: predictions (Q,) int64 and the winning class's
+    share of the vote (Q,) float32 (of exp(sim/T) weights, or of the k neighbours when not weighted)."""
+    bank, labels, queries = _validated(
+        bank_features, bank_labels, query_features, [k], num_classes, temperature, query_chunk
+    )
+    step = _vote_step(int(k), num_classes, bool(weighted))
+    temperature = tf.constant(temperature, tf.float32)
+    predictions, shares = [], []
+    with _full_float32():
+        bank = tf.math.l2_normalize(bank, axis=1)
+        for start in range(0, int(queries.shape[0]), query_chunk):
+            predicted, share = step(bank, labels, queries[start : start + query_chunk], temperature)
+            predictions.append(predicted.numpy())
+            shares.append(share.numpy())
+    return np.concatenate(predictions).astype(np.int64), np.concatenate(shares)
+
+
+@functools.lru_cache(maxsize=16)
+def _vote_step(k: int, num_classes: int, weighted: bool) -> Any:
+    """A tf.function: (bank (N, D) unit rows, labels (N,), queries (B, D), T) -> (predictions (B,), shares (B,))."""
+    spec = [
+        tf.TensorSpec([None, None], tf.float32),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None, None], tf.float32),
+        tf.TensorSpec([], tf.float32),
+    ]
+
+    @tf.function(input_signature=spec, autograph=False)
+    def step(
+        bank: tf.Tensor, labels: tf.Tensor, queries: tf.Tensor, temperature: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        top_labels, weights = _neighbours(bank, labels, queries, temperature, k)  # (B, k) each
+        votes = _class_sums(top_labels, weights if weighted else tf.ones_like(weights), num_classes)  # (B, C)
+        return _argmax_lowest(votes), tf.reduce_max(votes, axis=1) / tf.reduce_sum(votes, axis=1)
+
+    return step
+
+
+def _neighbours(
+    bank: tf.Tensor, labels: tf.Tensor, queries: tf.Tensor, temperature: tf.Tensor, k: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Labels of each query's k nearest bank rows by cosine similarity, and their vote weights: (B, k) each."""
+    queries = tf.math.l2_normalize(queries, axis=1)
+    sims = tf.matmul(queries, bank, transpose_b=True)  # (B, D) x (D, N) -> (B, N)
+    top_sims, top_idx = tf.math.top_k(sims, k=k, sorted=True)  # (B, k)
+    # Subtracting each row's best similarity rescales a row's weights by one common factor, so the
+    # vote is unchanged, and exp never overflows however small T is.
+    weights = tf.exp((top_sims - top_sims[:, :1]) / temperature)  # (B, k)
+    return tf.gather(labels, top_idx), weights
 
 
 def _class_sums(labels: tf.Tensor, values: tf.Tensor, num_classes: int) -> tf.Tensor:

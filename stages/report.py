@@ -4,8 +4,11 @@ Reads metrics/runs/<method>-<budget>-<seed>/{knn.json,linear.json,train/} for ev
 method_names x study.labeled_per_class x study.seeds (other folders there are ignored), and
 data/splits/ for how many labels per class "all" means. Writes metrics/summary.json (every statistic
 and paired test), metrics/study/<method>-<budget>.json (one row each of `dvc metrics show`, the budget
-zero-padded: paws-0005.json), metrics/report.md (for a pull request), metrics/plots/ (label_efficiency.png,
-knn_per_epoch/knn_k<k>.png and the CSV files behind dvc.yaml's plots), and prints the table.
+zero-padded: paws-0005.json), metrics/report.md (for a pull request), metrics/report.html (the study page:
+the same table, the figures, every run's curves, per-class accuracy and confusion matrices from each run's
+per_class.json and confusion.csv, and the maps stage's t-SNE maps from metrics/maps/), metrics/plots/
+(label_efficiency.png, knn_per_epoch/knn_k<k>.png and the CSV files behind dvc.yaml's plots), and prints
+the table.
 
 dvc.yaml's plots name no k, so they work for any knn.k: the figures' kNN metric is kNN@20, or kNN at the
 first k when knn.k lacks 20 (plotted_k), in label_efficiency_knn.csv (with its `k`) and in the `knn` column
@@ -14,6 +17,7 @@ of epochs.csv (beside a knn_k<k> column per k); knn_per_epoch/ holds one figure 
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from semisup.report import (
     table_files,
     write_csv,
 )
+from semisup.report_page import RunDetails, page
 from semisup.versions import merge as merge_versions
 from stages.common import load, params_option, user_errors
 from stages.console import done
@@ -72,6 +77,35 @@ def labels_per_class(splits: Path, budget: str, seed: int) -> float:
     return sum(per_class) / len(per_class)
 
 
+def run_details(
+    runs: Path, maps: Path, methods: list[str], budgets: list[str], seeds: list[int]
+) -> RunDetails:
+    """Each run's per-class accuracy and confusion pairs, and the maps of the first seed; what is missing."""
+    import numpy as np
+
+    details = RunDetails()
+    for m in methods:
+        for b in budgets:
+            for s in seeds:
+                run = run_name(m, b, s)
+                per_class, confusion = runs / run / "per_class.json", runs / run / "confusion.csv"
+                if per_class.exists() and confusion.exists():
+                    accuracy = read_json(per_class, f"knn@{run}").get("per_class_accuracy", {})
+                    with confusion.open(newline="") as f:
+                        pairs = [(row["actual"], row["predicted"]) for row in csv.DictReader(f)]
+                    details.per_class.setdefault(m, {}).setdefault(b, []).append(accuracy)
+                    details.confusion.setdefault(m, {}).setdefault(b, []).append(pairs)
+                else:
+                    details.missing.append(f"{per_class} or {confusion} (dvc repro knn@{run})")
+            path = maps / f"{run_name(m, b, seeds[0])}.csv"
+            if path.exists():
+                table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+                details.maps.setdefault(m, {})[b] = (table[:, :2], table[:, 2].astype(np.int64))
+            else:
+                details.missing.append(f"{path} (dvc repro maps)")
+    return details
+
+
 def curve_file(runs: Path, run: str, metric: str) -> Path:
     """Where pretrain@run's dvclive logger writes a per-epoch metric."""
     return runs / run / "train" / "plots" / "metrics" / f"{metric}.tsv"
@@ -81,9 +115,10 @@ def curve_file(runs: Path, run: str, metric: str) -> Path:
 @params_option
 @click.option("--runs", default="metrics/runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--splits", default="data/splits", show_default=True, type=click.Path(file_okay=False))
+@click.option("--maps", default="metrics/maps", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default="metrics", show_default=True, type=click.Path(file_okay=False))
 @user_errors
-def main(params_path: str, runs: str, splits: str, out: str) -> None:
+def main(params_path: str, runs: str, splits: str, maps: str, out: str) -> None:
     """Aggregate every run of the study over seeds; write the summary, table, report and figures."""
     params = load(params_path)
     methods, seeds, ks = list(params.method_names), list(params.study.seeds), list(params.knn.k)
@@ -112,15 +147,16 @@ def main(params_path: str, runs: str, splits: str, out: str) -> None:
         }
         for metric in curve_metrics
     }
+    details = run_details(runs_dir, Path(maps), methods, budgets, seeds)
     # Everything is read and checked: now write.
     check_outputs(out)
     rows = table_files(summary)
     k_plotted = plotted_k(ks)
     knn_plotted = f"knn_k{k_plotted}"
     note = "" if params.knn.monitor_every > 0 else "no per-epoch kNN scores (knn.monitor_every = 0)"
-    targets = [out_dir / "summary.json", out_dir / "study", out_dir / "report.md", out_dir / "plots"]
+    targets = [out_dir / n for n in ("summary.json", "study", "report.md", "plots", "report.html")]
     # The whole set appears together: a killed or failed report leaves the previous one in place.
-    with output_set(*targets) as (summary_json, study, report_md, plots):
+    with output_set(*targets) as (summary_json, study, report_md, plots, report_html):
         write_json(summary_json, summary)
         study.mkdir()
         for name, row in rows.items():
@@ -141,8 +177,13 @@ def main(params_path: str, runs: str, splits: str, out: str) -> None:
         (plots / "knn_per_epoch").mkdir()
         for k in ks:
             plot_curves(plots / "knn_per_epoch" / f"knn_k{k}.png", curves.get(f"knn_k{k}", {}), k, note=note)
+        shown = {metric: curves[metric] for metric in (knn_plotted, "loss") if metric in curves}
+        efficiency = (plots / "label_efficiency.png").read_bytes()
+        write_text(report_html, page(summary, efficiency, shown, details))
     click.echo(format_table(summary))
-    done(f"report: {out}/summary.json, report.md, study/, plots/ ({len(rows)} method x budget rows)")
+    done(
+        f"report: {out}/summary.json, report.md, report.html, study/, plots/ ({len(rows)} method x budget rows)"
+    )
 
 
 if __name__ == "__main__":

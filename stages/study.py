@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -39,6 +40,7 @@ from stages.demo import (
     method_batches,
     scaled_unlabeled,
 )
+from stages.study_progress import StudyProgress
 
 # The demo's digits profile (32x32, a 25-per-class labeled split, narrow encoder, digit-fit augmentation)
 # at 10 epochs, with batches that the 5-per-class budget (50 labeled images) can fill, and k = 20 (a bank
@@ -143,14 +145,16 @@ def current_states(names: tuple[str, ...]) -> dict[str, str]:
 
 
 def wait_for_queue(names: tuple[str, ...], poll_s: float = 5.0, every_s: float = 60.0) -> None:
-    """Until none of the experiments `names` is queued or running, with a line every `every_s`; exit 1
-    when one of them failed.
+    """Until none of the experiments `names` is queued or running, with a line every `every_s` saying how
+    many stages are done and the time left (stages.study_progress); exit 1 when one of them failed.
 
     Only these experiments count: a failed or running experiment of an earlier study stays in the queue's
     list (`dvc queue remove --failed` clears it) and says nothing about this one.
     """
     start = last = time.monotonic()
+    progress = StudyProgress(Path.cwd(), names, main=names[-1])
     while True:
+        progress.poll()
         states = current_states(names)
         failed = sorted(name for name, state in states.items() if state == "Failed")
         if failed:
@@ -160,7 +164,10 @@ def wait_for_queue(names: tuple[str, ...], poll_s: float = 5.0, every_s: float =
         if time.monotonic() - last >= every_s:
             last = time.monotonic()
             shown = ", ".join(f"{n} {s.lower()}" for n, s in states.items())
-            click.echo(f"study: {(last - start) / 60:.0f} min: {shown}", err=True)
+            done = progress.line()
+            click.echo(
+                f"study: {(last - start) / 60:.0f} min: {done + '; ' if done else ''}{shown}", err=True
+            )
         time.sleep(poll_s)
 
 

@@ -31,7 +31,7 @@ UNLABELED_DIR = "unlabeled"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def _images_under(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """Image files under `folder` (recursively, hidden files skipped), in sorted order."""
     return sorted(
         p
@@ -77,12 +77,12 @@ def scan_folder(root: str | Path) -> tuple[tuple[str, ...], list[tuple[Path, int
         )
     labeled = []
     for label, folder in enumerate(class_dirs):
-        files = _images_under(folder)
+        files = image_files(folder)
         if not files:
             raise UserError(f"data.path: class folder {folder} has no PNG/JPEG images")
         labeled += [(f, label) for f in files]
     unlabeled_dir = root / UNLABELED_DIR
-    unlabeled = _images_under(unlabeled_dir) if unlabeled_dir.is_dir() else []
+    unlabeled = image_files(unlabeled_dir) if unlabeled_dir.is_dir() else []
     return tuple(d.name for d in class_dirs), labeled, unlabeled
 
 
@@ -107,7 +107,8 @@ def _check_image(path: Path, max_pixels: int | None = None) -> tuple[dict[str, A
     return entry, None
 
 
-def _bad_image(path: Path, problem: str, *, decoding: bool = False) -> DataError:
+def bad_image(path: Path, problem: str, *, decoding: bool = False) -> DataError:
+    """The error for an image file that does not read, under `data.on_bad_image: error`: what and the fix."""
     if "data.max_pixels" in problem:
         fix = "shrink or remove it, raise data.max_pixels, or set data.on_bad_image: skip"
         return DataError(f"{path}: refused before decoding: {problem}: {fix}")
@@ -143,7 +144,7 @@ def index_folder(
         if problem is not None:
             if on_bad_image == "error":
                 bar.close()  # so that the error message starts on a line of its own
-                raise _bad_image(path, problem)
+                raise bad_image(path, problem)
             index["skipped"].append({"file": rel, "problem": problem})
             continue
         if entry["sha256"] in first:
@@ -217,11 +218,26 @@ def _decode(root: Path, entry: dict[str, Any], image_size: int, max_pixels: int 
         ) from None
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise DataError(f"{path}: changed since the download stage; run it again (dvc repro -f download)")
+    return decode_bytes(data, image_size, max_pixels)
+
+
+def decode_bytes(data: bytes, image_size: int, max_pixels: int | None) -> np.ndarray | str:
+    """Image file bytes -> the (S, S, 3) uint8 image (every pixel mode, EXIF orientation, `max_pixels`
+    checked from the header), or why it does not decode."""
     try:
         image = decode_image(data, max_pixels=max_pixels)
     except DECODE_ERRORS as exc:
         return _problem(exc)
     return resize_rgb(image, image_size)
+
+
+def decode_file(path: Path, image_size: int, max_pixels: int | None) -> np.ndarray | str:
+    """One image file, read and decoded as the shard stage does -> (S, S, 3) uint8, or why it does not read."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return decode_bytes(data, image_size, max_pixels)
 
 
 def decode_all(
@@ -247,7 +263,7 @@ def decode_all(
         if isinstance(image, str):
             if on_bad_image == "error":
                 bar.close()
-                raise _bad_image(root / entry["file"], image, decoding=True)
+                raise bad_image(root / entry["file"], image, decoding=True)
             skipped.append({"file": entry["file"], "problem": image})
             continue
         pixels[i] = image

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -34,15 +36,29 @@ class TooManyPixels(ValueError):
     """An image over the pixel limit (a decompression bomb, or simply too big to decode)."""
 
 
+_limit_lock = threading.Lock()
+_limit_state: dict[str, Any] = {"users": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def _pillow_limit_off() -> Iterator[None]:
-    """Our own max_pixels check replaces Pillow's global one (which warns, then raises at twice its limit)."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+    """Our own max_pixels check replaces Pillow's global one (which warns, then raises at twice its limit).
+
+    Pillow's limit is one global: threads decoding at once (`semisup predict`) turn it off together, and
+    the last one out puts it back.
+    """
+    with _limit_lock:
+        if _limit_state["users"] == 0:
+            _limit_state["saved"] = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _limit_state["users"] += 1
     try:
         yield
     finally:
-        Image.MAX_IMAGE_PIXELS = saved
+        with _limit_lock:
+            _limit_state["users"] -= 1
+            if _limit_state["users"] == 0:
+                Image.MAX_IMAGE_PIXELS = _limit_state["saved"]
 
 
 def _check_pixels(img: Image.Image, max_pixels: int | None) -> None:
