@@ -55,9 +55,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    from semisup.embed import embed as embed_batches
     from semisup.encoder import get_encoder
     from semisup.knn import knn_vote
-    from semisup.train import embed as embed_batches
 
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(5000, 128)).astype(np.float32)

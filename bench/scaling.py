@@ -56,8 +56,8 @@ def child(mode: str, method_name: str, shard_dir: str, steps: int, gpu: bool, mi
     from semisup.config import AugmentParams, Params
     from semisup.encoder import get_encoder, get_head
     from semisup.methods import METHODS
-    from semisup.pretrain import epoch_dataset
-    from semisup.train import Trainer, resolve_mixed_precision, set_precision
+    from semisup.precision import resolve_mixed_precision, set_precision
+    from semisup.train import Trainer, epoch_dataset
 
     set_precision(resolve_mixed_precision(mixed if mixed == "auto" else mixed == "true"))
     keras.utils.set_random_seed(0)

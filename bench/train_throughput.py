@@ -32,9 +32,12 @@ from semisup.data import shards  # noqa: E402
 from semisup.data.sources import SourceSplits, SplitStream  # noqa: E402
 from semisup.encoder import get_encoder, get_head  # noqa: E402
 from semisup.methods import METHODS  # noqa: E402
-from semisup.pretrain import epoch_dataset  # noqa: E402
+from semisup.precision import resolve_mixed_precision, set_precision
 from semisup.progress import Progress  # noqa: E402
-from semisup.train import Trainer, resolve_mixed_precision, set_precision  # noqa: E402
+from semisup.train import (
+    Trainer,  # noqa: E402
+    epoch_dataset,  # noqa: E402
+)
 
 SHAPE = (96, 96, 3)
 CLASSES = 10

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from semisup.config import AugmentParams
@@ -75,10 +74,12 @@ def _split(seed: tf.Tensor, num: int) -> list[tf.Tensor]:
     return tf.unstack(tf.random.experimental.stateless_split(seed, num, alg=_ALG))
 
 
-def step_seed(run_seed: int | tf.Tensor, step: int | tf.Tensor, view: int = 0) -> tf.Tensor:
-    """The augmentation seed of one view at one training step -> int64 (2,)."""
-    base = tf.stack([tf.cast(run_seed, tf.int64), tf.cast(step, tf.int64)])
-    return tf.random.experimental.stateless_fold_in(base, view, alg=_ALG)
+def step_seeds(run_seed: int, step: int | tf.Tensor) -> tf.Tensor:
+    """The training's one seeding scheme: the seeds of a step's three augmented batches (unlabeled view 1,
+    view 2, the labeled view) from the run's seed and the global step -> int64 (3, 2). The same (seed, step)
+    gives the same views on any number of replicas and workers, and after a resume."""
+    base = tf.stack([tf.constant(run_seed, tf.int64) * 1_000_003, tf.cast(step, tf.int64)])
+    return tf.random.experimental.stateless_split(base, num=3, alg=_ALG)
 
 
 def sample_crops(batch_size, height, width, seed, crop_scale, crop_ratio) -> tf.Tensor:
@@ -310,7 +311,7 @@ _jitter_xla = tf.function(_jitter, jit_compile=True, autograph=False)
 
 
 def from_params(p: AugmentParams) -> dict[str, Any]:
-    """The keyword arguments of `augment` / `Augment` from params.yaml's augment section."""
+    """The keyword arguments of `augment` from params.yaml's augment section."""
     return {
         "flip": p.flip,
         "crop_scale": tuple(p.crop_scale),
@@ -320,41 +321,3 @@ def from_params(p: AugmentParams) -> dict[str, Any]:
         "saturation": p.saturation,
         "hue": p.hue,
     }
-
-
-class Augment(keras.layers.Layer):
-    """`augment` as a Keras layer: call(images (B, H, W, 3), seed (2,)) -> float32 (B, H, W, 3)."""
-
-    def __init__(
-        self,
-        flip: bool = True,
-        crop_scale: tuple[float, float] = (0.2, 1.0),
-        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        brightness: float = 0.5,
-        contrast: float = 0.5,
-        saturation: float = 0.5,
-        hue: float = 0.2,
-        jit_compile: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(autocast=False, **kwargs)  # uint8 in, float32 out, whatever the dtype policy
-        _check(crop_scale, crop_ratio, brightness, contrast, saturation, hue)
-        self.options = {
-            "flip": bool(flip),
-            "crop_scale": (float(crop_scale[0]), float(crop_scale[1])),
-            "crop_ratio": (float(crop_ratio[0]), float(crop_ratio[1])),
-            "brightness": float(brightness),
-            "contrast": float(contrast),
-            "saturation": float(saturation),
-            "hue": float(hue),
-            "jit_compile": bool(jit_compile),
-        }
-
-    def call(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        return augment(images, seed, **self.options)
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return tuple(input_shape)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **self.options}

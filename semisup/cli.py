@@ -80,9 +80,9 @@ def predict(
 
     import time
 
+    from semisup.embed import embed
     from semisup.encoder import load_encoder
     from semisup.knn import knn_vote
-    from semisup.train import embed
     from stages.knn import load_class_names, load_embeddings
 
     names = load_class_names(Path(shards))

@@ -152,3 +152,12 @@ PEER_ERRORS = (
     tf.errors.UnknownError,
     tf.errors.FailedPreconditionError,
 )
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The strategy as params.yaml's train.strategy names it: default, mirrored or multiworker."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multiworker"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    return "default"

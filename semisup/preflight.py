@@ -11,19 +11,54 @@ from pathlib import Path
 from typing import Any
 
 from semisup.config import EncoderParams, Params
-from semisup.errors import DataError, UserError
+from semisup.errors import DataError
 from semisup.io import check_free_space, probe_writable
+from semisup.methods import METHODS
 
 _SLACK = 2**20  # file headers, JSON, dvclive's few lines
 
 
-def check_k_vs_bank(ks: Sequence[int], bank_size: int, where: str) -> None:
-    """UserError when a k of knn.k exceeds the labeled bank of `bank_size` embeddings."""
+def check_k_vs_bank(ks: Sequence[int], bank_size: int, where: str, fix: str = "") -> None:
+    """The one rule for k: a DataError when a k of knn.k exceeds the kNN bank of `bank_size` labeled
+    images (a run's bank is its labeled subset, which both the monitor and the knn stage search)."""
     if max(ks) > bank_size:
-        raise UserError(
+        raise DataError(
             f"knn.k: {max(ks)} is larger than the bank ({bank_size} labeled examples in {where}); "
-            f"use k <= {bank_size}, or label more images (data.labeled_per_class)"
+            f"use k <= {bank_size}, or {fix or 'label more images (data.labeled_per_class)'}"
         )
+
+
+def check_batches(
+    manifest: dict[str, Any], method_name: str, method_params: Any, labeled: int | None = None
+) -> None:
+    """Fail before any compute when a split (or the labeled subset of `labeled` images) cannot fill one of
+    the method's batches; only the parts the method reads count."""
+    method = METHODS[method_name]
+    needs = [("unlabeled", method_params.unlabeled_batch, manifest["counts"].get("unlabeled", 0))]
+    if method.uses_labeled:
+        available = manifest["counts"].get("labeled", 0) if labeled is None else labeled
+        needs.append(("labeled", method_params.labeled_batch, available))
+    for split, batch, available in needs:
+        if available < batch:
+            what = f"{split} split" if split == "unlabeled" or labeled is None else "labeled subset"
+            raise DataError(
+                f"methods.{method_name}.{split}_batch: {batch} is larger than the {what} "
+                f"({available} images): lower it or add data"
+            )
+
+
+def check_run(
+    manifest: dict[str, Any], params: Params, method: str, labeled_ids: Sequence[int] | None, where: str
+) -> None:
+    """What a run (a method, its labeled subset) can fail on, from the manifest alone: its batches, and
+    knn.k against its bank, the labeled subset (checked even without the monitor: the knn stage searches
+    the same bank after the training)."""
+    labeled = manifest["counts"].get("labeled", 0) if labeled_ids is None else len(labeled_ids)
+    check_batches(manifest, method, params.method(method), None if labeled_ids is None else labeled)
+    subset = "the run's labeled subset" if labeled_ids is not None else where
+    check_k_vs_bank(
+        params.knn.k, labeled, subset, "raise the label budget" if labeled_ids is not None else ""
+    )
 
 
 def check_manifest_matches(manifest: dict[str, Any], params: Params, where: str | os.PathLike) -> None:
@@ -68,15 +103,15 @@ def check_pretrain(
     model_dir: str | os.PathLike,
     metrics_dir: str | os.PathLike,
     checkpoint_dir: str | os.PathLike,
+    labeled_ids: Sequence[int] | None = None,
 ) -> None:
-    """Everything pretrain@method can check before its first step (batch sizes are checked by pretrain)."""
+    """Everything pretrain@method can check before its first step, for a run on `labeled_ids` (or all)."""
     from semisup.data.readers import MANIFEST, read_manifest
 
     params.method(method)
     manifest, manifest_path = read_manifest(shard_dir), Path(shard_dir) / MANIFEST
     check_manifest_matches(manifest, params, manifest_path)
-    if params.knn.monitor_every:
-        check_k_vs_bank(params.knn.k, int(manifest["counts"]["labeled"]), str(manifest_path))
+    check_run(manifest, params, method, labeled_ids, str(manifest_path))
     for folder in (model_dir, metrics_dir, checkpoint_dir):
         probe_writable(folder)
     need = pretrain_bytes(manifest["image_shape"], params.encoder, int(manifest["num_classes"]))

@@ -1,4 +1,4 @@
-"""The generic training loop: one distributed train step for every method, resumable per-epoch checkpoints.
+"""The trainer: one distributed train step for every method, and an epoch's training stream.
 
 A method declares what it encodes (semisup.methods.Method); the trainer augments exactly those images,
 runs them through the encoder in one call, gathers the features of every replica so the loss sees the
@@ -8,58 +8,23 @@ order of epoch e from (seed, e), so a resumed run repeats the uninterrupted one 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from semisup import augment as aug
-from semisup.distribute import select_strategy  # noqa: F401  (its home before semisup.distribute)
+from semisup.data import readers
 from semisup.errors import UserError
-from semisup.io import atomic_path, write_json
 from semisup.methods import LossInputs, Method
 from semisup.methods.load import loss_fn
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-def fast_bfloat16() -> bool:
-    """Whether this machine computes bf16 natively: a GPU of compute capability 8.0 or newer, or a CPU
-    with AVX512-BF16 or AMX (elsewhere TensorFlow emulates bf16, slower than float32)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-        return tuple(capability) >= (8, 0)
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_mixed_precision(setting: bool | str) -> bool:
-    """`train.mixed_precision`: true, false, or auto (mixed where bf16 is fast on this machine)."""
-    return fast_bfloat16() if setting == "auto" else bool(setting)
-
-
-def set_precision(mixed: bool) -> None:
-    """mixed_bfloat16 (no loss scaling needed) or float32 for every layer built afterwards."""
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
-
-
-def fingerprint(*parts: Any) -> str:
-    """A short stable hash of JSON-serialisable parts (params, manifest digests, seed)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _to_f32(x: tf.Tensor) -> tf.Tensor:
@@ -128,8 +93,7 @@ class Trainer:
         """
         ctx = tf.distribute.get_replica_context()
         part = (ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync)
-        base = tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003, tf.cast(step, tf.int64)])
-        seeds = tf.random.experimental.stateless_split(base, num=3, alg="philox")
+        seeds = aug.step_seeds(self.seed, step)
         views = tuple(
             aug.augment(unlabeled, seeds[i], part=part, **self.augment_kwargs)
             for i in range(self.method.unlabeled_views)
@@ -246,90 +210,40 @@ class Trainer:
         return {k: v / max(steps, 1) for k, v in totals.items()}
 
 
-class Checkpoints:
-    """Per-epoch checkpoints in `root/<key>/`, outside DVC's outputs (DVC deletes those first).
+def epoch_dataset(
+    strategy: tf.distribute.Strategy,
+    method: Method,
+    method_params: Any,
+    shard_dir: str | Path,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle_buffer: int,
+    labeled_ids: Sequence[int] | None = None,
+) -> tuple[tf.distribute.DistributedDataset, int]:
+    """Epoch `epoch`'s training stream, one input pipeline per worker; -> (dataset, global steps).
 
-    A checkpoint is the weights of every model and the optimizer (weights-EEEEE.npz) plus state.json,
-    which names the finished epoch, the weights files kept and the per-epoch history; each is written
-    atomically. `keep` > 1 keeps the last epochs' weights too: the workers of a cluster resume from the
-    last epoch every one of them saved, which may be one before a worker's own last.
+    Every pipeline reads the same global batches and keeps its replicas' rows (see readers.train_dataset).
+    Only the parts the method encodes are read: CrossEntropy reads no unlabeled images (they only set
+    the epoch length), InfoNCE no labeled ones.
     """
 
-    def __init__(self, root: str | Path, key: str, keep: int = 1):
-        self.root = Path(root)
-        self.dir = self.root / key
-        self.keep = max(1, keep)
+    def make(context: tf.distribute.InputContext | None = None) -> tuple[tf.data.Dataset, int]:
+        return readers.train_dataset(
+            shard_dir,
+            unlabeled_batch=method_params.unlabeled_batch,
+            labeled_batch=method_params.labeled_batch,
+            seed=seed,
+            epoch=epoch,
+            shuffle_buffer=shuffle_buffer,
+            input_context=context,
+            method=method.name,
+            read_unlabeled=method.unlabeled_views > 0,
+            read_labeled=method.uses_labeled,
+            labeled_ids=labeled_ids,
+        )
 
-    def save(self, epoch: int, history: list[dict], models: dict[str, keras.Model], optimizer) -> None:
-        arrays = {}
-        for name, model in models.items():
-            for i, w in enumerate(model.weights):
-                arrays[f"{name}/{i}"] = np.asarray(w)
-        for i, v in enumerate(optimizer.variables):
-            arrays[f"optimizer/{i}"] = np.asarray(v)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        weights = f"weights-{epoch:05d}.npz"
-        with atomic_path(self.dir / weights, suffix=".npz") as tmp:
-            np.savez(tmp, **arrays)
-        kept = [k for k in self._state().get("kept", []) if k["epoch"] < epoch][-(self.keep - 1) :]
-        kept = (kept if self.keep > 1 else []) + [{"epoch": epoch, "weights": weights}]
-        # state.json names the weights files: a crash between the two writes leaves the previous epoch valid.
-        state = {"epoch": epoch, "weights": weights, "kept": kept, "history": history}
-        write_json(self.dir / "state.json", state)
-        names = {k["weights"] for k in kept}
-        for old in self.dir.glob("weights-*.npz"):
-            if old.name not in names:
-                old.unlink(missing_ok=True)
-
-    def _state(self) -> dict:
-        try:
-            return json.loads((self.dir / "state.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def epochs(self) -> list[int]:
-        """The finished epochs whose weights are on disk, oldest first."""
-        state = self._state()
-        kept = state.get("kept", [{"epoch": state["epoch"], "weights": state["weights"]}] if state else [])
-        return [k["epoch"] for k in kept if (self.dir / k["weights"]).exists()]
-
-    def load(
-        self,
-        models: dict[str, keras.Model],
-        optimizer,
-        variables: list,
-        epoch: int | None = None,
-        strategy: tf.distribute.Strategy | None = None,
-    ) -> tuple[int, list[dict]] | None:
-        """Restore finished `epoch` (default: the last) into `models` and `optimizer`; None when not on disk.
-
-        The optimizer's slots are built inside `strategy.scope()`: built elsewhere they would not be
-        mirrored, and a distributed step could not update them.
-        """
-        state = self._state()
-        kept = {k["epoch"]: k["weights"] for k in state.get("kept", [])}
-        if state and not kept:
-            kept = {state["epoch"]: state["weights"]}
-        epoch = state.get("epoch") if epoch is None else epoch
-        if epoch not in kept or not (self.dir / kept[epoch]).exists():
-            return None
-        with np.load(self.dir / kept[epoch]) as arrays:
-            for name, model in models.items():
-                for i, w in enumerate(model.weights):
-                    w.assign(arrays[f"{name}/{i}"])
-            with (strategy or tf.distribute.get_strategy()).scope():
-                optimizer.build(variables)
-            for i, v in enumerate(optimizer.variables):
-                v.assign(arrays[f"optimizer/{i}"])
-        return int(epoch), [r for r in state["history"] if r["epoch"] <= epoch]
-
-    def clear(self) -> None:
-        """Remove this run's checkpoints, and the folders of a nested key (worker-i's) left empty."""
-        shutil.rmtree(self.dir, ignore_errors=True)
-        for parent in self.dir.parents:
-            if parent == self.root or self.root not in parent.parents:
-                break
-            try:
-                parent.rmdir()
-            except OSError:  # not empty: another worker's checkpoints share the folder
-                break
+    replicas = strategy.num_replicas_in_sync
+    # Checks the batch sizes against the replica count before any pipeline starts (UserError).
+    steps = make(tf.distribute.InputContext(1, 0, replicas) if replicas > 1 else None)[1]
+    return strategy.distribute_datasets_from_function(lambda context: make(context)[0]), steps

@@ -98,7 +98,7 @@ def main(
     from semisup.preflight import check_pretrain
 
     # Everything that can fail before training fails here: manifest, knn.k, writable folders, free disk.
-    check_pretrain(params, method, shards, f"{models}/{name}", f"{metrics}/{name}", checkpoints)
+    check_pretrain(params, method, shards, f"{models}/{name}", f"{metrics}/{name}", checkpoints, labeled_ids)
 
     from semisup.pretrain import pretrain
     from semisup.progress import Progress

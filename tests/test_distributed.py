@@ -255,7 +255,7 @@ from types import SimpleNamespace
 import keras, numpy as np, tensorflow as tf
 from semisup import distribute
 from semisup.pretrain import resume
-from semisup.train import Checkpoints
+from semisup.checkpoints import Checkpoints
 
 root, saves = sys.argv[1], json.loads(sys.argv[2])
 strategy = distribute.select_strategy("multiworker")

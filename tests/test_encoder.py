@@ -98,7 +98,7 @@ import keras
 import numpy as np
 
 from semisup.encoder import get_encoder, save_encoder
-from semisup.train import set_precision
+from semisup.precision import set_precision
 
 out = Path(sys.argv[1])
 x = np.random.default_rng(5).random((3, 32, 32, 3), dtype=np.float32)
@@ -141,7 +141,7 @@ def test_encoders_built_in_two_processes_save_to_the_same_bytes(tmp_path):
 
 
 def test_encoder_layers_follow_the_global_policy_each_with_its_own_policy_object():
-    from semisup.train import set_precision
+    from semisup.precision import set_precision
 
     try:
         set_precision(True)

@@ -160,7 +160,7 @@ def _key_with(params_path: Path, shard_dir: Path, monkeypatch, tmp_path: Path, p
     """run_key("paws", ...) of the test's params with one of its parts changed; part "" changes nothing."""
     import dataclasses
 
-    from semisup import pretrain as pt
+    from semisup import checkpoints as pt
     from semisup.config import parse_params, with_overrides
 
     raw = yaml.safe_load(params_path.read_text())
@@ -308,19 +308,24 @@ def test_bad_labeled_ids_name_the_problem(shards, ids, message):
 
 
 def test_labeled_ids_reach_the_checkpoint_key_batches_and_monitor(shards, monkeypatch):
-    from semisup import pretrain as pt
+    from semisup import checkpoints, preflight
+    from semisup import monitor as pt
     from semisup.config import load_params
     from semisup.errors import DataError
 
     params_path, shard_dir = shards
     params = load_params(params_path)
-    keys = {pt.run_key("paws", params, shard_dir, False, ids) for ids in (None, [1, 2, 3], [1, 2, 4])}
+    keys = {
+        checkpoints.run_key("paws", params, shard_dir, False, ids) for ids in (None, [1, 2, 3], [1, 2, 4])
+    }
     assert len(keys) == 3
-    assert pt.run_key("paws", params, shard_dir, False, [1, 2, 3]) in keys
+    assert checkpoints.run_key("paws", params, shard_dir, False, [1, 2, 3]) in keys
     manifest = json.loads((shard_dir / "manifest.json").read_text())
     with pytest.raises(DataError, match=r"labeled_batch: 50 is larger than the labeled subset \(3 images\)"):
-        pt.check_batches(manifest, "paws", params.methods.paws, labeled=3)
-    pt.check_batches(manifest, "infonce", params.methods.infonce, labeled=3)  # InfoNCE reads no labeled image
+        preflight.check_batches(manifest, "paws", params.methods.paws, labeled=3)
+    preflight.check_batches(
+        manifest, "infonce", params.methods.infonce, labeled=3
+    )  # InfoNCE reads no labeled image
 
     seen = {}
     monkeypatch.setattr(pt, "knn_accuracy", lambda bank, bank_labels, *a, **k: seen.update(n=len(bank)) or {})
@@ -347,7 +352,10 @@ def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path)
     )
     unmonitored = load_params(_write_params(tmp_path / "u.yaml", **{"knn.monitor_every": 0}))
     for bad in (load_params(shards[0]), unmonitored):  # the knn stage searches the same bank after training
-        with pytest.raises(DataError, match=r"^knn\.k: 200 is larger than the run's kNN bank \(50 labeled"):
+        with pytest.raises(
+            DataError,
+            match=r"^knn\.k: 200 is larger than the bank \(50 labeled examples in the run's labeled subset\); use k <= 50, or raise the label budget",
+        ):
             pretrain(
                 "paws",
                 bad,

@@ -15,11 +15,12 @@ import pytest
 import tensorflow as tf
 
 from semisup import augment as aug
+from semisup.checkpoints import Checkpoints, fingerprint
 from semisup.config import AugmentParams, Params
 from semisup.embed import embed
 from semisup.encoder import get_encoder, get_head
 from semisup.methods import METHODS, Method
-from semisup.train import Checkpoints, Trainer, TrainingDiverged, fingerprint
+from semisup.train import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,7 +220,7 @@ def test_embed_is_inference_on_scaled_images():
 
 
 def test_only_the_chief_writes_outputs():
-    from semisup.pretrain import is_chief
+    from semisup.distribute import is_chief
 
     assert is_chief(tf.distribute.get_strategy())
 
@@ -241,7 +242,7 @@ def test_only_the_chief_writes_outputs():
 
 
 def test_mixed_precision_auto_follows_the_hardware(monkeypatch):
-    from semisup import train
+    from semisup import precision as train
 
     monkeypatch.setattr(train, "fast_bfloat16", lambda: True)
     assert train.resolve_mixed_precision("auto") is True
@@ -276,3 +277,18 @@ def test_cluster_checkpoints_keep_the_last_two_epochs(tmp_path):
     for a, b in zip(saved[2], other.encoder.weights, strict=True):
         np.testing.assert_array_equal(a, np.asarray(b))
     assert ckpt.load({"encoder": other.encoder}, other.optimizer, other.variables, epoch=1) is None
+
+
+def test_the_trainer_augments_with_the_one_seeding_scheme():
+    trainer = _trainer(METHODS["paws"])
+    rng = np.random.default_rng(1)
+    unlabeled = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    labeled = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    views, labeled_view = trainer._augment(unlabeled, labeled, tf.constant(17, tf.int64))
+    seeds = aug.step_seeds(0, 17)
+    kwargs = aug.from_params(AugmentParams())
+    for i, view in enumerate(views):
+        np.testing.assert_array_equal(view, aug.augment(unlabeled, seeds[i], part=(0, 1), **kwargs))
+    np.testing.assert_array_equal(labeled_view, aug.augment(labeled, seeds[2], part=(0, 1), **kwargs))
+    other, _ = trainer._augment(unlabeled, labeled, tf.constant(18, tf.int64))
+    assert not np.array_equal(other[0], views[0])
