@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from semisup.data import readers, shards  # noqa: E402
-from semisup.data.sources import SourceSplits, SplitStream  # noqa: E402
+from semisup.data.base import SourceSplits, SplitStream  # noqa: E402
 
 SIZE, UNLABELED, LABELED, BATCH = 96, 5000, 1000, 250
 

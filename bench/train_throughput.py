@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from semisup import augment as aug  # noqa: E402
 from semisup.config import AugmentParams, Params  # noqa: E402
 from semisup.data import shards  # noqa: E402
-from semisup.data.sources import SourceSplits, SplitStream  # noqa: E402
+from semisup.data.base import SourceSplits, SplitStream  # noqa: E402
 from semisup.encoder import get_encoder, get_head  # noqa: E402
 from semisup.methods import METHODS  # noqa: E402
 from semisup.precision import resolve_mixed_precision, set_precision

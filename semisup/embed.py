@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from semisup.augment import scale_images
 from semisup.data import readers
-from semisup.data.sources import save_npz
+from semisup.data.base import save_npz
 from semisup.encoder import load_encoder
 from semisup.io import check_free_space, output_set, probe_writable
 from semisup.progress import track

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from semisup.data import readers, shards, sources
+from semisup.data import base, readers, shards
 from semisup.errors import DataError
 from tests.test_data_shards import synthetic
 
@@ -28,7 +28,7 @@ def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def originals() -> dict[str, list[tuple[np.ndarray, int]]]:
     source = synthetic({"unlabeled": N_UNLABELED, "labeled": N_LABELED, "test": N_TEST}, size=SIZE)
-    return {s: list(source.splits[s].examples()) for s in sources.SPLITS}
+    return {s: list(source.splits[s].examples()) for s in base.SPLITS}
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from semisup.data import folder, shards, sources, stl10
-from semisup.data.sources import SourceSplits, SplitStream
+from semisup.data import base, digits, folder, shards, stl10
+from semisup.data.base import SourceSplits, SplitStream
 from tests.test_data_sources import make_folder
 
 DATA = {"source": "test"}
@@ -41,7 +41,7 @@ def synthetic(counts: dict[str, int], size: int = 8, classes: int = 3, seed: int
         return SplitStream(counts[split], examples)
 
     names = tuple(f"c{i}" for i in range(classes))
-    return SourceSplits("synthetic", names, {s: stream(s) for s in sources.SPLITS})
+    return SourceSplits("synthetic", names, {s: stream(s) for s in base.SPLITS})
 
 
 def _write(out: Path, source: SourceSplits, num_shards: int = 4, size: int = 8) -> dict:
@@ -142,8 +142,8 @@ def test_stream_count_mismatch_is_an_error(tmp_path: Path) -> None:
 
 
 def test_digits_to_shards(tmp_path: Path) -> None:
-    sources.prepare_digits(tmp_path / "raw", test_fraction=0.2, labeled_per_class=10)
-    src = sources.digits_splits(
+    digits.prepare_digits(tmp_path / "raw", test_fraction=0.2, labeled_per_class=10)
+    src = digits.digits_splits(
         tmp_path / "raw", image_size=32, test_fraction=0.2, labeled_per_class=10, seed=0
     )
     manifest = _write(tmp_path / "out", src, num_shards=16, size=32)
@@ -193,7 +193,7 @@ def test_stl10_mock_to_shards_subsampled(tmp_path: Path, monkeypatch: pytest.Mon
             if s["split"] == split
             for r in _read_records(tmp_path / "out" / s["file"])
         ]
-        for split in sources.SPLITS
+        for split in base.SPLITS
     }
     assert all(y == -1 for _, y in records["unlabeled"])
     # Train image i has pixel value i and label i % 10: labeled records keep that pairing.

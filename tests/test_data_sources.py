@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semisup.data import folder, sources, splits, stl10
+from semisup.data import base, digits, folder, splits, stl10
 from semisup.data.images import resize_rgb
 from semisup.errors import DataError, UserError
 
@@ -89,38 +89,38 @@ def test_resize_antialiases_when_shrinking() -> None:
 def test_digits_raw_file_matches_scikit_learn(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
-    path = sources.prepare_digits(tmp_path, test_fraction=0.2, labeled_per_class=10)
+    path = digits.prepare_digits(tmp_path, test_fraction=0.2, labeled_per_class=10)
     first = path.read_bytes()
-    sources.prepare_digits(tmp_path, test_fraction=0.2, labeled_per_class=10)
+    digits.prepare_digits(tmp_path, test_fraction=0.2, labeled_per_class=10)
     assert path.read_bytes() == first  # reproducible bytes: no zip timestamps
-    digits = load_digits()
+    sk = load_digits()
     with np.load(path) as npz:
-        assert np.array_equal(npz["images"], np.round(digits.images * 255 / 16).astype(np.uint8))
-        assert np.array_equal(npz["labels"], digits.target)
+        assert np.array_equal(npz["images"], np.round(sk.images * 255 / 16).astype(np.uint8))
+        assert np.array_equal(npz["labels"], sk.target)
         assert npz["class_names"].tolist() == [str(i) for i in range(10)]
 
 
 def test_digits_too_many_labeled_fails_before_writing(tmp_path: Path) -> None:
     # The smallest digits class has 174 images: 174 - round(0.2 x 174) = 139 stay for training.
     with pytest.raises(UserError, match="at most 139"):
-        sources.prepare_digits(tmp_path, test_fraction=0.2, labeled_per_class=140)
+        digits.prepare_digits(tmp_path, test_fraction=0.2, labeled_per_class=140)
     assert not list(tmp_path.iterdir())
 
 
 def test_digits_splits_hold_resized_digits_with_their_labels(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
-    sources.prepare_digits(tmp_path, test_fraction=0.25, labeled_per_class=20)
-    got = sources.digits_splits(tmp_path, image_size=32, test_fraction=0.25, labeled_per_class=20, seed=3)
-    digits = load_digits()
+    digits.prepare_digits(tmp_path, test_fraction=0.25, labeled_per_class=20)
+    got = digits.digits_splits(tmp_path, image_size=32, test_fraction=0.25, labeled_per_class=20, seed=3)
+    sk = load_digits()
     # Independent reference: PIL bicubic of the 0..255 gray digit, channel repeated.
-    gray = np.round(digits.images * 255 / 16).astype(np.uint8)
+    gray = np.round(sk.images * 255 / 16).astype(np.uint8)
     ref = {}
-    for img, y in zip(gray, digits.target, strict=True):
+    for img, y in zip(gray, sk.target, strict=True):
         big = np.asarray(Image.fromarray(img).resize((32, 32), Image.Resampling.BICUBIC))
         ref.setdefault(np.stack([big] * 3, -1).tobytes(), set()).add(int(y))
     seen = {}
-    for split in sources.SPLITS:
+    for split in base.SPLITS:
         examples = list(got.splits[split].examples())
         assert len(examples) == got.splits[split].count
         for image, label in examples:
@@ -179,7 +179,7 @@ def test_folder_splits_add_unlabeled_folder(tmp_path: Path) -> None:
     args = {"test_fraction": 0.2, "labeled_per_class": 2}
     folder.prepare_folder(root, tmp_path / "raw", on_bad_image="error", progress=False, **args)
     with folder.folder_splits(root, tmp_path / "raw", image_size=32, seed=0, progress=False, **args) as got:
-        counts = {s: got.splits[s].count for s in sources.SPLITS}
+        counts = {s: got.splits[s].count for s in base.SPLITS}
         # Per class: round(1.2) = 1 test, 2 labeled, 3 unlabeled; plus the 4 images of unlabeled/.
         assert counts == {"test": 3, "labeled": 6, "unlabeled": 9 + 4}
         unlabeled = [(np.array(x), y) for x, y in got.splits["unlabeled"].examples()]
@@ -314,7 +314,7 @@ def test_truncated_jpeg_is_indexed_then_fails_to_decode(tmp_path: Path) -> None:
     with folder.folder_splits(root, tmp_path / "raw", on_bad_image="skip", **split) as got:
         assert got.skipped == ("dog/cut.jpg",)
         # dog keeps its 6 good images: the split is made of the images that decoded.
-        assert {s: got.splits[s].count for s in sources.SPLITS} == {"test": 3, "labeled": 6, "unlabeled": 13}
+        assert {s: got.splits[s].count for s in base.SPLITS} == {"test": 3, "labeled": 6, "unlabeled": 13}
 
 
 def test_too_few_images_after_decoding_is_one_error(tmp_path: Path) -> None:
@@ -398,7 +398,7 @@ def test_stl10_with_manual_archive_prepares_and_streams(
         )
         assert json.loads(marker.read_text())["source"] == "stl10"
         got = stl10.stl10_splits(tmp_path / "raw", image_size=48, labeled_per_class=None, seed=0)
-        assert {s: got.splits[s].count for s in sources.SPLITS} == {"unlabeled": 6, "labeled": 6, "test": 6}
+        assert {s: got.splits[s].count for s in base.SPLITS} == {"unlabeled": 6, "labeled": 6, "test": 6}
         unlabeled = list(got.splits["unlabeled"].examples())
         labeled = list(got.splits["labeled"].examples())
     assert all(x.shape == (48, 48, 3) and y == -1 for x, y in unlabeled)

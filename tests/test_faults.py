@@ -473,8 +473,8 @@ def test_flipped_byte_is_named_by_file_at_any_size(workspace, tmp_path: Path, li
 
 def test_a_passed_check_is_remembered_across_processes_until_a_file_changes(tmp_path, monkeypatch) -> None:
     from semisup.data import readers
+    from semisup.data.base import SourceSplits, SplitStream
     from semisup.data.shards import write_shards
-    from semisup.data.sources import SourceSplits, SplitStream
     from semisup.errors import DataError
 
     monkeypatch.setenv("SEMISUP_CACHE_DIR", str(tmp_path / "cache"))

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from semisup.config import DataParams
+from semisup.data.base import SPLITS, Example, SourceSplits, SplitStream, raw_file
 from semisup.data.images import DECODE_ERRORS, decode_image, read_header, resize_rgb
-from semisup.data.sources import SPLITS, Example, SourceSplits, SplitStream, raw_file
 from semisup.data.splits import check_split, stratified_split
 from semisup.errors import DataError, UserError
 from semisup.io import check_free_space, scratch_file, write_json
@@ -354,3 +355,61 @@ def folder_splits(
             yield SourceSplits("folder", tuple(index["class_names"]), splits, tuple(sorted(bad)))
         finally:
             held.clear()
+
+
+def prepare(data: DataParams, raw_dir: str | Path, *, progress: bool = True, **_: object) -> str:
+    """The download stage: index (hash and header of) every image of data.path into raw_dir, checking
+    what can be checked without decoding. -> its one-line summary."""
+    index = prepare_folder(
+        data.path,
+        raw_dir,
+        on_bad_image=data.on_bad_image,
+        test_fraction=data.test_fraction,
+        labeled_per_class=data.labeled_per_class,
+        progress=progress,
+        max_pixels=data.max_pixels,
+    )
+    skipped = f", {len(index['skipped'])} unreadable skipped" if index["skipped"] else ""
+    if index.get("duplicates"):
+        n = len(index["duplicates"])
+        skipped += f", {n} duplicate{'' if n == 1 else 's'} of another file left out"
+    if n := len(index["unsupported"]):
+        suffixes = sorted({Path(f).suffix.lower() or "(none)" for f in index["unsupported"]})
+        one = n == 1
+        skipped += (
+            f", {n} file{'' if one else 's'} not read for {'its' if one else 'their'} extension "
+            f"({', '.join(suffixes)}; PNG and JPEG are read)"
+        )
+    return (
+        f"folder: {len(index['labeled'])} labeled images in {len(index['class_names'])} classes, "
+        f"{len(index['unlabeled'])} unlabeled{skipped} -> {Path(raw_dir) / INDEX_FILE}"
+    )
+
+
+@contextlib.contextmanager
+def open_splits(
+    data: DataParams,
+    raw_dir: str | Path,
+    *,
+    seed: int,
+    scratch_dir: str | Path | None = None,
+    scratch_name: str = "pixels",
+    reserve_per_image: int = 0,
+    progress: bool = True,
+) -> Iterator[SourceSplits]:
+    """The shard stage's input: the folder's images, decoded once into a scratch file while open."""
+    with folder_splits(
+        data.path,
+        raw_dir,
+        image_size=data.image_size,
+        labeled_per_class=data.labeled_per_class,
+        seed=seed,
+        test_fraction=data.test_fraction,
+        on_bad_image=data.on_bad_image,
+        max_pixels=data.max_pixels,
+        scratch_dir=scratch_dir,
+        scratch_name=scratch_name,
+        reserve_per_image=reserve_per_image,
+        progress=progress,
+    ) as source:
+        yield source

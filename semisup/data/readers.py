@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from semisup.data.base import SPLITS
 from semisup.data.shards import MANIFEST, count_records, sha256_file
-from semisup.data.sources import SPLITS
 from semisup.errors import DataError, UserError
 from semisup.io import write_json
 

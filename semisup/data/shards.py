@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from semisup.data.sources import SPLITS, SourceSplits
+from semisup.data.base import SPLITS, SourceSplits
 from semisup.errors import DataError
 from semisup.io import output_set, write_json
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from semisup.config import DataParams
+from semisup.data.base import Example, SourceSplits, SplitStream, raw_file
 from semisup.data.images import resize_rgb
-from semisup.data.sources import Example, SourceSplits, SplitStream, raw_file
 from semisup.data.splits import check_labeled_per_class, class_counts, subsample_per_class
 from semisup.errors import UserError
 from semisup.io import write_json
@@ -203,3 +204,21 @@ def stl10_splits(
 def read_marker(raw_dir: str | Path) -> dict[str, Any]:
     """What the download stage recorded about the prepared STL10."""
     return json.loads(raw_file(raw_dir, MARKER_FILE).read_text())
+
+
+def prepare(
+    data: DataParams, raw_dir: str | Path, *, manual_dir: str | Path, download_dir: str | Path, **_: object
+) -> str:
+    """The download stage: STL10 prepared by tensorflow-datasets in raw_dir. -> its one-line summary."""
+    marker = prepare_stl10(
+        raw_dir, manual_dir=manual_dir, download_dir=download_dir, labeled_per_class=data.labeled_per_class
+    )
+    return f"stl10: prepared by tensorflow-datasets in {raw_dir} ({marker.name})"
+
+
+@contextlib.contextmanager
+def open_splits(data: DataParams, raw_dir: str | Path, *, seed: int, **_: object) -> Iterator[SourceSplits]:
+    """The shard stage's input: STL10's own splits, resized, read from raw_dir."""
+    yield stl10_splits(
+        raw_dir, image_size=data.image_size, labeled_per_class=data.labeled_per_class, seed=seed
+    )
