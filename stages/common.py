@@ -29,6 +29,15 @@ params_option = click.option(
 )
 
 
+run_option = click.option(
+    "--run",
+    "run",
+    required=True,
+    help="The run: METHOD-BUDGET-SEED as in its stage names (paws-25-0, paws-all-0), or METHOD alone "
+    "(every labeled image, params.yaml's seed). Reads and writes under this name.",
+)
+
+
 def one_line(exc: BaseException) -> str | None:
     """The one-line message of a fault the user or the machine caused; None for a bug of ours."""
     if isinstance(exc, UserError):

@@ -6,25 +6,25 @@ from pathlib import Path
 
 import click
 
-from stages.common import load, params_option, user_errors
+from semisup.data.subsets import parse_run
+from stages.common import load, params_option, run_option, user_errors
 from stages.console import done
 
 
 @click.command()
-@click.option("--method", required=True, help="Method name (see method_names in params.yaml).")
+@run_option
 @params_option
 @click.option("--shards", default="data/shards", show_default=True, help="Shard directory.")
-@click.option("--models", default="models", show_default=True, help="Reads <models>/<method>/encoder.keras.")
+@click.option("--models", default="models", show_default=True, help="Reads <models>/<run>/encoder.keras.")
 @click.option(
-    "--out", default="data/embeddings", show_default=True, help="Writes <out>/<method>/{labeled,test}.npz."
+    "--out", default="data/embeddings", show_default=True, help="Writes <out>/<run>/{labeled,test}.npz."
 )
-@click.option("--run", default=None, help="Study run (method-budget-seed): reads and writes under its name.")
 @user_errors
-def main(method: str, params_path: str, shards: str, models: str, out: str, run: str | None) -> None:
-    """Write METHOD's embeddings of the labeled and test splits."""
+def main(run: str, params_path: str, shards: str, models: str, out: str) -> None:
+    """Write the run's embeddings of the labeled and test splits."""
     params = load(params_path)
-    params.method(method)
-    name = run or method
+    params.method(parse_run(run).method)
+    name = run
 
     from semisup.embed import embed_splits
 

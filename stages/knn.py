@@ -14,14 +14,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from semisup.data.subsets import read_subset
+from semisup.data.subsets import parse_run, read_subset
 from semisup.errors import DataError, UserError
 from semisup.io import output_set, write_json
 from semisup.knn import accuracy_metrics, knn_predict, per_class_accuracy
-from semisup.methods import METHODS
 from semisup.preflight import check_outputs
 from semisup.versions import library_versions
-from stages.common import load, params_option, user_errors
+from stages.common import load, params_option, run_option, user_errors
 from stages.console import done
 
 
@@ -81,21 +80,20 @@ def write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, names
 
 
 @click.command()
-@click.option("--method", required=True, type=click.Choice(tuple(METHODS)), help="The method to score.")
+@run_option
 @params_option
 @click.option("--embeddings", default="data/embeddings", show_default=True, type=click.Path(file_okay=False))
 @click.option("--shards", default="data/shards", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default="metrics", show_default=True, type=click.Path(file_okay=False))
-@click.option("--run", default=None, help="Study run (method-budget-seed): reads and writes under its name.")
 @click.option("--split", "subset", default=None, type=click.Path(dir_okay=False), help="Study run: its bank.")
 @user_errors
-def main(
-    method: str, params_path: str, embeddings: str, shards: str, out: str, run: str | None, subset: str | None
-) -> None:
-    """Score METHOD's test embeddings by cosine kNN against its labeled embeddings."""
-    knn = load(params_path).knn
+def main(run: str, params_path: str, embeddings: str, shards: str, out: str, subset: str | None) -> None:
+    """Score the run's test embeddings by cosine kNN against its labeled embeddings (its subset's)."""
+    params = load(params_path)
+    params.method(parse_run(run).method)  # an unknown method: one line, before anything is read
+    knn = params.knn
     names = load_class_names(Path(shards))
-    name = run or method
+    name = run
     files = {split: Path(embeddings) / name / f"{split}.npz" for split in ("labeled", "test")}
     bank, bank_labels = load_embeddings(files["labeled"], name)
     queries, query_labels = load_embeddings(files["test"], name)

@@ -14,12 +14,12 @@ import click
 from semisup.io import write_json
 from semisup.preflight import check_outputs
 from semisup.versions import library_versions
-from stages.common import load, params_option, user_errors
+from stages.common import load, params_option, run_option, user_errors
 from stages.console import done
 
 
 @click.command()
-@click.option("--run", required=True, help="The run, method-budget-seed (e.g. paws-25-0).")
+@run_option
 @click.option(
     "--split", required=True, type=click.Path(dir_okay=False), help="The run's labeled subset file."
 )

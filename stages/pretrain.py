@@ -13,17 +13,17 @@ import sys
 
 import click
 
-from semisup.data.subsets import parse_budget, read_subset, run_name
-from stages.common import load, params_option, user_errors
+from semisup.data.subsets import parse_run, read_subset
+from stages.common import load, params_option, run_option, user_errors
 from stages.console import done
 
 
 @click.command()
-@click.option("--method", required=True, help="Method name (see method_names in params.yaml).")
+@run_option
 @params_option
 @click.option("--shards", default="data/shards", show_default=True, help="Shard directory.")
-@click.option("--models", default="models", show_default=True, help="Writes <models>/<method>/encoder.keras.")
-@click.option("--metrics", default="metrics", show_default=True, help="Writes <metrics>/<method>/train/.")
+@click.option("--models", default="models", show_default=True, help="Writes <models>/<run>/encoder.keras.")
+@click.option("--metrics", default="metrics", show_default=True, help="Writes <metrics>/<run>/train/.")
 @click.option(
     "--checkpoints",
     default=".checkpoints",
@@ -55,12 +55,12 @@ from stages.console import done
     help="Append every training step's loss to this file (step, steps per epoch, loss; tab-separated), "
     "e.g. to compare the same run on different hardware. Only the chief writes it.",
 )
-@click.option("--budget", default=None, help="Study run: labels per class (or all); names the run.")
-@click.option("--seed", "run_seed", default=None, type=click.IntRange(min=0), help="Study run: its seed.")
-@click.option("--split", default=None, type=click.Path(dir_okay=False), help="Study run: its labeled subset.")
+@click.option(
+    "--split", default=None, type=click.Path(dir_okay=False), help="The run's labeled subset (default: all)."
+)
 @user_errors
 def main(
-    method: str,
+    run: str,
     params_path: str,
     shards: str,
     models: str,
@@ -69,17 +69,13 @@ def main(
     cpu_replicas: int,
     local_workers: int,
     step_log: str | None,
-    budget: str | None,
-    run_seed: int | None,
     split: str | None,
 ) -> None:
-    """Pretrain METHOD's encoder on the shards (one study run with --budget/--seed/--split)."""
+    """Pretrain the run's encoder on the shards: its method, with its seed and its labeled subset."""
     params = load(params_path)
+    method, _, run_seed = parse_run(run)
     params.method(method)  # an unknown method name fails here, before TensorFlow starts
-    # A study run (method, budget, seed) trains with its seed and its labeled subset, under its own name.
-    name = method if budget is None and run_seed is None else run_name(method, budget, run_seed)
-    if budget is not None:
-        parse_budget(budget)
+    name = run
     if run_seed is not None:
         params = dataclasses.replace(params, seed=run_seed)
     labeled_ids = read_subset(split) if split else None

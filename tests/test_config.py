@@ -127,7 +127,7 @@ def test_stage_reports_one_line_without_traceback(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump({"data": {"source": "stl11"}}))
     proc = subprocess.run(
-        [sys.executable, "-m", "stages.pretrain", "--method", "paws", "--params", str(f)],
+        [sys.executable, "-m", "stages.pretrain", "--run", "paws", "--params", str(f)],
         cwd=ROOT,
         capture_output=True,
         text=True,

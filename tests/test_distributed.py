@@ -70,7 +70,7 @@ def _cmd(root: Path, shards: Path, method: str, out: Path, *extra: str) -> list[
         sys.executable,
         "-m",
         "stages.pretrain",
-        "--method",
+        "--run",
         method,
         "--params",
         str(_params(root, method)),
@@ -419,8 +419,8 @@ def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path):
 
     addresses = [f"127.0.0.1:{p}" for p in free_ports(2)]
     # The run's command as dvc.yaml writes it (`dvc stage list --name-only` / dvc.yaml's cmd).
-    worker_cmd = [sys.executable, "-m", "stages.pretrain", "--method", "infonce", "--budget", "all"]
-    worker_cmd += ["--seed", "0", "--split", "data/splits/all-0.json", "--metrics", "metrics/runs"]
+    worker_cmd = [sys.executable, "-m", "stages.pretrain", "--run", "infonce-all-0"]
+    worker_cmd += ["--split", "data/splits/all-0.json", "--metrics", "metrics/runs"]
     commands = [(chief, ["dvc", "repro", "pretrain@infonce-all-0"]), (worker, worker_cmd)]
     procs = [
         subprocess.Popen(

@@ -58,9 +58,7 @@ STAGES: dict[str, Callable[[Path, Path], list[str]]] = {
     ],
     "pretrain": lambda src, out: [
         "stages.pretrain",
-        "--method=paws",
-        "--budget=all",
-        "--seed=0",
+        f"--run={RUN}",
         f"--split={src}/splits/{SPLIT}",
         f"--shards={src}/shards",
         f"--models={out}/models",
@@ -69,7 +67,6 @@ STAGES: dict[str, Callable[[Path, Path], list[str]]] = {
     ],
     "embed": lambda src, out: [
         "stages.embed",
-        "--method=paws",
         f"--run={RUN}",
         f"--shards={src}/shards",
         f"--models={src}/models",
@@ -77,7 +74,6 @@ STAGES: dict[str, Callable[[Path, Path], list[str]]] = {
     ],
     "knn": lambda src, out: [
         "stages.knn",
-        "--method=paws",
         f"--run={RUN}",
         f"--split={src}/splits/{SPLIT}",
         f"--embeddings={src}/embeddings",

@@ -226,7 +226,7 @@ def write_stage_inputs(root, ks=(3, 10), method="suncet"):
 
 def stage_args(root, method="suncet"):
     """The knn stage's options for the files under root."""
-    args = ["--method", method, "--params", str(root / "params.yaml"), "--embeddings", str(root / "emb")]
+    args = ["--run", method, "--params", str(root / "params.yaml"), "--embeddings", str(root / "emb")]
     return [*args, "--shards", str(root / "shards"), "--out", str(root / "metrics")]
 
 
@@ -240,7 +240,12 @@ def test_stage_writes_metrics_and_confusion(tmp_path):
     result = run_stage(tmp_path)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics" / "suncet" / "knn.json").read_text())
-    assert list(metrics) == ["k3", "k10"]
+    assert list(metrics) == [
+        "k3",
+        "k10",
+        "versions",
+    ]  # the scores, and the library versions that computed them
+    assert metrics["versions"]["numpy"] == np.__version__
     per_class = json.loads((tmp_path / "metrics" / "suncet" / "per_class.json").read_text())
     assert per_class["k"] == 3 and list(per_class["per_class_accuracy"]) == ["cat", "dog", "ship"]
     names = ["cat", "dog", "ship"]

@@ -53,7 +53,7 @@ def _pretrain_cmd(params: Path, shard_dir: Path, out: Path) -> list[str]:
         sys.executable,
         "-m",
         "stages.pretrain",
-        "--method",
+        "--run",
         "paws",
         "--params",
         str(params),

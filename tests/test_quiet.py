@@ -92,7 +92,7 @@ def test_pretrain_stage_without_terminal_prints_progress_every_tenth_and_no_star
         },
     )
     shards = make_shards(tmp_path, params)
-    cmd = [sys.executable, "-m", "stages.pretrain", "--method", "paws", "--params", str(params)]
+    cmd = [sys.executable, "-m", "stages.pretrain", "--run", "paws", "--params", str(params)]
     cmd += ["--shards", str(shards), "--models", str(tmp_path / "m"), "--metrics", str(tmp_path / "x")]
     cmd += ["--checkpoints", str(tmp_path / "ck")]
     # Epochs of a second: lift the 5 s spacing of lines (for people) to see the 10% cadence itself.

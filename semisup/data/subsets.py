@@ -19,7 +19,7 @@ import json
 import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,6 +52,26 @@ def budget_name(budget: int | str | None) -> str:
 def run_name(method: str, budget: int | str | None, seed: int) -> str:
     """A run's name, the part after @ in its stage names: method-budget-seed, e.g. paws-25-0."""
     return f"{method}-{budget_name(budget)}-{seed}"
+
+
+class RunName(NamedTuple):
+    """A run's name split up: its method, label budget (None: all) and seed (None: params.yaml's)."""
+
+    method: str
+    budget: int | None
+    seed: int | None
+
+
+def parse_run(name: str) -> RunName:
+    """A run's name as every run stage takes it (--run): METHOD-BUDGET-SEED, the part after @ in its stage
+    names (paws-25-0, paws-all-0), or METHOD alone (every labeled image, params.yaml's seed)."""
+    method, sep, rest = name.partition("-")
+    if not sep:
+        return RunName(name, None, None)
+    budget, sep, seed = rest.rpartition("-")
+    if not sep or not budget or not (seed.isascii() and seed.isdigit()):
+        raise UserError(f"--run: {name!r} is not METHOD-BUDGET-SEED (e.g. paws-25-0, paws-all-0) or METHOD")
+    return RunName(method, parse_budget(budget), int(seed))
 
 
 def subset_path(splits_dir: str | Path, budget: int | str | None, seed: int) -> Path:
