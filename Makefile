@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/read_shards.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/knn.py
+	$(BIN)/python bench/predict.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
