@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/knn.py
 	$(BIN)/python bench/liveness.py
+	$(BIN)/python bench/predict.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

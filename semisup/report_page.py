@@ -40,6 +40,7 @@ class RunDetails:
     confusion: dict[str, dict[str, list[list[tuple[str, str]]]]] = field(default_factory=dict)
     maps: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)  # (N, 2), (N,)
     missing: list[str] = field(default_factory=list)  # files not found, with the stage that writes them
+    per_class_k: int | None = None  # the k of per_class.json and confusion.csv (knn.k's smallest)
 
 
 def png_uri(fig: Figure) -> str:
@@ -234,7 +235,7 @@ def page(
                 for m in summary["methods"]
             }
             parts += [
-                "<h3>Confusion matrices (all seeds, rows scaled to each actual class)</h3>",
+                "<h3>Confusion matrices (the same votes, all seeds; rows scaled to each actual class)</h3>",
                 image(png_uri(confusion_figure(budget, confusion, names)), f"confusion matrices, {budget}"),
             ]
         maps = {m: details.maps[m][budget] for m in summary["methods"] if budget in details.maps.get(m, {})}

@@ -166,13 +166,16 @@ def run_experiment(name: str, profile: dict[str, object]) -> float:
 
 
 def export(ref: str, name: str) -> dict:
-    """Copy the experiment's summary and figures into demo/; write demo/plots/ with `dvc plots diff`."""
+    """Copy the experiment's summary, figures and study page into demo/; write demo/plots/ (dvc plots diff)."""
     OUT.mkdir(exist_ok=True)
     summary = json.loads(git("show", f"{ref}:metrics/summary.json"))
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for rel in git("ls-tree", "-r", "--name-only", f"{ref}", "metrics/plots/").split():
         png = subprocess.run(["git", "show", f"{ref}:{rel}"], capture_output=True, check=True).stdout
         (OUT / Path(rel).name).write_bytes(png)
+    page = subprocess.run(["git", "show", f"{ref}:metrics/report.html"], capture_output=True)
+    if page.returncode == 0:  # the study page (an experiment of older code may not have one)
+        (OUT / "report.html").write_bytes(page.stdout)
     # Every curve and confusion matrix of the experiment in one page (a failure here costs nothing).
     subprocess.run(["dvc", "plots", "diff", name, "-o", str(OUT / "plots")], capture_output=True)
     return summary
@@ -214,6 +217,7 @@ def main(dry_run: bool, profile: str) -> None:
     click.echo(
         f"\n{ran}\n"
         f"figure: {OUT}/knn_k20.png (the experiment's metrics/plots/knn_per_epoch/knn_k20.png)\n"
+        f"the study page: {OUT}/report.html (table, curves, per-class accuracy, confusion, maps)\n"
         f"every curve: {OUT}/plots/index.html, or `dvc plots diff {name}`\n"
         f"every figure: `dvc exp show`; params.yaml is untouched (still the STL10 recipe: `dvc repro` runs it)"
     )

@@ -90,7 +90,8 @@ def run_details(
                 run = run_name(m, b, s)
                 per_class, confusion = runs / run / "per_class.json", runs / run / "confusion.csv"
                 if per_class.exists() and confusion.exists():
-                    accuracy = read_json(per_class, f"knn@{run}").get("per_class_accuracy", {})
+                    content = read_json(per_class, f"knn@{run}")
+                    accuracy, details.per_class_k = content.get("per_class_accuracy", {}), content.get("k")
                     with confusion.open(newline="") as f:
                         pairs = [(row["actual"], row["predicted"]) for row in csv.DictReader(f)]
                     details.per_class.setdefault(m, {}).setdefault(b, []).append(accuracy)

@@ -109,19 +109,25 @@ class StudyProgress:
         for stash_rev, info in executor_infos(self.repo):
             name, root = info.get("name"), info.get("root_dir")
             if name in self.names and root and name not in self.experiments and Path(root).is_dir():
-                self.experiments[name] = Experiment(name, Path(root), self._baseline(stash_rev), now)
+                self.experiments[name] = Experiment(name, Path(root), self._baseline(stash_rev, root), now)
         for name, exp in self.experiments.items():
             others = [e.finished for n, e in self.experiments.items() if n != name]
             exp.update(now, others[0] if others else {})
             if not exp.stages:
                 exp.stages = stage_names(exp.root)
 
-    def _baseline(self, stash_rev: str) -> dict[str, Any]:
-        """The dvc.lock that the experiment's copy started with: its stash commit's."""
+    def _baseline(self, stash_rev: str, root: str) -> dict[str, Any]:
+        """The dvc.lock that the experiment's copy started with: its stash commit's, or (where git cannot
+        show it) the copy's lock as first seen."""
         proc = subprocess.run(
             ["git", "show", f"{stash_rev}:dvc.lock"], cwd=self.repo, capture_output=True, text=True
         )
-        return lock_stages(proc.stdout if proc.returncode == 0 else None)
+        if proc.returncode == 0:
+            return lock_stages(proc.stdout)
+        try:
+            return lock_stages((Path(root) / "dvc.lock").read_text())
+        except OSError:
+            return {}
 
     def line(self) -> str | None:
         """`N of T stages done (...), about M min left`; None until the main experiment's copy is read."""
