@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from semisup.config import with_overrides
-from tests.support import git_project, run, tool_env
+from tests.support import git_project, params_with, run, tool_env
 
 METHODS = ("crossentropy", "infonce", "suncet", "paws")
 RUN_STAGES = ("pretrain", "embed", "knn", "linear")
@@ -258,3 +258,33 @@ def test_every_cached_output_is_git_ignored():
         ["git", "check-ignore", "--no-index", *inside], cwd=root, capture_output=True, text=True
     ).stdout.split()
     assert sorted(ignored) == sorted(f"{path}/x" for path in cached)  # the report's outputs are git's
+
+
+@pytest.mark.slow
+def test_the_run_cache_restores_a_trained_run(repo):
+    # README: "DVC's run cache restores a run that any experiment already trained". paws' sharpening back
+    # to the recipe's, as the first repro trained it: its four stages come back from the run cache, not
+    # trained again (a retrained encoder.keras would differ in its bytes: the zip records write times).
+    first = run(repo, "git", "log", "-1", "--format=%H", "--grep=^paws$").stdout.strip()
+    lock_then = yaml.safe_load(run(repo, "git", "show", f"{first}:dvc.lock").stdout)["stages"]
+    recipe = params_with(TINY)["methods"]["paws"]["sharpen_temperature"]
+    assert recipe != 0.5
+    set_params(repo, methods__paws__sharpen_temperature=recipe)
+    proc = run(repo, "dvc", "repro")
+    assert ran(proc) == {"report"}, proc.stdout
+    for stage in sorted(runs("paws-5-0")):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in proc.stdout, proc.stdout
+    lock_now = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for stage in runs("paws-5-0"):
+        assert lock_now[stage]["outs"] == lock_then[stage]["outs"], stage
+
+
+@pytest.mark.slow
+def test_a_linear_param_reruns_only_the_probes_and_the_report(repo):
+    # README: "changing `linear.*` reruns only the probes and the report".
+    set_params(repo, linear__c_grid=[0.5, 1.0])
+    probes = {f"linear@{m}-5-0" for m in ("suncet", "crossentropy", "paws")}
+    assert set(json.loads(run(repo, "dvc", "status", "--json").stdout)) == probes
+    assert ran(run(repo, "dvc", "repro")) == probes | {"report"}
+    linear = json.loads((repo / "metrics" / "runs" / "paws-5-0" / "linear.json").read_text())
+    assert linear["selected_by"] == "cv" and set(linear["cv_accuracy"]) == {"0.5", "1.0"}
