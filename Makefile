@@ -19,21 +19,21 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check semisup stages tests bench
+	$(BIN)/ruff check semisup stages drivers tests bench
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m 'not slow'
 
 lint: $(STAMP)
-	$(BIN)/ruff check semisup stages tests bench
-	$(BIN)/ruff format --check semisup stages tests bench
+	$(BIN)/ruff check semisup stages drivers tests bench
+	$(BIN)/ruff format --check semisup stages drivers tests bench
 
 demo: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m stages.demo
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m drivers.demo
 
 study: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m stages.study
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m drivers.study
 
 # What a person sees, offline: `dvc plots show` and the study page rendered in headless Chromium (Debian's
 # chromium), every plot drawn, no network URL. Pages of your own: `semisup check-page PAGE...`.

@@ -2,7 +2,7 @@
 all) on the digits demo profile.
 
 Builds a git + DVC copy of this project's working tree (tests/support.git_project) with the demo's params
-(stages/demo.py) and runs the whole pipeline with `dvc repro` (then `dvc repro -f`, for the repeats). Each
+(drivers/profiles.py) and runs the whole pipeline with `dvc repro` (then `dvc repro -f`, for the repeats). Each
 stage is charged the wall time from DVC's "Running stage" line for it to the next stage's line (or the end):
 its command plus DVC's own work on it (hashing, run cache, dvc.lock). The study's stages are splits@all-0
 and the four linear@<method>-all-0 probes; their share of the whole repro is the figure. Medians over the
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.demo import DEMO_PARAMS  # noqa: E402
+from drivers.profiles import DEMO as DEMO_PARAMS  # noqa: E402
 from tests.support import git_project, tool_env  # noqa: E402
 
 STUDY_KINDS = ("splits", "linear")  # the stages the study added; `report` existed before it

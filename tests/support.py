@@ -12,9 +12,26 @@ from typing import Any
 
 import yaml
 
+from drivers.profiles import DEMO, labeled_if_used, method_batches
 from semisup.config import with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The tests' profile: the demo's digits profile, every stage for real in seconds (one epoch, a tiny encoder,
+# small batches). `-S` settings of `python -m drivers.demo`, or overrides of params.yaml.
+TINY_PARAMS = DEMO | {
+    "train.epochs": 1,
+    "train.shuffle_buffer": 500,
+    "encoder.filters": 8,
+    **method_batches(lambda method, defaults: 128, labeled_if_used(64, otherwise=16)),
+}
+
+
+def tiny_sets() -> list[str]:
+    """TINY_PARAMS as `-S KEY=VALUE` options of `python -m drivers.demo` / `drivers.study`."""
+    return [f"-S{key}={value}" for key, value in TINY_PARAMS.items()]
+
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 BIN = Path(sys.executable).parent  # this venv's tools (dvc), first on PATH for `run`
 GIT_IDENTITY = {
@@ -58,7 +75,7 @@ def make_shards(root: Path, params_path: Path) -> Path:
 
 
 # What a temporary git + DVC copy of the project needs: the code, the pipeline, DVC's config and plots.
-PROJECT_DIRS = ("semisup/", "stages/", ".dvc/")
+PROJECT_DIRS = ("semisup/", "stages/", "drivers/", ".dvc/")
 PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore")
 
 

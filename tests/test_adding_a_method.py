@@ -87,7 +87,7 @@ def test_a_new_method_needs_only_its_module_registry_entry_and_params(repo):
     summary = json.loads((repo / "metrics/summary.json").read_text())
     assert summary["methods"] == ["paws", "twin"]
     assert run(repo, "python", "-m", "semisup.dvcdeps").returncode == 0
-    dry = run(repo, "python", "-m", "stages.demo", "--dry-run").stdout
+    dry = run(repo, "python", "-m", "drivers.demo", "--dry-run").stdout
     # The demo profile scales its reference batch (128 of 250 images) and keeps the labeled one it never encodes.
     assert "-Smethods.twin.unlabeled_batch=66" in dry and "-Smethods.twin.labeled_batch=16" in dry
     assert "twin" not in METHODS  # the test's copy only

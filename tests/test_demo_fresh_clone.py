@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, tiny_sets
 
 BIN = Path(sys.executable).parent
 NOISE = re.compile(r"^[IWE]0000 |absl::InitializeLog", re.M)
@@ -62,7 +62,7 @@ def test_demo_then_suite_then_demo_again_on_a_fresh_clone(tmp_path):
     committed = run(repo, "git", "show", "HEAD:params.yaml").stdout
     # No git identity: the demo lends DVC one for its experiment commit.
     nobody = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path)}
-    first = run(repo, sys.executable, "-m", "stages.demo", "--profile", "tiny", env=nobody)
+    first = run(repo, sys.executable, "-m", "drivers.demo", *tiny_sets(), env=nobody)
     table = TABLE.search(first.stdout)
     assert table, first.stdout
     rows = {
@@ -101,7 +101,7 @@ def test_demo_then_suite_then_demo_again_on_a_fresh_clone(tmp_path):
     suite = run(repo, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_config.py")
     assert re.search(r"\d+ passed", suite.stdout) and "failed" not in suite.stdout
 
-    again = run(repo, sys.executable, "-m", "stages.demo", "--profile", "tiny", env=nobody)
+    again = run(repo, sys.executable, "-m", "drivers.demo", *tiny_sets(), env=nobody)
     assert f"already ran on this code: shown from experiment {name}" in again.stdout
     assert TABLE.search(again.stdout).group(1) == table.group(1)
     assert tracked_changes(repo) == ""
@@ -110,7 +110,7 @@ def test_demo_then_suite_then_demo_again_on_a_fresh_clone(tmp_path):
 def test_demo_drops_only_dvc_warnings_nobody_can_act_on():
     import logging
 
-    from stages.demo import _DemoNoise
+    from drivers.demo import _DemoNoise
 
     def passes(message: str, *args: str) -> bool:
         return _DemoNoise().filter(logging.LogRecord("dvc", logging.WARNING, "x", 1, message, args, None))
@@ -128,7 +128,7 @@ def test_demo_key_changes_with_the_code_and_only_with_it(tmp_path, monkeypatch):
     # --dry-run, in a small git repository of its own.
     from click.testing import CliRunner
 
-    from stages import demo
+    from drivers import demo
     from tests.support import run as run_tool
 
     repo = tmp_path / "repo"
@@ -140,14 +140,14 @@ def test_demo_key_changes_with_the_code_and_only_with_it(tmp_path, monkeypatch):
     monkeypatch.chdir(repo)
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
 
-    def key(profile: str = "digits") -> str:
-        result = CliRunner().invoke(demo.main, ["--dry-run", "--profile", profile])
+    def key(*sets: str) -> str:
+        result = CliRunner().invoke(demo.main, ["--dry-run", *sets])
         assert result.exit_code == 0, result.output
         return re.search(r" -n (demo-[\w-]+) ", result.output).group(1)
 
     first = key()
     assert re.fullmatch(r"demo-[0-9a-f]{8}", first) and key() == first  # the same tree, the same key
-    assert key("tiny").startswith("demo-tiny-") and key("tiny")[-8:] != first[-8:]  # the profile counts
+    assert key("-Strain.epochs=1") != first  # the profile counts
     (repo / "semisup" / "a.py").write_text("A = 2\n")  # a change to a tracked file
     changed = key()
     assert changed != first

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from semisup.methods import METHODS as REGISTRY
 from tests.support import git_project, run
 
-METHODS = ("crossentropy", "infonce", "suncet", "paws")
+METHODS = tuple(REGISTRY)  # every method of the registry
 
 # A tiny digits budget: every stage runs for real, in about a minute per repro on two cores.
 TINY = {

@@ -14,8 +14,7 @@ from semisup.data.folder import decode_file
 from semisup.data.images import decode_image, resize_rgb
 from semisup.errors import DataError
 from semisup.predict import parse_run, predict_folder
-from stages.demo import TINY_PARAMS
-from tests.support import BIN, git_project, run, tool_env
+from tests.support import BIN, TINY_PARAMS, git_project, run, tool_env
 
 RUN = "paws-all-0"
 

@@ -390,7 +390,7 @@ def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path)
     assert [(s, n) for s, n, _ in calls] == [(s, steps) for s in range(1, steps + 1)]
     assert all(isinstance(loss, float) and np.isfinite(loss) for *_, loss in calls)
     assert np.isclose(history[0]["loss"], np.mean([loss for *_, loss in calls]), rtol=1e-5)
-    assert subsets and all(s == ids for s in subsets)  # the stream and the kNN bank: only these images
+    assert subsets and all(list(s) == ids for s in subsets)  # the stream and the kNN bank: only these images
     assert (tmp_path / "model" / "encoder.keras").exists()
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
+from drivers.profiles import DEMO as DEMO_PARAMS
 from semisup.config import parse_params
 from semisup.data.readers import load_split
 from semisup.methods import METHODS
-from stages.demo import DEMO_PARAMS
 from tests.support import make_shards, params_with, write_params
 
 # Bars set from measured runs of this profile (seed 0): see the closing note of the methods issue.

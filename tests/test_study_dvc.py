@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from semisup.config import with_overrides
+from semisup.methods import METHODS as REGISTRY
 from tests.support import git_project, params_with, run, tool_env
 
-METHODS = ("crossentropy", "infonce", "suncet", "paws")
+METHODS = tuple(REGISTRY)  # every method of the registry
 RUN_STAGES = ("pretrain", "embed", "knn", "linear")
 
 # Every stage runs for real, as small as it gets: 1 epoch of 8-filter encoders, a 5-per-class budget.
@@ -177,12 +178,13 @@ def test_a_failed_report_leaves_the_last_one(repo):
 
 
 def test_make_study_profile_is_valid_and_fits_the_smallest_budget():
+    from drivers.profiles import STUDY as STUDY_PARAMS
+    from drivers.study import BESIDE, MAIN, overrides
     from semisup.config import parse_params
-    from stages.study import ALL_METHODS, BESIDE, MAIN, STUDY_PARAMS, overrides
     from tests.support import params_with
 
     # The main experiment runs every method, the other experiment's last, so that those are cached by then.
-    assert sorted(MAIN) == sorted(ALL_METHODS) == sorted(METHODS)
+    assert sorted(MAIN) == sorted(METHODS)
     assert MAIN[-len(BESIDE) :] == BESIDE
     params = parse_params(params_with(STUDY_PARAMS))
     assert params.data.source == "digits"
@@ -191,26 +193,43 @@ def test_make_study_profile_is_valid_and_fits_the_smallest_budget():
     assert all(params.method(m).labeled_batch <= smallest for m in METHODS)
     assert max(params.knn.k) <= smallest
     assert "-Smethod_names=[infonce,suncet]" in overrides(("infonce", "suncet"), {})
-    assert "-Strain.epochs=3" in overrides(ALL_METHODS, {"train.epochs": "3"})
+    assert "-Strain.epochs=3" in overrides(tuple(METHODS), {"train.epochs": "3"})
 
 
-def test_make_study_waits_only_for_its_own_experiments():
-    from stages.study import queue_states
+def test_experiments_are_read_from_dvcs_json(tmp_path, monkeypatch):
+    # drivers.dvcexp reads `dvc exp show --json` (no table, no ref path): a finished experiment, a queued
+    # one, and one queued again under a name that also failed read as DVC has them.
+    from drivers import dvcexp
 
-    status = """Task     Name                 Created    Status
-7d7c4ae  study-old            11:01 PM   Failed
-1a2b3c4  study-abc-part       12:13 AM   Success
-e014ea1  study-abc            12:13 AM   Running
-9f9f9f9                       12:14 AM   Queued
-"""
-    assert queue_states(status, ("study-abc-part", "study-abc")) == {
-        "study-abc-part": "Success",
-        "study-abc": "Running",
+    repo = tmp_path / "r"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("x: 1\n")
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: cp params.yaml out.txt\n    params: [x]\n    outs: [out.txt]\n"
+    )
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "i"],
+    ):
+        run(repo, *cmd)
+    run(repo, "dvc", "exp", "run", "-n", "done", "-S", "x=2")
+    run(repo, "dvc", "exp", "run", "--queue", "-n", "waiting", "-S", "x=3")
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("PATH", tool_env()["PATH"])
+    shown = dvcexp.experiments()
+    assert {n: e.state for n, e in shown.items()} == {"done": "success", "waiting": "queued"}
+    assert dvcexp.read(dvcexp.finished("done"), "out.txt") == b"x: 2\n"
+    assert dvcexp.finished("waiting") is None and dvcexp.finished("nothing") is None
+    failed = {
+        "name": "waiting",
+        "revs": [{"rev": "f" * 40, "name": "waiting"}],
+        "executor": {"state": "failed"},
     }
-    assert queue_states(status, ("study-new",)) == {}
-    # An interrupted attempt's task under the same name does not hide the running one.
-    again = status + "5e5e5e5  study-abc            12:20 AM   Failed\n"
-    assert queue_states(again, ("study-abc",)) == {"study-abc": "Running"}
+    again = json.loads(run(repo, "dvc", "exp", "show", "--json", "--hide-workspace").stdout)
+    again[0]["experiments"].append(failed)
+    assert dvcexp.parse_experiments(again)["waiting"].state == "queued"  # the queued one, not the failure
 
 
 @pytest.mark.parametrize(
@@ -226,7 +245,7 @@ e014ea1  study-abc            12:13 AM   Running
 def test_make_study_checks_its_settings_before_queueing(tmp_path, sets, message):
     repo = git_project(tmp_path / "p", {})
     proc = subprocess.run(
-        [sys.executable, "-m", "stages.study", *sets],
+        [sys.executable, "-m", "drivers.study", *sets],
         cwd=repo,
         env=tool_env(),
         capture_output=True,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
 import pytest
 import yaml
 
-from stages import study_progress
-from stages.study_progress import StudyProgress, lock_stages, stage_kind
+from drivers import progress as study_progress
+from drivers.dvcexp import Experiment
+from drivers.progress import StudyProgress, lock_stages, stage_kind
 from tests.support import tool_env
 
 MAIN, PART = "study-k", "study-k-part"
@@ -47,38 +47,36 @@ def study(tmp_path, monkeypatch):
     stash = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
     ).stdout.strip()
-    roots = {}
+    roots, running = {}, {}
     for i, name in enumerate((PART, MAIN)):
         rev = f"{stash}" if i == 0 else "f" * 40
         roots[name] = tmp_path / name
         roots[name].mkdir()
         write_lock(roots[name], old)
-        run = repo / ".dvc" / "tmp" / "exps" / "run" / rev
-        run.mkdir(parents=True)
-        (run / f"{rev}.run").write_text(json.dumps({"name": name, "root_dir": str(roots[name])}))
+        running[name] = Experiment(name, rev, "running", str(roots[name]))  # as dvc exp show --json has them
     subprocess.run(["git", "tag", "f" * 7], cwd=repo, env=env)  # unused: the main's stash rev is unknown
     monkeypatch.setattr(
         study_progress,
         "stage_names",
         lambda root: [s for s in STAGES if "b-" not in s or root == roots[MAIN]],
     )
-    return repo, roots, old
+    return repo, roots, old, running
 
 
 def test_counts_finished_stages_once_and_times_what_is_left(study):
-    repo, roots, old = study
+    repo, roots, old, running = study
     progress = StudyProgress(repo, (PART, MAIN), main=MAIN)
-    progress.poll(now=0.0)
+    progress.poll(running, now=0.0)
     assert (
         progress.line() == f"0 of 8 stages done (0 of 6 in {PART}, 0 of 8 in {MAIN}), time left after a stage"
     )
     # The part experiment finishes download and shard in 20 s, then splits and pretrain@a in 40 s.
     write_lock(roots[PART], old | {"download": "new", "shard": "new"})
-    progress.poll(now=20.0)
+    progress.poll(running, now=20.0)
     write_lock(
         roots[PART], old | {"download": "new", "shard": "new", "splits@5-0": "n", "pretrain@a-5-0": "n"}
     )
-    progress.poll(now=60.0)
+    progress.poll(running, now=60.0)
     part = progress.experiments[PART]
     assert part.durations == {"download": 10.0, "shard": 10.0, "splits@5-0": 20.0, "pretrain@a-5-0": 20.0}
     # Left: part's knn@a and report (kinds not timed yet: the mean of what ran, 15 s each) = 30 s; the
@@ -87,19 +85,19 @@ def test_counts_finished_stages_once_and_times_what_is_left(study):
     assert progress.line() == f"4 of 8 stages done (4 of 6 in {PART}, 0 of 8 in {MAIN}), about 2m05s left"
     # The main finishes pretrain@a too: a stage done by both counts once.
     write_lock(roots[MAIN], old | {"pretrain@a-5-0": "n"})
-    progress.poll(now=61.0)
+    progress.poll(running, now=61.0)
     assert progress.line().startswith(f"4 of 8 stages done (4 of 6 in {PART}, 1 of 8 in {MAIN})")
 
 
 def test_restored_stages_cost_what_restoring_cost(study):
-    repo, roots, old = study
+    repo, roots, old, running = study
     progress = StudyProgress(repo, (PART, MAIN), main=MAIN)
-    progress.poll(now=0.0)
+    progress.poll(running, now=0.0)
     write_lock(roots[PART], old | {s: "new" for s in STAGES[:4]})
     write_lock(roots[MAIN], old | {"shard": "new"})
-    progress.poll(now=100.0)  # the part: 4 stages in 100 s (25 s each); the main: shard in 100 s
+    progress.poll(running, now=100.0)  # the part: 4 stages in 100 s (25 s each); the main: shard in 100 s
     write_lock(roots[MAIN], old | {"shard": "new", "splits@5-0": "new", "pretrain@a-5-0": "new"})
-    progress.poll(now=102.0)  # the main restores two of the part's stages in 2 s: 1 s each
+    progress.poll(running, now=102.0)  # the main restores two of the part's stages in 2 s: 1 s each
     main = progress.experiments[MAIN]
     assert main.reused == {"splits@5-0", "pretrain@a-5-0"} and main.durations["shard"] == 100.0
     # Stages that ran: 25, 25, 25, 25 (part) and 100 (main's shard): a mean of 40 s; pretrain's is 25 s.

@@ -1,7 +1,7 @@
 """How far `make study` is, from what DVC records: stages finished out of the total, and a time left.
 
-Each queued experiment runs in a temporary copy of the repository, named in DVC's executor info file
-(`.dvc/tmp/exps/run/<stash rev>/<stash rev>.run`, JSON: the experiment's name and `root_dir`). DVC
+Each queued experiment runs in a temporary copy of the repository, which `dvc exp show --json` names
+while it runs (drivers.dvcexp.Experiment.root). DVC
 rewrites that copy's dvc.lock after every stage it finishes; a stage counts as finished once its lock
 entry differs from the one the copy started with (the stash commit's dvc.lock). A stage finished by either
 experiment counts once: the main experiment restores the other's stages from the run cache. The total is
@@ -13,32 +13,22 @@ side by side, so the study's time left is the longer of theirs.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from drivers import dvcexp
 from semisup.progress import duration
 
 try:  # the C loader reads a study's dvc.lock (hundreds of stages) ten times faster
     from yaml import CSafeLoader as Loader
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as Loader  # type: ignore[assignment]
-
-
-def executor_infos(repo: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(stash rev, executor info) of every queued experiment DVC has started in `repo`."""
-    infos = []
-    for path in sorted((repo / ".dvc" / "tmp" / "exps" / "run").glob("*/*.run")):
-        try:
-            infos.append((path.parent.name, json.loads(path.read_text())))
-        except (OSError, ValueError):
-            continue  # being written: read it at the next poll
-    return infos
 
 
 def lock_stages(text: str | None) -> dict[str, Any]:
@@ -103,13 +93,14 @@ class StudyProgress:
         self.repo, self.names, self.main = repo, names, main
         self.experiments: dict[str, Experiment] = {}
 
-    def poll(self, now: float | None = None) -> None:
-        """Find the experiments' copies (once each) and read their locks."""
+    def poll(self, running: Mapping[str, dvcexp.Experiment], now: float | None = None) -> None:
+        """Find the experiments' copies (once each) among `running` (dvcexp.experiments()) and read their
+        locks."""
         now = time.monotonic() if now is None else now
-        for stash_rev, info in executor_infos(self.repo):
-            name, root = info.get("name"), info.get("root_dir")
+        for name, shown in running.items():
+            root = shown.root
             if name in self.names and root and name not in self.experiments and Path(root).is_dir():
-                self.experiments[name] = Experiment(name, Path(root), self._baseline(stash_rev, root), now)
+                self.experiments[name] = Experiment(name, Path(root), self._baseline(shown.rev, root), now)
         for name, exp in self.experiments.items():
             others = [e.finished for n, e in self.experiments.items() if n != name]
             exp.update(now, others[0] if others else {})

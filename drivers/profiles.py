@@ -1,0 +1,65 @@
+"""The -S profiles of `make demo` and `make study` on top of params.yaml's reference recipe.
+
+Each method's batch sizes derive from the registry (semisup.methods): a method added there is in both
+profiles with no edit here. The study's profile is the demo's with its differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from semisup.methods import METHODS, Method
+
+BatchRule = Callable[[Method, Any], int]
+
+
+def method_batches(unlabeled: BatchRule, labeled: BatchRule) -> dict[str, int]:
+    """`-S` batch sizes for every method of the registry: unlabeled(method, its default params) and
+    labeled(method, its default params), in registry order."""
+    out = {}
+    for method in METHODS.values():
+        defaults = method.params()
+        out[f"methods.{method.name}.unlabeled_batch"] = unlabeled(method, defaults)
+        out[f"methods.{method.name}.labeled_batch"] = labeled(method, defaults)
+    return out
+
+
+def scaled_unlabeled(size: int) -> BatchRule:
+    """Each method's reference unlabeled batch scaled from 250 images to `size` (InfoNCE's 500 -> 2 x size)."""
+    return lambda method, defaults: round(defaults.unlabeled_batch * size / 250)
+
+
+def labeled_if_used(size: int, otherwise: int | None = None) -> BatchRule:
+    """`size` labeled images for a method that encodes them; one that only draws them keeps its default
+    (or `otherwise`)."""
+    return lambda method, defaults: size if method.uses_labeled else (otherwise or defaults.labeled_batch)
+
+
+# The digits profile: 32x32 images (the smallest the 4-layer encoder takes), 25 labels per class (a bank
+# large enough for kNN@200), a narrower encoder, and augmentation fit for digits (no flip: a mirrored 2 is
+# not a 2; crops of at least half the area). It runs all four methods in a few minutes on two CPU cores.
+# The methods' maths, temperatures and optimizer stay the reference recipe's.
+DEMO: dict[str, object] = {
+    "data.source": "digits",
+    "data.image_size": 32,
+    "data.labeled_per_class": 25,
+    "data.num_shards": 2,
+    "train.epochs": 25,
+    "train.shuffle_buffer": 2000,
+    "encoder.filters": 32,
+    "augment.flip": "false",
+    "augment.crop_scale": "[0.5,1.0]",
+    # The reference batches scaled to 128 unlabeled images (InfoNCE's 256), 100 labeled where encoded.
+    **method_batches(scaled_unlabeled(128), labeled_if_used(100)),
+}
+
+# The study: the demo at 10 epochs, with labeled batches that the 5-per-class budget (50 labeled images)
+# can fill, k = 20 (a bank of 50 cannot vote with 200 neighbours), 3 budgets x 3 seeds.
+STUDY: dict[str, object] = DEMO | {
+    "train.epochs": 10,
+    **method_batches(scaled_unlabeled(128), labeled_if_used(50)),
+    "knn.k": "[20]",
+    "study.labeled_per_class": "[5,10,25]",
+    "study.seeds": "[0,1,2]",
+}

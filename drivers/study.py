@@ -1,0 +1,162 @@
+"""`make study`: the study on digits (budgets 5, 10, 25 labels per class; seeds 0, 1, 2; every method of
+the registry), offline, as DVC experiments that leave the workspace's tracked files as they are.
+
+The runs are one pipeline (dvc.yaml's matrix), but `dvc repro` runs stages one after another and most of
+a small run's time is process start-up, so two queued experiments run side by side on two workers
+(`dvc queue start -j 2`), sharing DVC's cache and run cache:
+- `study-<key>-part` runs the cheaper half of the methods (by images encoded per step);
+- `study-<key>` runs them all, its own methods first: by the time it reaches the other experiment's
+  methods, that one has run their stages, and DVC restores them from the run cache instead of running them
+  again (were it ever first, it would run them itself: slower, never wrong). It ends with the report.
+Both run in temporary copies (`--queue`): the workspace is left alone; `dvc exp show` lists them and
+`dvc exp apply study-<key>` brings the report and figures into the workspace. The key is a digest of the
+commit, the uncommitted changes and the profile, as for `make demo`: a second `make study` on the same
+code shows the recorded table at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from drivers import dvcexp
+from drivers.demo import parse_sets
+from drivers.dvcexp import ACTIVE, EXIT_FAILED, EXIT_INTERRUPTED, fail
+from drivers.profiles import STUDY
+from drivers.progress import StudyProgress
+from semisup.errors import UserError
+from semisup.methods import METHODS
+from semisup.report import format_table
+
+
+def images_per_step(name: str) -> int:
+    """Images a method encodes per training step in the study profile: its cost, roughly."""
+    method = METHODS[name]
+    unlabeled = int(STUDY[f"methods.{name}.unlabeled_batch"]) * method.unlabeled_views
+    return unlabeled + (int(STUDY[f"methods.{name}.labeled_batch"]) if method.uses_labeled else 0)
+
+
+# The experiment beside the main one: the cheaper half of the methods, so that it stays ahead of the main
+# one. The main experiment: its own methods first, then the ones the other experiment has run by then.
+_BY_COST = sorted(METHODS, key=images_per_step)
+BESIDE = tuple(_BY_COST[: len(_BY_COST) // 2])
+MAIN = tuple(m for m in METHODS if m not in BESIDE) + BESIDE
+
+
+def overrides(methods: tuple[str, ...], extra: dict[str, str]) -> list[str]:
+    """`-S key=value` arguments of the study profile, then `extra`, with these methods."""
+    settings = {**STUDY, **extra, "method_names": "[" + ",".join(methods) + "]"}
+    return [f"-S{key}={value}" for key, value in settings.items()]
+
+
+def states(names: tuple[str, ...]) -> tuple[dict[str, str], dict[str, dvcexp.Experiment]]:
+    """(state of each of `names` that DVC knows, every experiment of the commit), from dvc exp show --json."""
+    shown = dvcexp.experiments()
+    return {n: shown[n].state for n in names if n in shown}, shown
+
+
+def wait_for_queue(names: tuple[str, ...], poll_s: float = 5.0, every_s: float = 60.0) -> None:
+    """Until none of the experiments `names` is queued or running, with a line every `every_s` saying how
+    many stages are done and the time left (drivers.progress); exit 1 when one of them failed."""
+    start = last = time.monotonic()
+    progress = StudyProgress(Path.cwd(), names, main=names[-1])
+    while True:
+        now, shown = states(names)
+        progress.poll(shown)
+        failed = sorted(name for name, state in now.items() if state == "failed")
+        if failed:
+            fail(f"study experiment {failed[0]} failed: see `dvc queue logs {failed[0]}`", EXIT_FAILED)
+        if not any(state in ACTIVE for state in now.values()):
+            return
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            shown_states = ", ".join(f"{n} {s}" for n, s in now.items())
+            done = progress.line()
+            click.echo(
+                f"study: {(last - start) / 60:.0f} min: {done + '; ' if done else ''}{shown_states}", err=True
+            )
+        time.sleep(poll_s)
+
+
+def stop_experiments(names: tuple[str, ...]) -> None:
+    """Ctrl-C: stop the study's running experiments and drop its queued ones (finished stages stay in the
+    run cache, which the next `make study` restores them from)."""
+    running = [n for n, s in states(names)[0].items() if s == "running"]
+    if running:
+        dvcexp.dvc("queue", "kill", *running, check=False, capture=True)
+    deadline = time.monotonic() + 60
+    while any(s in ACTIVE for s in states(names)[0].values()) and time.monotonic() < deadline:
+        dvcexp.dvc("queue", "remove", *names, check=False, capture=True)
+        time.sleep(1)
+    dvcexp.dvc("queue", "remove", *names, check=False, capture=True)
+
+
+def run_study(names: tuple[str, ...], extra: dict[str, str], jobs: int) -> None:
+    """Queue the study's two experiments (unless an earlier make study's are still queued or running),
+    start the queue and wait for them."""
+    now = states(names)[0]
+    active = {n for n, s in now.items() if s in ACTIVE}
+    if active:  # a study on this code already in the queue (an earlier make study, still running)
+        click.echo(f"study: waiting for {', '.join(sorted(active))}, already in DVC's queue", err=True)
+    # Failed tasks of an earlier attempt would read as this one's state: drop them.
+    stale = [n for n in names if now.get(n) == "failed"]
+    if stale:
+        dvcexp.dvc("queue", "remove", *stale, check=False, capture=True)
+    if now.get(names[0]) not in (*ACTIVE, "success"):  # (an interrupted study may have finished it)
+        dvcexp.dvc("exp", "run", "--queue", "-n", names[0], *overrides(BESIDE, extra))
+    if names[1] not in active:
+        dvcexp.dvc("exp", "run", "--queue", "-n", names[1], *overrides(MAIN, extra))
+    dvcexp.dvc("queue", "start", "-j", str(jobs))
+    wait_for_queue(names)
+
+
+@click.command()
+@click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Queue workers.")
+@click.option(
+    "-S", "--set", "sets", multiple=True, help="KEY=VALUE on top of the study profile, as dvc's -S."
+)
+def main(jobs: int, sets: tuple[str, ...]) -> None:
+    """Run the digits study and print its table (method x budget, mean and 95% interval over seeds)."""
+    dvcexp.check_repository("make study")
+    try:
+        extra = parse_sets(sets, {**STUDY, "method_names": "[" + ",".join(METHODS) + "]"}, "study")
+    except UserError as exc:
+        fail(str(exc))
+    name = f"study-{dvcexp.code_key({**STUDY, **extra})}"
+    start = time.monotonic()
+    names = (f"{name}-part", name)
+    if dvcexp.finished(name) is None:
+        try:
+            run_study(names, extra, jobs)
+        except KeyboardInterrupt:
+            click.echo("study: interrupted: stopping its experiments", err=True)
+            stop_experiments(names)
+            fail(
+                "interrupted: the study's experiments are stopped; `make study` again reuses every "
+                "stage they finished (DVC's run cache)",
+                EXIT_INTERRUPTED,
+            )
+        ran = f"study wall time: {time.monotonic() - start:.0f} s"
+    else:
+        ran = (
+            f"already ran on this code: shown from experiment {name} (`dvc exp remove {name}` runs it again)"
+        )
+    exp = dvcexp.finished(name)
+    if exp is None:
+        fail(
+            f"{name}: the queue finished but recorded no experiment: see `dvc queue logs {name}`", EXIT_FAILED
+        )
+    summary = json.loads(dvcexp.read(exp, "metrics/summary.json"))
+    click.echo(f"\nThe digits study (experiment {name}):")
+    click.echo(format_table(summary))
+    click.echo(
+        f"\n{ran}. `dvc exp show` lists the experiments; `dvc exp apply {name}` brings its "
+        "metrics/report.md and metrics/plots/ into the workspace."
+    )
+
+
+if __name__ == "__main__":
+    main()
