@@ -274,11 +274,8 @@ for epoch in saves[index]:
 for w in encoder.weights:
     w.assign(tf.zeros(w.shape))
 trainer = SimpleNamespace(optimizer=optimizer, variables=encoder.trainable_variables)
-run = SimpleNamespace(
-    checkpoints=checkpoints, strategy=strategy, models={"encoder": encoder}, trainer=trainer,
-    method=SimpleNamespace(name="paws"),
-)
-epoch, history = resume(run)
+run = SimpleNamespace(strategy=strategy, method=SimpleNamespace(name="paws"), worker=index, workers=2)
+epoch, history = resume(run, {"encoder": encoder}, trainer, checkpoints)
 weights = sorted({float(v) for w in encoder.weights for v in np.asarray(w).ravel()})
 print(json.dumps({"epoch": epoch, "history": [r["epoch"] for r in history], "weights": weights}))
 """
