@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,14 @@ def git_project(dest: Path, overrides: Mapping[str, Any]) -> Path:
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
         run(dest, *cmd)
     return dest
+
+
+def untrained_knn(method: str, params: Any, shard_dir: Path, labeled_ids: Any = None) -> dict[str, float]:
+    """kNN accuracy of `method`'s encoder before any training step ({"knn_k20": ...}): the bar a trained
+    encoder must clear. The encoder is built as pretrain builds it (same seed, so the same initial
+    weights) and scored by the project's kNN monitor on the same shards, bank (`labeled_ids`) and queries."""
+    from semisup.pretrain import build, monitor
+
+    with tempfile.TemporaryDirectory() as checkpoints:  # build names a checkpoint folder; nothing is saved
+        run = build(method, params, shard_dir=shard_dir, checkpoint_root=checkpoints, labeled_ids=labeled_ids)
+        return monitor(run.models["encoder"], shard_dir, params, run.num_classes, labeled_ids)
