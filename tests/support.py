@@ -117,3 +117,15 @@ def git_project(dest: Path, overrides: Mapping[str, Any]) -> Path:
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
         run(dest, *cmd)
     return dest
+
+
+def untrained_knn(method: str, params: Any, shard_dir: Path, labeled_ids: Any = None) -> dict[str, float]:
+    """kNN accuracy of `method`'s encoder before any training step ({"knn_k20": ...}): the bar a trained
+    encoder must clear. The encoder is built as pretrain builds it (same seed, so the same initial
+    weights) and scored by the project's kNN monitor on the same shards, bank (`labeled_ids`) and queries."""
+    from semisup.monitor import monitor
+    from semisup.pretrain import build, set_up
+
+    run = set_up(method, params, shard_dir, labeled_ids)
+    models, _ = build(run)
+    return monitor(models["encoder"], shard_dir, params, run.num_classes, run.labeled_ids)

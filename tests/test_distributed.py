@@ -171,21 +171,29 @@ def _steps_per_epoch(digits, method: str) -> int:
     return int(_losses(_run(digits, method, "default"))[0, 1])
 
 
-def _workers(root: Path, shards: Path, out: Path) -> list[subprocess.Popen]:
-    """The two workers of a cluster on free loopback ports, each in its own process group."""
-    addresses = [f"127.0.0.1:{p}" for p in free_ports(2)]
+def _cluster(
+    commands: list[tuple[Path, list[str]]], env: dict[str, str], stdout: int, stderr: int
+) -> list[subprocess.Popen]:
+    """One worker per (cwd, command) of a cluster on free loopback ports, each in its own process group."""
+    addresses = [f"127.0.0.1:{p}" for p in free_ports(len(commands))]
     return [
         subprocess.Popen(
-            _cmd(root, shards, KILLED, out),
-            cwd=ROOT,
-            env=_env(out) | {"TF_CONFIG": tf_config(addresses, i)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            cmd,
+            cwd=cwd,
+            env=env | {"TF_CONFIG": tf_config(addresses, i)},
+            stdout=stdout,
+            stderr=stderr,
             text=True,
             start_new_session=True,
         )
-        for i in range(2)
+        for i, (cwd, cmd) in enumerate(commands)
     ]
+
+
+def _workers(root: Path, shards: Path, out: Path) -> list[subprocess.Popen]:
+    """The two workers of the killed-worker runs; their stderr is piped."""
+    commands = [(ROOT, _cmd(root, shards, KILLED, out))] * 2
+    return _cluster(commands, _env(out), subprocess.DEVNULL, subprocess.PIPE)
 
 
 @pytest.mark.slow
@@ -285,20 +293,8 @@ print(json.dumps({"epoch": epoch, "history": [r["epoch"] for r in history], "wei
 def test_workers_that_saved_different_last_epochs_resume_from_the_last_common_one(tmp_path):
     # Worker 0 saved epochs 1 and 2, worker 1 died before saving epoch 2: both resume after epoch 1,
     # worker 0 from the epoch-1 weights it still keeps beside its last.
-    addresses = [f"127.0.0.1:{p}" for p in free_ports(2)]
     argv = [sys.executable, "-c", RESUME_WORKER, str(tmp_path), "[[1, 2], [1]]"]
-    procs = [
-        subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=ENV | {"TF_CONFIG": tf_config(addresses, i)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        for i in range(2)
-    ]
+    procs = _cluster([(ROOT, argv)] * 2, ENV, subprocess.PIPE, subprocess.PIPE)
     try:
         outputs = [p.communicate(timeout=600) for p in procs]
     finally:
@@ -414,23 +410,11 @@ def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path):
     _ok(tmp_path, env, "git", "clone", "-q", str(chief), str(worker))
     _ok(worker, env, "dvc", "pull", "data/shards", "data/splits/all-0.json")
 
-    addresses = [f"127.0.0.1:{p}" for p in free_ports(2)]
     # The run's command as dvc.yaml writes it (`dvc stage list --name-only` / dvc.yaml's cmd).
     worker_cmd = [sys.executable, "-m", "stages.pretrain", "--run", "infonce-all-0"]
     worker_cmd += ["--split", "data/splits/all-0.json", "--metrics", "metrics/runs"]
     commands = [(chief, ["dvc", "repro", "pretrain@infonce-all-0"]), (worker, worker_cmd)]
-    procs = [
-        subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=env | {"TF_CONFIG": tf_config(addresses, i)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        for i, (cwd, cmd) in enumerate(commands)
-    ]
+    procs = _cluster(commands, env, subprocess.PIPE, subprocess.STDOUT)
     try:
         outputs = [p.communicate(timeout=900)[0] for p in procs]
     finally:
