@@ -58,6 +58,7 @@ STUDY_PARAMS = {
     "study.seeds": "[0,1,2]",
 }
 ALL_METHODS = ("crossentropy", "infonce", "suncet", "paws")
+PAGE = Path("study") / "report.html"  # git-ignored: a copy of the experiment's study page
 # The experiment beside the main one: the two cheaper methods, so that it stays ahead of the main one.
 BESIDE = ("crossentropy", "paws")
 # The main experiment: its own two methods first, then the ones the other experiment has run by then.
@@ -228,9 +229,14 @@ def main(jobs: int, sets: tuple[str, ...]) -> None:
     summary = json.loads(git("show", f"{ref}:metrics/summary.json"))
     click.echo(f"\nThe digits study (experiment {name}):")
     click.echo(format_table(summary))
+    page = subprocess.run(["git", "show", f"{ref}:metrics/report.html"], capture_output=True)
+    if page.returncode == 0:  # the study page, to open without touching the workspace (git-ignored)
+        PAGE.parent.mkdir(exist_ok=True)
+        PAGE.write_bytes(page.stdout)
     click.echo(
-        f"\n{ran}. `dvc exp show` lists the experiments; `dvc exp apply {name}` brings its "
-        "metrics/report.md and metrics/plots/ into the workspace."
+        f"\n{ran}. The study page: {PAGE} (table, figures, every run's curves, per-class accuracy, "
+        f"confusion matrices, maps). `dvc exp show` lists the experiments; `dvc exp apply {name}` brings its "
+        "metrics/report.md, report.html and plots/ into the workspace."
     )
 
 
