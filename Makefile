@@ -40,7 +40,7 @@ study: $(STAMP)
 # What a person sees, offline: `dvc plots show` and the study page rendered in headless Chromium (Debian's
 # chromium), every plot drawn, no network URL. Pages of your own: `semisup check-page PAGE...`.
 check-pages: $(STAMP)
-	$(BIN)/pytest -q -rs -s tests/test_pages.py
+	$(BIN)/pytest -q -rs -s tests/test_pages.py tests/test_report_page.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/read_shards.py

@@ -93,7 +93,7 @@ def export(exp: dvcexp.Experiment) -> dict:
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for rel in dvcexp.files(exp, "metrics/plots/"):
         (OUT / Path(rel).name).write_bytes(dvcexp.read(exp, rel))
-    if "metrics/report.html" in dvcexp.files(exp, "metrics/report.html"):  # the study page (older code: none)
+    if dvcexp.files(exp, "metrics/report.html"):  # the study page (an experiment of older code has none)
         (OUT / "report.html").write_bytes(dvcexp.read(exp, "metrics/report.html"))
     # Every curve and confusion matrix of the experiment in one page (a failure here costs nothing).
     subprocess.run(["dvc", "plots", "diff", exp.name, "-o", str(OUT / "plots")], capture_output=True)

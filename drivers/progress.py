@@ -4,11 +4,12 @@ Each queued experiment runs in a temporary copy of the repository, which `dvc ex
 while it runs (drivers.dvcexp.Experiment.root). DVC
 rewrites that copy's dvc.lock after every stage it finishes; a stage counts as finished once its lock
 entry differs from the one the copy started with (the stash commit's dvc.lock). A stage finished by either
-experiment counts once: the main experiment restores the other's stages from the run cache. The total is
-the main experiment's stage count (`dvc stage list` in its copy). The time left adds up, for each stage
-not finished yet, the measured mean time of finished stages of its kind (pretrain, embed, knn, ...), or of
-stages restored from the other experiment when that one has finished it already; the two experiments run
-side by side, so the study's time left is the longer of theirs.
+experiment counts once (the main experiment restores the other's stages from the run cache), except the
+study-wide stages (maps, report: they read method_names, so each experiment has its own). The total is the
+main experiment's stage count (`dvc stage list` in its copy). The time left adds up, for each stage not
+finished yet, the measured mean time of finished stages of its kind (pretrain, embed, knn, ...); for the
+main experiment, a stage of the other's pipeline costs the measured time of a restored one. The two
+experiments run side by side, so the study's time left is the longer of theirs.
 """
 
 from __future__ import annotations
@@ -92,6 +93,18 @@ class StudyProgress:
     def __init__(self, repo: Path, names: tuple[str, ...], main: str) -> None:
         self.repo, self.names, self.main = repo, names, main
         self.experiments: dict[str, Experiment] = {}
+        self.study_wide = study_wide_stages(repo / "dvc.yaml")
+
+    def shared(self, name: str) -> dict[str, float]:
+        """Stages finished by the experiments other than `name` that `name` restores from the run cache:
+        all but the study-wide ones (maps, report), whose inputs differ between the experiments."""
+        return {
+            stage: when
+            for other, exp in self.experiments.items()
+            if other != name
+            for stage, when in exp.finished.items()
+            if stage not in self.study_wide
+        }
 
     def poll(self, running: Mapping[str, dvcexp.Experiment], now: float | None = None) -> None:
         """Find the experiments' copies (once each) among `running` (dvcexp.experiments()) and read their
@@ -102,19 +115,19 @@ class StudyProgress:
             if name in self.names and root and name not in self.experiments and Path(root).is_dir():
                 self.experiments[name] = Experiment(name, Path(root), self._baseline(shown.rev, root), now)
         for name, exp in self.experiments.items():
-            others = [e.finished for n, e in self.experiments.items() if n != name]
-            exp.update(now, others[0] if others else {})
+            exp.update(now, self.shared(name))
             if not exp.stages:
                 exp.stages = stage_names(exp.root)
 
     def _baseline(self, stash_rev: str, root: str) -> dict[str, Any]:
-        """The dvc.lock that the experiment's copy started with: its stash commit's, or (where git cannot
-        show it) the copy's lock as first seen."""
-        proc = subprocess.run(
-            ["git", "show", f"{stash_rev}:dvc.lock"], cwd=self.repo, capture_output=True, text=True
-        )
-        if proc.returncode == 0:
-            return lock_stages(proc.stdout)
+        """The dvc.lock that the experiment's copy started with: its stash commit's (none when the commit
+        has no dvc.lock), or, where git does not know the commit, the copy's lock as first seen."""
+        known = subprocess.run(["git", "cat-file", "-e", f"{stash_rev}^{{commit}}"], cwd=self.repo)
+        if known.returncode == 0:
+            proc = subprocess.run(
+                ["git", "show", f"{stash_rev}:dvc.lock"], cwd=self.repo, capture_output=True, text=True
+            )
+            return lock_stages(proc.stdout if proc.returncode == 0 else None)
         try:
             return lock_stages((Path(root) / "dvc.lock").read_text())
         except OSError:
@@ -125,14 +138,18 @@ class StudyProgress:
         main = self.experiments.get(self.main)
         if main is None or not main.stages:
             return None
-        done = set().union(*(e.finished for e in self.experiments.values())) & set(main.stages)
+        done = (set(main.finished) | set(self.shared(self.main))) & set(main.stages)
         parts = [f"{len(e.finished)} of {len(e.stages) or '?'} in {n}" for n, e in self.experiments.items()]
         text = f"{len(done)} of {len(main.stages)} stages done ({', '.join(parts)})"
         left = self.time_left()
         return text + (f", about {duration(left)} left" if left is not None else ", time left after a stage")
 
     def time_left(self) -> float | None:
-        """Seconds left: per experiment, its unfinished stages at the measured means; the longer of the two."""
+        """Seconds left: per experiment, its unfinished stages at the measured means; the longer of the two.
+
+        The main experiment restores the stages of the other's pipeline (the other runs them, and its time
+        left counts them): each costs it the measured time of a restored stage, nothing until one is seen.
+        """
         ran: dict[str, list[float]] = {}
         restored: list[float] = []
         for exp in self.experiments.values():
@@ -141,19 +158,34 @@ class StudyProgress:
         everything = [s for values in ran.values() for s in values]
         if not everything:
             return None
+        elsewhere = {
+            stage
+            for name, exp in self.experiments.items()
+            if name != self.main
+            for stage in exp.stages
+            if stage not in self.study_wide
+        }
         lefts = []
         for name, exp in self.experiments.items():
-            elsewhere = set().union(*(e.finished for n, e in self.experiments.items() if n != name))
             left = 0.0
             for stage in exp.stages:
                 if stage in exp.finished:
                     continue
-                if stage in elsewhere and restored:
+                if name == self.main and stage in elsewhere:
                     left += mean(restored) or 0.0
                 else:
                     left += mean(ran.get(stage_kind(stage), [])) or mean(everything) or 0.0
             lefts.append(left)
         return max(lefts)
+
+
+def study_wide_stages(dvc_yaml: Path) -> set[str]:
+    """dvc.yaml's stages that read the study's list of methods (maps, report): one per experiment."""
+    try:
+        stages = yaml.load(dvc_yaml.read_text(), Loader=Loader)["stages"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return set()
+    return {name for name, stage in stages.items() if "method_names" in (stage.get("params") or [])}
 
 
 def stage_names(root: Path) -> list[str]:

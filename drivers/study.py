@@ -44,6 +44,7 @@ def images_per_step(name: str) -> int:
 _BY_COST = sorted(METHODS, key=images_per_step)
 BESIDE = tuple(_BY_COST[: len(_BY_COST) // 2])
 MAIN = tuple(m for m in METHODS if m not in BESIDE) + BESIDE
+PAGE = Path("study") / "report.html"  # git-ignored: a copy of the experiment's study page
 
 
 def overrides(methods: tuple[str, ...], extra: dict[str, str]) -> list[str]:
@@ -152,9 +153,13 @@ def main(jobs: int, sets: tuple[str, ...]) -> None:
     summary = json.loads(dvcexp.read(exp, "metrics/summary.json"))
     click.echo(f"\nThe digits study (experiment {name}):")
     click.echo(format_table(summary))
+    if dvcexp.files(exp, "metrics/report.html"):  # the study page, to open without touching the workspace
+        PAGE.parent.mkdir(exist_ok=True)
+        PAGE.write_bytes(dvcexp.read(exp, "metrics/report.html"))
     click.echo(
-        f"\n{ran}. `dvc exp show` lists the experiments; `dvc exp apply {name}` brings its "
-        "metrics/report.md and metrics/plots/ into the workspace."
+        f"\n{ran}. The study page: {PAGE} (table, figures, every run's curves, per-class accuracy, "
+        f"confusion matrices, maps). `dvc exp show` lists the experiments; `dvc exp apply {name}` brings its "
+        "metrics/report.md, report.html and plots/ into the workspace."
     )
 
 

@@ -8,6 +8,8 @@ it shares the stages' handling of user errors (one line, exit 2).
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import click
@@ -60,35 +62,26 @@ def predict(
 ) -> None:
     """Classify the images under FOLDER with RUN (method-budget-seed, e.g. paws-all-0): a CSV of file,
     predicted class and confidence (the winning class's share of the kNN vote of the run's labeled bank)."""
-    from semisup.data.folder import image_files
-    from semisup.data.subsets import read_subset, subset_path
     from semisup.io import atomic_path, probe_writable
     from semisup.predict import parse_run, predict_folder, write_predictions
 
+    # What a user can get wrong is checked first, before TensorFlow loads.
     params = load(params_path)
     _, budget, seed = parse_run(run)
     encoder_path = Path(models) / run / "encoder.keras"
     if not encoder_path.is_file():
         raise UserError(f"run {run!r}: no {encoder_path}; {_runs_here(Path(models))}")
-    if not folder.is_dir():
-        raise UserError(f"{folder}: not a folder; give a folder of PNG or JPEG images")
-    paths = image_files(folder)
-    if not paths:
-        raise UserError(f"{folder}: no PNG or JPEG images in it or its sub-folders; give a folder of images")
+    paths = _image_files(folder)
     out_path = Path(out or f"predictions-{run}.csv")
     probe_writable(out_path.parent)
-
-    import time
 
     from semisup.embed import embed
     from semisup.encoder import load_encoder
     from semisup.knn import knn_vote
-    from stages.knn import load_class_names, load_embeddings
+    from stages.knn import load_class_names
 
     names = load_class_names(Path(shards))
-    bank, bank_labels = load_embeddings(Path(embeddings) / run / "labeled.npz", run)
-    ids = read_subset(subset_path(splits, budget, seed), num_labeled=len(bank_labels))
-    bank, bank_labels = bank[ids], bank_labels[ids]
+    bank, bank_labels = _bank(Path(embeddings) / run / "labeled.npz", Path(splits), run, budget, seed)
     k = k or min(params.knn.k)
     if k > len(bank_labels):
         raise UserError(f"--k {k}: the bank of {run} holds {len(bank_labels)} labeled images; use k <= that")
@@ -123,6 +116,28 @@ def predict(
     )
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """The PNG and JPEG files under `folder`; a UserError when it is not a folder or holds none."""
+    from semisup.data.folder import image_files
+
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder; give a folder of PNG or JPEG images")
+    paths = image_files(folder)
+    if not paths:
+        raise UserError(f"{folder}: no PNG or JPEG images in it or its sub-folders; give a folder of images")
+    return paths
+
+
+def _bank(labeled: Path, splits: Path, run: str, budget: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The run's labeled bank, as its knn stage builds it: features (N, D) and labels (N,) of its subset."""
+    from semisup.data.subsets import read_subset, subset_path
+    from stages.knn import load_embeddings
+
+    features, labels = load_embeddings(labeled, run)
+    ids = read_subset(subset_path(splits, budget, seed), num_labeled=len(labels))
+    return features[ids], labels[ids]
+
+
 def _runs_here(models: Path) -> str:
     """Which runs have a saved encoder under `models`, for an error message."""
     runs = (
@@ -135,8 +150,6 @@ def _runs_here(models: Path) -> str:
 
 def _image_shape(shards: Path) -> tuple[int, int, int]:
     """The (H, W, 3) of the images the run's encoder was trained on, from the shard manifest."""
-    import json
-
     try:
         return tuple(json.loads((shards / "manifest.json").read_text())["image_shape"])
     except (OSError, ValueError, KeyError) as exc:

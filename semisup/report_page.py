@@ -226,8 +226,9 @@ def page(
         parts.append(f"<h2>{html.escape(budget)} labels per class: where each method errs</h2>")
         per_class = {m: details.per_class.get(m, {}).get(budget, []) for m in summary["methods"]}
         if names and all(per_class.values()):
+            k = f"kNN@{details.per_class_k}" if details.per_class_k else "kNN"
             parts += [
-                "<h3>Per-class kNN accuracy (mean over seeds)</h3>",
+                f"<h3>Per-class accuracy ({k}, plain vote; mean over seeds)</h3>",
                 per_class_html(budget, per_class, names),
             ]
             confusion = {

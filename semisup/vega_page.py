@@ -13,22 +13,30 @@ import hashlib
 from importlib import metadata
 from pathlib import Path
 
+from semisup.errors import UserError
+
 PACKAGE = "vl-convert-python"
 VEGA_LITE = "5.21"  # DVC's plot specs are Vega-Lite v5 (their $schema); the last v5 release vl-convert ships
 TEMPLATE = Path(".dvc") / "plots" / "offline.html"
 
 
+def _vl_convert():
+    """The vl_convert module; a UserError naming the install when it is absent (a dev dependency)."""
+    try:
+        import vl_convert
+    except ImportError:
+        raise UserError(f"{PACKAGE} is not installed: `pip install -e '.[dev]'` (or `make setup`)") from None
+    return vl_convert
+
+
 def bundle() -> str:
     """vega, vega-lite and vega-embed as one script that defines window.vega, vegaLite and vegaEmbed."""
-    import vl_convert
-
-    return vl_convert.javascript_bundle(vl_version=VEGA_LITE)
+    return _vl_convert().javascript_bundle(vl_version=VEGA_LITE)
 
 
 def versions() -> dict[str, str]:
     """Where the libraries come from: the package's version and the versions of the three libraries."""
-    import vl_convert
-
+    vl_convert = _vl_convert()
     return {
         PACKAGE: metadata.version(PACKAGE),
         "vega": vl_convert.get_vega_version(),

@@ -19,6 +19,15 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
+def describe(plots) -> str:
+    """`N of M plots drawn (V Vega, I images)`, and the blank ones by name."""
+    blank = [f"{p.kind} {p.name}" for p in plots if not p.drawn]
+    kinds = f"{sum(p.kind == 'vega' for p in plots)} Vega, {sum(p.kind == 'img' for p in plots)} images"
+    return f"{len(plots) - len(blank)} of {len(plots)} plots drawn ({kinds})" + (
+        f"; blank: {blank}" if blank else ""
+    )
+
+
 def plots_repo(tmp_path):
     """A git + DVC copy of the project whose metrics/ hold a report of made-up runs (2 methods x 2 budgets)."""
     overrides = {"method_names": METHODS, "study.seeds": SEEDS, "study.labeled_per_class": [5, "all"]}
@@ -74,7 +83,7 @@ def test_every_dvc_plot_is_drawn_offline_in_chromium(tmp_path):
     repo = plots_repo(tmp_path)
     run(repo, "dvc", "plots", "show", "-o", "shown")
     plots = check_page(repo / "shown" / "index.html")
-    print(f"dvc plots show: {sum(p.drawn for p in plots)} of {len(plots)} plots drawn offline:", plots)
+    print(f"\ndvc plots show, headless Chromium offline: {describe(plots)}")
     vega = [p for p in plots if p.kind == "vega"]
     assert len(vega) == 4  # dvc.yaml's two label-efficiency plots and two per-epoch curves
     assert len([p for p in plots if p.kind == "img"]) == 3  # label_efficiency.png, knn_k20/200.png
@@ -97,6 +106,7 @@ def test_every_dvc_plot_is_drawn_offline_in_chromium(tmp_path):
         "cm",
     )
     (confusion,) = check_page(repo / "cm" / "index.html")
+    print(f"dvc plots show {csv} --template confusion: {describe([confusion])}")
     assert confusion.kind == "vega" and confusion.drawn
 
 

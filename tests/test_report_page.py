@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from semisup.pagecheck import check_page, network_urls
 from stages import maps as maps_stage
 from tests.support import ROOT
-from tests.test_pages import needs_chromium
+from tests.test_pages import describe, needs_chromium
 from tests.test_report import BUDGETS, METHODS, SEEDS, write_inputs
 
 CLASSES = ["zero", "one", "two"]
@@ -141,6 +141,7 @@ def test_page_is_self_contained_with_every_section(study):
     assert len(sources) == 2 + 2 * len(BUDGETS)
     assert page.count('class="per-class"') == len(BUDGETS)
     assert "Not shown" not in page
+    assert "Per-class accuracy (kNN@20, plain vote; mean over seeds)" in page
     assert "differences" in page and "paws" in page
 
 
@@ -178,7 +179,8 @@ def test_maps_are_deterministic_and_keep_the_classes_apart(study, tmp_path):
 @needs_chromium
 def test_page_is_drawn_offline_in_chromium(study):
     plots = check_page(study / "out" / "report.html")
-    print(f"report.html: {sum(p.drawn for p in plots)} of {len(plots)} figures drawn offline")
+    size = (study / "out" / "report.html").stat().st_size
+    print(f"\nreport.html ({size / 1024:.0f} KiB), headless Chromium offline: {describe(plots)}")
     assert len(plots) == 2 + 2 * len(BUDGETS) and all(p.drawn for p in plots), plots
 
 
