@@ -62,12 +62,14 @@ def predict(
 ) -> None:
     """Classify the images under FOLDER with RUN (method-budget-seed, e.g. paws-all-0): a CSV of file,
     predicted class and confidence (the winning class's share of the kNN vote of the run's labeled bank)."""
+    from semisup.data.subsets import parse_run, run_subset_path
     from semisup.io import atomic_path, probe_writable
-    from semisup.predict import parse_run, predict_folder, write_predictions
+    from semisup.predict import predict_folder, write_predictions
 
     # What a user can get wrong is checked first, before TensorFlow loads.
     params = load(params_path)
-    _, budget, seed = parse_run(run)
+    params.method(parse_run(run).method)
+    subset = run_subset_path(splits, run)
     encoder_path = Path(models) / run / "encoder.keras"
     if not encoder_path.is_file():
         raise UserError(f"run {run!r}: no {encoder_path}; {_runs_here(Path(models))}")
@@ -81,7 +83,7 @@ def predict(
     from stages.knn import load_class_names
 
     names = load_class_names(Path(shards))
-    bank, bank_labels = _bank(Path(embeddings) / run / "labeled.npz", Path(splits), run, budget, seed)
+    bank, bank_labels = _bank(Path(embeddings) / run / "labeled.npz", subset, run)
     k = k or min(params.knn.k)
     if k > len(bank_labels):
         raise UserError(f"--k {k}: the bank of {run} holds {len(bank_labels)} labeled images; use k <= that")
@@ -128,13 +130,16 @@ def _image_files(folder: Path) -> list[Path]:
     return paths
 
 
-def _bank(labeled: Path, splits: Path, run: str, budget: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The run's labeled bank, as its knn stage builds it: features (N, D) and labels (N,) of its subset."""
-    from semisup.data.subsets import read_subset, subset_path
+def _bank(labeled: Path, subset: Path | None, run: str) -> tuple[np.ndarray, np.ndarray]:
+    """The run's labeled bank, as its knn stage builds it: features (N, D) and labels (N,) of its subset
+    (every labeled image for a run named by its method alone)."""
+    from semisup.data.subsets import read_subset
     from stages.knn import load_embeddings
 
     features, labels = load_embeddings(labeled, run)
-    ids = read_subset(subset_path(splits, budget, seed), num_labeled=len(labels))
+    if subset is None:
+        return features, labels
+    ids = read_subset(subset, num_labeled=len(labels))
     return features[ids], labels[ids]
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from semisup.data.folder import bad_image, decode_file
-from semisup.errors import UserError
 
 Decoded = list[tuple[Path, "np.ndarray | str"]]  # each file with its (S, S, 3) uint8 image or its problem
 
@@ -30,14 +29,6 @@ class Predictions:
     classes: list[np.ndarray] = field(default_factory=list)  # (B,) int64 per chunk
     shares: list[np.ndarray] = field(default_factory=list)  # (B,) float32 per chunk
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def parse_run(name: str) -> tuple[str, str, int]:
-    """A run's name -> (method, budget, seed): paws-25-0 -> ("paws", "25", 0)."""
-    parts = name.rsplit("-", 2)
-    if len(parts) != 3 or not parts[0] or not parts[2].isdigit():
-        raise UserError(f"run {name!r}: not a run name; write method-budget-seed, e.g. paws-all-0")
-    return parts[0], parts[1], int(parts[2])
 
 
 def decoded_chunks(

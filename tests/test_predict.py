@@ -12,8 +12,9 @@ from PIL import Image
 
 from semisup.data.folder import decode_file
 from semisup.data.images import decode_image, resize_rgb
+from semisup.data.subsets import parse_run, run_subset_path
 from semisup.errors import DataError
-from semisup.predict import parse_run, predict_folder
+from semisup.predict import predict_folder
 from tests.support import BIN, TINY_PARAMS, git_project, run, tool_env
 
 RUN = "paws-all-0"
@@ -201,8 +202,13 @@ def test_predict_decodes_as_the_folder_source(tmp_path):
         )
 
 
-def test_parse_run():
-    assert parse_run("paws-all-0") == ("paws", "all", 0)
-    assert parse_run("suncet-25-12") == ("suncet", "25", 12)
-    with pytest.raises(Exception, match="not a run name"):
-        parse_run("paws-all")
+def test_a_run_name_gives_its_method_budget_seed_and_subset():
+    assert parse_run("paws-all-0") == ("paws", None, 0)
+    assert parse_run("suncet-25-12") == ("suncet", 25, 12)
+    assert parse_run("paws") == ("paws", None, None)
+    assert run_subset_path("data/splits", "suncet-25-12") == Path("data/splits/25-12.json")
+    assert run_subset_path("data/splits", "paws-all-0") == Path("data/splits/all-0.json")
+    assert run_subset_path("data/splits", "paws") is None
+    for bad in ("paws-all", "paws-x-0", "paws-5-"):
+        with pytest.raises(Exception, match="is not METHOD-BUDGET-SEED"):
+            parse_run(bad)

@@ -69,9 +69,21 @@ def parse_run(name: str) -> RunName:
     if not sep:
         return RunName(name, None, None)
     budget, sep, seed = rest.rpartition("-")
+    bad = UserError(f"--run: {name!r} is not METHOD-BUDGET-SEED (e.g. paws-25-0, paws-all-0) or METHOD")
     if not sep or not budget or not (seed.isascii() and seed.isdigit()):
-        raise UserError(f"--run: {name!r} is not METHOD-BUDGET-SEED (e.g. paws-25-0, paws-all-0) or METHOD")
-    return RunName(method, parse_budget(budget), int(seed))
+        raise bad
+    try:
+        return RunName(method, parse_budget(budget), int(seed))
+    except UserError:
+        raise bad from None
+
+
+def run_subset_path(splits_dir: str | Path, name: str) -> Path | None:
+    """The labeled subset file a study run trains with (paws-25-0 -> splits_dir/25-0.json, as dvc.yaml
+    passes it); None for a run named by its method alone, which trains with every labeled image."""
+    parse_run(name)
+    _, sep, budget_seed = name.partition("-")
+    return Path(splits_dir) / f"{budget_seed}.json" if sep else None
 
 
 def subset_path(splits_dir: str | Path, budget: int | str | None, seed: int) -> Path:
