@@ -112,7 +112,8 @@ def test_unreadable_file_follows_on_bad_image(repo, tmp_path):
             ["paws-all-9", "test"],
             "run 'paws-all-9': no models/paws-all-9/encoder.keras; trained runs here: paws-all-0",
         ),
-        (["paws", "test"], "run 'paws': not a run name"),
+        (["paws-all", "test"], "run 'paws-all': not a run name: METHOD-BUDGET-SEED"),
+        (["paws", "test"], "run 'paws': no models/paws/encoder.keras; trained runs here: paws-all-0"),
         ([RUN, "empty"], "empty: no PNG or JPEG images"),
         ([RUN, "nowhere"], "nowhere: not a folder"),
     ],
@@ -210,5 +211,5 @@ def test_a_run_name_gives_its_method_budget_seed_and_subset():
     assert run_subset_path("data/splits", "paws-all-0") == Path("data/splits/all-0.json")
     assert run_subset_path("data/splits", "paws") is None
     for bad in ("paws-all", "paws-x-0", "paws-5-"):
-        with pytest.raises(Exception, match="is not METHOD-BUDGET-SEED"):
+        with pytest.raises(Exception, match="not a run name: METHOD-BUDGET-SEED"):
             parse_run(bad)

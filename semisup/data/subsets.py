@@ -69,7 +69,9 @@ def parse_run(name: str) -> RunName:
     if not sep:
         return RunName(name, None, None)
     budget, sep, seed = rest.rpartition("-")
-    bad = UserError(f"--run: {name!r} is not METHOD-BUDGET-SEED (e.g. paws-25-0, paws-all-0) or METHOD")
+    bad = UserError(
+        f"run {name!r}: not a run name: METHOD-BUDGET-SEED (e.g. paws-25-0, paws-all-0) or METHOD"
+    )
     if not sep or not budget or not (seed.isascii() and seed.isdigit()):
         raise bad
     try:
