@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
@@ -24,7 +24,6 @@ from dvclive import Live
 from semisup import augment as aug
 from semisup import distribute
 from semisup.checkpoints import Checkpoints, run_folder, run_key
-from semisup.config import Params
 from semisup.data import readers
 from semisup.distribute import PEER_ERRORS, WorkerLost
 from semisup.encoder import get_encoder, get_head, save_encoder
@@ -34,9 +33,11 @@ from semisup.methods import METHODS, Method
 from semisup.monitor import monitor
 from semisup.precision import resolve_mixed_precision, set_precision
 from semisup.preflight import check_run
-from semisup.progress import describe_devices
 from semisup.train import Trainer, epoch_dataset
 from semisup.versions import library_versions
+
+if TYPE_CHECKING:
+    from semisup.config import Params
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def set_up(
         "mixed_bfloat16" if mixed else "float32",
         distribute.strategy_name(strategy),
         strategy.num_replicas_in_sync,
-        describe_devices(strategy),
+        distribute.describe_devices(strategy),
         f", worker {worker} of {workers}" if workers > 1 else "",
     )
     return Run(

@@ -163,22 +163,3 @@ def track(
             progress(min(i, total), total)
     finally:
         progress.close()
-
-
-def describe_devices(strategy) -> str:
-    """Where `strategy`'s replicas run on this worker, for the stage's one start line.
-
-    `CPU:0`, `GPU:0 (NVIDIA H200)`, `GPU:0, GPU:1 (NVIDIA H200)`.
-    """
-    import tensorflow as tf
-
-    try:
-        devices = [d.rsplit("device:", 1)[-1] for d in strategy.extended.worker_devices]
-    except (RuntimeError, AttributeError):  # the default strategy: TensorFlow places ops on GPU:0 if any
-        devices = ["GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"]
-    models = []
-    if any(d.startswith("GPU") for d in devices):
-        for gpu in tf.config.list_physical_devices("GPU"):
-            name = tf.config.experimental.get_device_details(gpu).get("device_name", "GPU")
-            models += [name] if name not in models else []
-    return ", ".join(devices) + (f" ({', '.join(models)})" if models else "")
