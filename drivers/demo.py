@@ -45,9 +45,12 @@ class _DemoNoise(logging.Filter):
         return True
 
 
-def parse_sets(sets: tuple[str, ...], profile: dict[str, object], what: str) -> dict[str, str]:
+def parse_sets(
+    sets: tuple[str, ...], profile: dict[str, object], what: str, check_profile: bool = False
+) -> dict[str, str]:
     """`-S KEY=VALUE` options -> {KEY: VALUE}, checked against params.yaml's rules as the stages will check
-    them on top of `profile`, so that a mistake stops here, before any experiment starts (a UserError)."""
+    them on top of `profile` (the profile alone too when `check_profile`), so that a mistake stops here,
+    before any experiment starts (a UserError)."""
     extra = {}
     for item in sets:
         key, sep, value = item.partition("=")
@@ -56,6 +59,8 @@ def parse_sets(sets: tuple[str, ...], profile: dict[str, object], what: str) -> 
                 f"-S {item!r}: expected KEY=VALUE, as dvc exp run -S (e.g. -S 'study.seeds=[0,1]')"
             )
         extra[key] = value
+    if not extra and not check_profile:
+        return extra
     try:
         parse_params(with_overrides(read_params("params.yaml"), {**profile, **extra}))
     except UserError as exc:

@@ -123,7 +123,7 @@ def main(jobs: int, sets: tuple[str, ...]) -> None:
     """Run the digits study and print its table (method x budget, mean and 95% interval over seeds)."""
     dvcexp.check_repository("make study")
     try:
-        extra = parse_sets(sets, {**STUDY, "method_names": "[" + ",".join(METHODS) + "]"}, "study")
+        extra = parse_sets(sets, {**STUDY, "method_names": "[" + ",".join(METHODS) + "]"}, "study", True)
     except UserError as exc:
         fail(str(exc))
     name = f"study-{dvcexp.code_key({**STUDY, **extra})}"

@@ -73,7 +73,7 @@ def test_demo_then_suite_then_demo_again_on_a_fresh_clone(tmp_path):
     assert (
         all(0.0 <= x <= 1.0 for row in rows.values() for x in row) and max(r[0] for r in rows.values()) > 0.2
     )
-    name = re.search(r"experiment (demo-tiny-[0-9a-f]{8})", first.stdout).group(1)
+    name = re.search(r"experiment (demo-[0-9a-f]{8})", first.stdout).group(1)
     assert "pipeline wall time:" in first.stdout and "demo/knn_k20.png" in first.stdout
     assert f"dvc plots diff {name}" in first.stdout
     # The stages' output went through DVC: every stage's summary line, and not one TensorFlow start-up line.
