@@ -136,6 +136,7 @@ def test_demo_key_changes_with_the_code_and_only_with_it(tmp_path, monkeypatch):
     (repo / "semisup").mkdir(parents=True)
     (repo / "semisup" / "a.py").write_text("A = 1\n")
     (repo / ".gitignore").write_text("/ignored/\n")
+    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")  # what -S settings are checked against
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "one"]):
         run_tool(repo, *cmd)
     monkeypatch.chdir(repo)
