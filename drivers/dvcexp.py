@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -121,10 +122,20 @@ def parse_experiments(shown: list[dict]) -> dict[str, Experiment]:
     return found
 
 
-def experiments() -> dict[str, Experiment]:
-    """The current commit's experiments by name (`dvc exp show --json`)."""
-    shown = dvc("exp", "show", "--json", "--hide-workspace", "--no-pager", capture=True).stdout
-    return parse_experiments(json.loads(shown or "[]"))
+def experiments(tries: int = 10, wait_s: float = 2.0) -> dict[str, Experiment]:
+    """The current commit's experiments by name (`dvc exp show --json`).
+
+    While the queue sets up an experiment's temporary copy, `dvc exp show` can fail on it for a moment
+    ("directory .../.dvc does not exist"): such a failure is tried again, `tries` times in all.
+    """
+    for attempt in range(tries):
+        proc = dvc("exp", "show", "--json", "--hide-workspace", "--no-pager", capture=True, check=False)
+        if proc.returncode == 0:
+            return parse_experiments(json.loads(proc.stdout or "[]"))
+        if attempt + 1 < tries:
+            time.sleep(wait_s)
+    click.echo(proc.stdout + proc.stderr, err=True)
+    fail(f"dvc exp show: failed {tries} times (exit {proc.returncode})", EXIT_FAILED)
 
 
 def finished(name: str) -> Experiment | None:
