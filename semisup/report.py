@@ -178,6 +178,31 @@ def format_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines + ["", seeds_note(summary)])
 
 
+def difference_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+    """Every method's paired difference with the best at each budget and metric, as the report's cells:
+    budget, metric, best, method (marked when not distinguishable), difference, interval, p."""
+    rows = []
+    for b in summary["budgets"]:
+        for metric in summary["metrics"]:
+            comparison = summary["comparisons"][b][metric]
+            for m, test in comparison["vs_best"].items():
+                if m == comparison["best"]:
+                    continue
+                mark = " (not distinguishable)" if test["indistinguishable_from_best"] else ""
+                rows.append(
+                    [
+                        b,
+                        metric_label(metric),
+                        comparison["best"],
+                        m + mark,
+                        f"{test['mean_diff']:+.3f}",
+                        f"[{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]",
+                        f"{test['p_value']:.3g}",
+                    ]
+                )
+    return rows
+
+
 def markdown(summary: Mapping[str, Any], title: str = "Study results") -> str:
     """metrics/report.md: the table, its note, and every paired difference with the best method."""
     table = table_rows(summary)
@@ -197,18 +222,8 @@ def markdown(summary: Mapping[str, Any], title: str = "Study results") -> str:
             "| labels/class | metric | best | method | difference | interval | p |",
             "|---|---|---|---|---|---|---|",
         ]
-        for b in summary["budgets"]:
-            for metric in summary["metrics"]:
-                comparison = summary["comparisons"][b][metric]
-                for m, test in comparison["vs_best"].items():
-                    if m == comparison["best"]:
-                        continue
-                    mark = " (not distinguishable)" if test["indistinguishable_from_best"] else ""
-                    out.append(
-                        f"| {b} | {metric_label(metric)} | {comparison['best']} | {m}{mark} | "
-                        f"{test['mean_diff']:+.3f} | [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}] | "
-                        f"{test['p_value']:.3g} |"
-                    )
+        for row in difference_rows(summary):
+            out.append("| " + " | ".join(row) + " |")
     return "\n".join(out) + "\n"
 
 

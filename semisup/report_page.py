@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from semisup.report import Curve, metric_label, seeds_note, table_rows
+from semisup.report import Curve, difference_rows, metric_label, seeds_note, table_rows
 
 DPI = 72
 STYLE = """
@@ -88,23 +88,8 @@ def differences_html(summary: Mapping[str, Any]) -> str:
     pct = round(100 * summary["confidence"])
     head = ["labels/class", "metric", "best", "method", "difference", f"{pct}% interval", "p"]
     out = ['<table id="differences"><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
-    for b in summary["budgets"]:
-        for metric in summary["metrics"]:
-            comparison = summary["comparisons"][b][metric]
-            for m, test in comparison["vs_best"].items():
-                if m == comparison["best"]:
-                    continue
-                mark = " (not distinguishable)" if test["indistinguishable_from_best"] else ""
-                cells = [
-                    b,
-                    metric_label(metric),
-                    comparison["best"],
-                    m + mark,
-                    f"{test['mean_diff']:+.3f}",
-                    f"[{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]",
-                    f"{test['p_value']:.3g}",
-                ]
-                out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    for cells in difference_rows(summary):
+        out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return "\n".join(out + ["</table>"])
 
 
