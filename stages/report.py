@@ -59,11 +59,11 @@ def read_json(path: Path, stage: str) -> Any:
         raise DataError(f"{path}: not valid JSON ({exc}); rerun `dvc repro -f {stage}`") from None
 
 
-def read_versions(run_dir: Path) -> dict:
-    """{"versions": ...} of the run's pretrain stage (train/versions.json), {} for a run trained before it
-    recorded them."""
-    path = run_dir / "train" / "versions.json"
-    return {"versions": read_json(path, "pretrain")} if path.exists() else {}
+def pretrain_versions(runs: Path, run: str) -> dict:
+    """The library versions the run's pretrain stage recorded (train/versions.json); {} for a run trained
+    before it recorded them."""
+    path = runs / run / "train" / "versions.json"
+    return read_json(path, f"pretrain@{run}") if path.exists() else {}
 
 
 def labels_per_class(splits: Path, budget: str, seed: int) -> float:
@@ -134,7 +134,11 @@ def main(params_path: str, runs: str, splits: str, maps: str, out: str) -> None:
                 knn = read_json(runs_dir / run / "knn.json", f"knn@{run}")
                 linear = read_json(runs_dir / run / "linear.json", f"linear@{run}")
                 scores[m][b][s] = run_scores(knn, linear, ks, where=str(runs_dir / run))
-                versions += [r.get("versions", {}) for r in (knn, linear, read_versions(runs_dir / run))]
+                versions += [
+                    knn.get("versions", {}),
+                    linear.get("versions", {}),
+                    pretrain_versions(runs_dir, run),
+                ]
     summary = aggregate(scores, metric_names(ks)) | {"versions": merge_versions(versions)}
     budget_x = {b: labels_per_class(Path(splits), b, seeds[0]) for b in budgets}
     curve_metrics = [f"knn_k{k}" for k in ks] + ["loss"] if params.knn.monitor_every > 0 else ["loss"]
