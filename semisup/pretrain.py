@@ -224,11 +224,12 @@ def save(
     model_dir: str | Path,
     metrics_dir: str | Path,
     history: list[dict[str, Any]],
+    start: int,
 ) -> None:
     """The chief writes model_dir/encoder.keras (the same bytes for the same weights) and metrics_dir/train
     (dvclive's curves of every epoch, and the library versions) together: both appear at once, or neither
     if the run stops first (its checkpoints hold the finished epochs and their history). Then, once every
-    worker is done, each removes its checkpoints."""
+    worker is done, each removes its checkpoints. `start`: the epoch this process resumed after."""
     if run.chief:
         with output_set(model_dir, Path(metrics_dir) / "train") as (model_tmp, train_tmp):
             model_tmp.mkdir()
@@ -240,7 +241,7 @@ def save(
             write_json(train_tmp / "versions.json", library_versions())
     last = history[-1]["epoch"] if history else 0
     # No worker removes its checkpoints before every worker finished: a run that dies now still resumes.
-    with peers(run, f"during epoch {last}" if last else AGREEING, resume_after=last):
+    with peers(run, f"during epoch {last}" if last > start else AGREEING, resume_after=last):
         distribute.agree_min(run.strategy, 1)
     checkpoints.clear()
 
@@ -267,7 +268,7 @@ def pretrain(
     checkpoints = open_checkpoints(run, checkpoint_root)
     start, history = resume(run, models, trainer, checkpoints)
     history = train_epochs(run, models, trainer, checkpoints, start, history, on_step)
-    save(run, models, checkpoints, model_dir, metrics_dir, history)
+    save(run, models, checkpoints, model_dir, metrics_dir, history, start)
     return history
 
 
