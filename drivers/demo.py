@@ -21,8 +21,7 @@ import click
 
 from drivers import dvcexp
 from drivers.dvcexp import EXIT_FAILED, fail
-from drivers.profiles import DEMO
-from semisup.config import parse_params, read_params, with_overrides
+from drivers.profiles import DEMO, parse_sets
 from semisup.errors import UserError
 from semisup.report import format_table
 
@@ -43,30 +42,6 @@ class _DemoNoise(logging.Filter):
             files = message.rsplit("\t", 1)[-1].split(", ")
             return not all(f.strip().endswith(".gitignore") for f in files)
         return True
-
-
-def parse_sets(
-    sets: tuple[str, ...], profile: dict[str, object], what: str, check_profile: bool = False
-) -> dict[str, str]:
-    """`-S KEY=VALUE` options -> {KEY: VALUE}, checked against params.yaml's rules as the stages will check
-    them on top of `profile` (the profile alone too when `check_profile`), so that a mistake stops here,
-    before any experiment starts (a UserError)."""
-    extra = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(
-                f"-S {item!r}: expected KEY=VALUE, as dvc exp run -S (e.g. -S 'study.seeds=[0,1]')"
-            )
-        extra[key] = value
-    if not extra and not check_profile:
-        return extra
-    try:
-        parse_params(with_overrides(read_params("params.yaml"), {**profile, **extra}))
-    except UserError as exc:
-        given = f" and -S {' -S '.join(sets)}" if sets else ""
-        raise UserError(f"{exc} (params.yaml with the {what} profile{given})") from None
-    return extra
 
 
 def run_experiment(name: str, profile: dict[str, object]) -> float:

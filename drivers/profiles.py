@@ -1,4 +1,5 @@
-"""The -S profiles of `make demo` and `make study` on top of params.yaml's reference recipe.
+"""The -S profiles of `make demo` and `make study` on top of params.yaml's reference recipe, and the check
+of a user's -S settings on top of them.
 
 Each method's batch sizes derive from the registry (semisup.methods): a method added there is in both
 profiles with no edit here. The study's profile is the demo's with its differences.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from semisup.config import parse_params, read_params, with_overrides
+from semisup.errors import UserError
 from semisup.methods import METHODS, Method
 
 BatchRule = Callable[[Method, Any], int]
@@ -63,3 +66,27 @@ STUDY: dict[str, object] = DEMO | {
     "study.labeled_per_class": "[5,10,25]",
     "study.seeds": "[0,1,2]",
 }
+
+
+def parse_sets(
+    sets: tuple[str, ...], profile: dict[str, object], what: str, check_profile: bool = False
+) -> dict[str, str]:
+    """`-S KEY=VALUE` options -> {KEY: VALUE}, checked against params.yaml's rules as the stages will check
+    them on top of `profile` (the profile alone too when `check_profile`), so that a mistake stops here,
+    before any experiment starts (a UserError)."""
+    extra = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(
+                f"-S {item!r}: expected KEY=VALUE, as dvc exp run -S (e.g. -S 'study.seeds=[0,1]')"
+            )
+        extra[key] = value
+    if not extra and not check_profile:
+        return extra
+    try:
+        parse_params(with_overrides(read_params("params.yaml"), {**profile, **extra}))
+    except UserError as exc:
+        given = f" and -S {' -S '.join(sets)}" if sets else ""
+        raise UserError(f"{exc} (params.yaml with the {what} profile{given})") from None
+    return extra

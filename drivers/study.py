@@ -23,9 +23,8 @@ from pathlib import Path
 import click
 
 from drivers import dvcexp
-from drivers.demo import parse_sets
 from drivers.dvcexp import ACTIVE, EXIT_FAILED, EXIT_INTERRUPTED, fail
-from drivers.profiles import STUDY
+from drivers.profiles import STUDY, parse_sets
 from drivers.progress import StudyProgress
 from semisup.errors import UserError
 from semisup.methods import METHODS

@@ -11,7 +11,7 @@ import yaml
 
 from semisup import dvcdeps
 from semisup.methods import METHODS
-from tests.support import copy_project, params_with, run
+from tests.support import TINY_PARAMS, copy_project, params_with, run
 
 # InfoNCE under another name: what a user writes to add a method (README, "Adding a method").
 TWIN_MODULE = '''"""Twin: InfoNCE under another name, a throwaway method of the test suite."""
@@ -36,19 +36,8 @@ class TwinParams:
 
 METHODS["twin"] = Method("twin", unlabeled_views=2, uses_labeled=False, has_head=False, params=TwinParams)
 '''
-TINY = {
-    "method_names": "[paws,twin]",
-    "data.source": "digits",
-    "data.image_size": 32,
-    "data.labeled_per_class": 25,
-    "data.num_shards": 2,
-    "train.epochs": 1,
-    "train.shuffle_buffer": 500,
-    "encoder.filters": 8,
-    "methods.paws.unlabeled_batch": 128,
-    "methods.paws.labeled_batch": 64,
-    "knn.k": "[20]",
-}
+# The tests' tiny profile (one epoch, a tiny encoder) with the two methods and a 250-image bank's k.
+TINY = TINY_PARAMS | {"method_names": "[paws,twin]", "knn.k": "[20]"}
 
 
 def _status(repo: Path) -> set[str]:
