@@ -1,30 +1,58 @@
 """The -S profiles of `make demo` and `make study` on top of params.yaml's reference recipe, and the check
 of a user's -S settings on top of them.
 
-Each method's batch sizes derive from the registry (semisup.methods): a method added there is in both
-profiles with no edit here. The study's profile is the demo's with its differences.
+Each method's batch sizes derive from the registry (semisup.methods), and each configuration's from its
+method's entry and its own params (params.yaml's methods section): a method added there, or a configuration
+defined there, is in both profiles with no edit here. The study's profile is the demo's with its differences.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from semisup.config import parse_params, read_params, with_overrides
+from semisup.config import Configuration, parse_params, read_params, with_overrides
 from semisup.errors import UserError
 from semisup.methods import METHODS, Method
 
 BatchRule = Callable[[Method, Any], int]
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def method_batches(unlabeled: BatchRule, labeled: BatchRule) -> dict[str, int]:
-    """`-S` batch sizes for every method of the registry: unlabeled(method, its default params) and
-    labeled(method, its default params), in registry order."""
+def configurations(path: str | Path = ROOT / "params.yaml") -> dict[str, Configuration]:
+    """The configurations of params.yaml's methods section (none when it does not validate: the drivers
+    check params.yaml themselves and say what is wrong)."""
+    try:
+        return dict(parse_params(read_params(path)).configurations)
+    except UserError:
+        return {}
+
+
+CONFIGURATIONS = configurations()
+
+
+def method_of(name: str) -> str:
+    """The registered method that `name` (a method, or a configuration of params.yaml) runs."""
+    return CONFIGURATIONS[name].method if name in CONFIGURATIONS else name
+
+
+def method_batches(
+    unlabeled: BatchRule, labeled: BatchRule, configured: Mapping[str, Configuration] | None = None
+) -> dict[str, int]:
+    """`-S` batch sizes for every method of the registry, then every configuration of `configured`
+    (default: params.yaml's): unlabeled(method, its params) and labeled(method, its params), where a
+    method's params are its defaults and a configuration's are its own (its method's defaults but for the
+    keys it sets)."""
     out = {}
-    for method in METHODS.values():
-        defaults = method.params()
-        out[f"methods.{method.name}.unlabeled_batch"] = unlabeled(method, defaults)
-        out[f"methods.{method.name}.labeled_batch"] = labeled(method, defaults)
+    named = [(m.name, m, m.params()) for m in METHODS.values()]
+    named += [
+        (n, METHODS[c.method], c.params)
+        for n, c in (CONFIGURATIONS if configured is None else configured).items()
+    ]
+    for name, method, defaults in named:
+        out[f"methods.{name}.unlabeled_batch"] = unlabeled(method, defaults)
+        out[f"methods.{name}.labeled_batch"] = labeled(method, defaults)
     return out
 
 

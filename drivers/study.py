@@ -24,7 +24,7 @@ import click
 
 from drivers import dvcexp
 from drivers.dvcexp import ACTIVE, EXIT_FAILED, EXIT_INTERRUPTED, fail
-from drivers.profiles import STUDY, parse_sets
+from drivers.profiles import STUDY, method_of, parse_sets
 from drivers.progress import StudyProgress
 from semisup.errors import UserError
 from semisup.methods import METHODS
@@ -32,8 +32,8 @@ from semisup.report import format_table
 
 
 def images_per_step(name: str) -> int:
-    """Images a method encodes per training step in the study profile: its cost, roughly."""
-    method = METHODS[name]
+    """Images a method or configuration encodes per training step in the study profile: its cost, roughly."""
+    method = METHODS[method_of(name)]
     unlabeled = int(STUDY[f"methods.{name}.unlabeled_batch"]) * method.unlabeled_views
     return unlabeled + (int(STUDY[f"methods.{name}.labeled_batch"]) if method.uses_labeled else 0)
 

@@ -31,19 +31,23 @@ def manifest_digest(shard_dir: str | Path) -> str:
 
 
 def pretrain_code(method: str) -> str:
-    """sha256 of every project file pretrain@<method> can run (dvc.yaml's code deps of that stage)."""
-    return code_digest(closure("stages.pretrain", method))
+    """sha256 of the digest file of every project file a pretrain stage of registered method `method` can
+    run: the bytes of data/code/pretrain-<name>.json, the dep of its stage in dvc.yaml, for any name that
+    runs `method` (semisup.codedeps.digest_files)."""
+    return code_digest(closure("stages.pretrain", method), method=method)
 
 
 def run_key(
     method: str, params: Params, shard_dir: str | Path, mixed: bool, labeled_ids: Sequence[int] | None = None
 ) -> str:
-    """What a checkpoint is valid for: the params pretrain@M depends on (see dvc.yaml), the code it runs
-    (every file of its code deps), the data, the seed, the precision `train.mixed_precision` resolved to
-    (auto may resolve differently elsewhere), and the labeled subset trained on (None: every labeled
-    image)."""
+    """What a checkpoint of `method` (a method or a configuration) is valid for: the params pretrain@M
+    depends on (see dvc.yaml) as the run takes them (Params.for_run: a configuration's own params and
+    overrides), the code it runs (its digest file), the data, the seed, the precision
+    `train.mixed_precision` resolved to (auto may resolve differently elsewhere), and the labeled subset
+    trained on (None: every labeled image)."""
+    params = params.for_run(method)
     parts = [
-        pretrain_code(method),
+        pretrain_code(params.method_of(method)),
         method,
         to_dict(params.method(method)),
         to_dict(params.train),

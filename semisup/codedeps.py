@@ -10,6 +10,10 @@ anywhere in a module (inside functions too, since they can run), except under `i
 (never at run time); importing `a.b.c` also runs `a/__init__.py` and `a/b/__init__.py`. The one dynamic
 import, the registry loading a method's module by name (`importlib.import_module(f"semisup.methods.
 {name}")`), stands for the module of the method a stage runs: `semisup/methods/<method>.py`.
+
+dvc.yaml does not list these files itself: its `code` stage writes, for every stage module, a digest file
+of its closure (`digest_files`: each file's sha256, byte-identical while the closure's bytes are), and
+every other stage depends on its own digest file, so DVC reruns a stage exactly when its closure changed.
 """
 
 from __future__ import annotations
@@ -17,12 +21,20 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("semisup", "stages")
 METHOD_PACKAGE = "semisup.methods"
+STAGES_PACKAGE = "stages"
+CODE_STAGE = "stages.code"  # the stage that writes the digest files; it depends on PACKAGES themselves
+DIGESTS = "data/code"  # the code stage's output folder: one digest file per stage (and per pretrain name)
+
+
+class NeedsMethod(ValueError):
+    """A closure reaches the registry's import of a method by name, and no method was given."""
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:
@@ -123,18 +135,66 @@ def closure(module: str, method: str | None = None, root: Path = ROOT) -> set[st
             todo.extend(_with_parents(other))
         if dynamic:
             if method is None:
-                raise ValueError(f"{module}: imports a method's module by name, but no method was given")
+                raise NeedsMethod(f"{module}: imports a method's module by name, but no method was given")
             todo.extend(_with_parents(f"{METHOD_PACKAGE}.{method}"))
     if method is not None and module_file(f"{METHOD_PACKAGE}.{method}", root) is None and loads_method:
         raise ValueError(f"{METHOD_PACKAGE}.{method}: no such module in {root / 'semisup' / 'methods'}")
     return {p.relative_to(root).as_posix() for p in files.values()}
 
 
-def code_digest(paths: Iterable[str], root: Path = ROOT) -> str:
-    """sha256 of the named files' paths and contents, in path order: changes with any byte of the code."""
-    digest = hashlib.sha256()
-    for rel in sorted(paths):
-        data = (root / rel).read_bytes()
-        digest.update(f"{rel}\0{len(data)}\0".encode())
-        digest.update(data)
-    return digest.hexdigest()
+def file_digests(paths: Iterable[str], root: Path = ROOT) -> dict[str, str]:
+    """{path: sha256 of its bytes} of the named files (relative to root), in path order."""
+    return {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in sorted(paths)}
+
+
+def digest_text(paths: Iterable[str], root: Path = ROOT, method: str | None = None) -> str:
+    """A digest file's text: the sha256 of every named file (and the method a pretrain name runs); the same
+    bytes exactly while those files' bytes are the same."""
+    body: dict = {"method": method} if method is not None else {}
+    body["files"] = file_digests(paths, root)
+    return json.dumps(body, indent=1) + "\n"
+
+
+def code_digest(paths: Iterable[str], root: Path = ROOT, method: str | None = None) -> str:
+    """sha256 of the digest file of the named files: changes with any byte of the code."""
+    return hashlib.sha256(digest_text(paths, root, method).encode()).hexdigest()
+
+
+def stage_modules(root: Path = ROOT) -> list[str]:
+    """Every stage's module: each `stages/<name>.py` that runs as `python -m` (a `__main__` guard), but
+    the code stage, which depends on the code itself."""
+    modules = []
+    for path in sorted((root / STAGES_PACKAGE).glob("*.py")):
+        module = f"{STAGES_PACKAGE}.{path.stem}"
+        if module != CODE_STAGE and '__name__ == "__main__"' in path.read_text():
+            modules.append(module)
+    return modules
+
+
+def needs_method(module: str, root: Path = ROOT) -> bool:
+    """Whether `module`'s closure reaches the registry's import of a method by name (pretrain's does)."""
+    try:
+        closure(module, root=root)
+    except NeedsMethod:
+        return True
+    return False
+
+
+def digest_name(module: str, name: str | None = None) -> str:
+    """The digest file of a stage module, in DIGESTS: `embed.json`; `pretrain-<name>.json` per method or
+    configuration for a module that runs a method."""
+    stem = module.rpartition(".")[2]
+    return f"{stem}-{name}.json" if name is not None else f"{stem}.json"
+
+
+def digest_files(names: Mapping[str, str], root: Path = ROOT) -> dict[str, str]:
+    """{digest file name: its text} for every stage module; `names`: each method or configuration a
+    pretrain stage can run -> the registered method whose module it runs."""
+    files = {}
+    for module in stage_modules(root):
+        if not needs_method(module, root):
+            files[digest_name(module)] = digest_text(closure(module, root=root), root)
+            continue
+        for name, method in names.items():
+            files[digest_name(module, name)] = digest_text(closure(module, method, root), root, method)
+    return files

@@ -3,6 +3,11 @@
 Every mistake (unknown key, wrong type, value out of range) becomes a `UserError`
 whose one-line message names the key, the value and what is allowed, before any
 compute starts. Only `stages/` call `load_params`; the library takes values.
+
+A section of `methods` named after no registered method is a named configuration of one (`Configuration`):
+`method: <registered method>`, that method's params (unset keys at the method's defaults), and optional
+`train`, `encoder`, `augment` sub-sections overriding those sections for its runs alone. `method_names`
+lists methods and configurations alike; `Params.for_run(name)` gives the params a run of `name` trains with.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import dataclasses
 import math
 import operator
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -122,10 +128,29 @@ class LinearParams:
     max_iter: int = _f(1000, ge=1)
 
 
+# The sections a configuration may override for its own runs (each key given replaces the global one).
+OVERRIDABLE = {"train": TrainParams, "encoder": EncoderParams, "augment": AugmentParams}
+# A configuration's name names its runs (<name>-<budget>-<seed>), stage items and params keys (methods.<name>).
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A named configuration of a registered method (params.yaml: a section `methods.<name>` whose name is no
+    method's): its method, its params (keys it does not set at the method's dataclass defaults, not at
+    `methods.<method>`'s values), and the keys of train, encoder and augment it overrides for its runs."""
+
+    name: str
+    method: str
+    params: Any  # METHODS[method].params
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # section -> {key: value}
+
+
 @dataclass(frozen=True)
 class Params:
     seed: int = _f(0, ge=0, le=2**32 - 1)  # NumPy and Keras seed generators take 32-bit seeds
-    method_names: tuple[str, ...] = _f(tuple(METHODS), nonempty=True)  # the methods the pipeline runs
+    # The methods and configurations the pipeline runs (one run each per budget and seed).
+    method_names: tuple[str, ...] = _f(tuple(METHODS), nonempty=True)
     data: DataParams = field(default_factory=DataParams)
     train: TrainParams = field(default_factory=TrainParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
@@ -135,12 +160,44 @@ class Params:
     embed: EmbedParams = field(default_factory=EmbedParams)
     study: StudyParams = field(default_factory=StudyParams)
     linear: LinearParams = field(default_factory=LinearParams)
+    # The sections of `methods` that name no method: configurations, by name (params.yaml order).
+    configurations: Mapping[str, Configuration] = field(default_factory=dict)
+
+    def method_of(self, name: str) -> str:
+        """The registered method that `name` (a method or a configuration) runs."""
+        if name in METHODS:
+            return name
+        if name in self.configurations:
+            return self.configurations[name].method
+        configured = ", ".join(self.configurations) or "none"
+        raise UserError(
+            f"method: {name!r} is not a method ({', '.join(METHODS)}) nor a configuration of params.yaml's "
+            f"methods section ({configured})"
+        )
 
     def method(self, name: str) -> Any:
-        """The params section of method `name`."""
-        if name not in METHODS:
-            raise UserError(f"method: {name!r} is not one of {', '.join(METHODS)}")
-        return getattr(self.methods, name)
+        """The params of method or configuration `name` (its section of `methods`)."""
+        if name in self.configurations:
+            return self.configurations[name].params
+        return getattr(self.methods, self.method_of(name))
+
+    def run_methods(self) -> dict[str, str]:
+        """Every name a run can train, each method and each configuration -> the method it runs."""
+        return {name: name for name in METHODS} | {n: c.method for n, c in self.configurations.items()}
+
+    def for_run(self, name: str) -> Params:
+        """The params a run of `name` trains with: for a configuration, its params in place of its method's
+        section and its train, encoder and augment keys in place of the global ones; a method's: these."""
+        config = self.configurations.get(name)
+        if config is None:
+            self.method_of(name)  # an unknown name: one line
+            return self
+        sections = {
+            section: dataclasses.replace(getattr(self, section), **config.overrides.get(section, {}))
+            for section in OVERRIDABLE
+        }
+        methods = dataclasses.replace(self.methods, **{config.method: config.params})
+        return dataclasses.replace(self, methods=methods, **sections)
 
 
 def _type_name(tp: Any) -> str:
@@ -275,13 +332,23 @@ def _build(prefix: str, raw: Any, cls: type) -> Any:
 
 def parse_params(raw: Any) -> Params:
     """Validate a parsed params mapping and return frozen `Params`."""
+    if isinstance(raw, dict) and "configurations" in raw:
+        raise UserError("configurations: unknown key (a configuration is a section of methods)")
+    raw, configured = _split_configurations(raw)
     params = _build("", raw, Params)
+    configurations = _configurations(configured)
+    params = dataclasses.replace(params, configurations=configurations)
     for name in params.method_names:
-        if name not in METHODS:
-            raise UserError(f"method_names: {name!r} is not one of {', '.join(METHODS)}")
+        if name not in METHODS and name not in configurations:
+            raise UserError(
+                f"method_names: {name!r} is not a method ({', '.join(METHODS)}) nor a configuration "
+                f"(a section of methods with method: <one of them>; here: {', '.join(configurations) or 'none'})"
+            )
     repeated = sorted({n for n in params.method_names if params.method_names.count(n) > 1})
     if repeated:  # DVC's matrix would drop the repeat without a word
         raise UserError(f"method_names: {', '.join(repeated)} listed twice: list each method once")
+    for name in configurations:
+        params.for_run(name)  # its sections with its overrides, each checked as the global one is
     _check_study(params.study)
     data = params.data
     if data.source == "folder" and not data.path:
@@ -293,6 +360,63 @@ def parse_params(raw: Any) -> Params:
             params, data=dataclasses.replace(data, path=os.path.expanduser(data.path))
         )
     return params
+
+
+def _split_configurations(raw: Any) -> tuple[Any, dict[Any, Any]]:
+    """(raw without the configurations, {name: raw section} of each section of `methods` that names no
+    method). A method's section that names a method of its own is the one name clash to refuse here."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("methods"), dict):
+        return raw, {}
+    sections = raw["methods"]
+    for name in METHODS:
+        if isinstance(sections.get(name), dict) and "method" in sections[name]:
+            raise UserError(
+                f"methods.{name}.method: {name} is a method, whose section holds its own params only; to "
+                f"run it otherwise, name a configuration (methods.{name}_custom: {{method: {name}, ...}})"
+            )
+    methods = {k: v for k, v in sections.items() if k in METHODS}
+    return {**raw, "methods": methods}, {k: v for k, v in sections.items() if k not in METHODS}
+
+
+def _configurations(sections: Mapping[Any, Any]) -> dict[str, Configuration]:
+    """Each configuration of `methods`, validated: its name, method, params and overrides."""
+    out: dict[str, Configuration] = {}
+    taken = {name.lower(): name for name in METHODS}
+    for name, raw in sections.items():
+        key = f"methods.{name}"
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise UserError(
+                f"{key}: not a name for a configuration: use letters, digits and _ (starting with a letter; "
+                "no -: it names the runs <name>-<budget>-<seed>)"
+            )
+        if name.lower() in taken:  # one folder on a case-insensitive file system (models/<run>, ...)
+            raise UserError(f"{key}: differs from {taken[name.lower()]} only in case: rename it")
+        taken[name.lower()] = name
+        if isinstance(raw, Empty) or raw is None or (isinstance(raw, dict) and "method" not in raw):
+            raise UserError(
+                f"{key}: not a method ({', '.join(METHODS)}); a configuration names the one it runs: "
+                f"add method: <one of them>"
+            )
+        if not isinstance(raw, dict):
+            raise UserError(f"{key}: expected a mapping of keys (method: ..., and its params), got {raw!r}")
+        method = raw["method"]
+        if method not in METHODS:  # (a configuration of a configuration too)
+            raise UserError(f"{key}.method: {method!r} is not one of {', '.join(METHODS)}")
+        cls = METHODS[method].params
+        own = [f.name for f in dataclasses.fields(cls)]
+        for k in raw:
+            if k != "method" and k not in OVERRIDABLE and k not in own:
+                allowed = ", ".join(["method", *own, *OVERRIDABLE])
+                raise UserError(f"{key}.{k}: unknown key (allowed for a {method} configuration: {allowed})")
+        overrides = {}
+        for section, section_cls in OVERRIDABLE.items():
+            if section in raw:
+                given = raw[section] if isinstance(raw[section], dict) else {}
+                built = _convert(f"{key}.{section}", raw[section], section_cls)
+                overrides[section] = {k: getattr(built, k) for k in given}
+        params = _build(key, {k: v for k, v in raw.items() if k in own}, cls)
+        out[name] = Configuration(name, method, params, overrides)
+    return out
 
 
 def _check_study(study: StudyParams) -> None:
@@ -417,7 +541,17 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def to_dict(obj: Any) -> Any:
-    """A dataclass tree as plain dicts and lists, for fingerprints and logs."""
+    """A dataclass tree as plain dicts and lists, for fingerprints and logs (Params: as params.yaml has it,
+    the configurations in `methods`)."""
+    if isinstance(obj, Params):
+        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out["methods"].update(out.pop("configurations"))
+        return out
+    if isinstance(obj, Configuration):
+        sections = {s: {k: to_dict(v) for k, v in keys.items()} for s, keys in obj.overrides.items()}
+        return {"method": obj.method, **to_dict(obj.params), **sections}
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v) for k, v in obj.items()}
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, tuple):

@@ -29,13 +29,18 @@ def check_k_vs_bank(ks: Sequence[int], bank_size: int, where: str, fix: str = ""
 
 
 def check_batches(
-    manifest: dict[str, Any], method_name: str, method_params: Any, labeled: int | None = None
+    manifest: dict[str, Any],
+    method_name: str,
+    method_params: Any,
+    labeled: int | None = None,
+    method: str | None = None,
 ) -> None:
     """Fail before any compute when a split (or the labeled subset of `labeled` images) cannot fill one of
-    the method's batches; only the parts the method reads count."""
-    method = METHODS[method_name]
+    the batches of `method_name` (a method, or a configuration of registered `method`); only the parts
+    the method reads count."""
+    spec = METHODS[method or method_name]
     needs = [("unlabeled", method_params.unlabeled_batch, manifest["counts"].get("unlabeled", 0))]
-    if method.uses_labeled:
+    if spec.uses_labeled:
         available = manifest["counts"].get("labeled", 0) if labeled is None else labeled
         needs.append(("labeled", method_params.labeled_batch, available))
     for split, batch, available in needs:
@@ -50,11 +55,17 @@ def check_batches(
 def check_run(
     manifest: dict[str, Any], params: Params, method: str, labeled_ids: Sequence[int] | None, where: str
 ) -> None:
-    """What a run (a method, its labeled subset) can fail on, from the manifest alone: its batches, and
+    """What a run (a method or configuration, its labeled subset) can fail on, from the manifest alone: its batches, and
     knn.k against its bank, the labeled subset (checked even without the monitor: the knn stage searches
     the same bank after the training)."""
     labeled = manifest["counts"].get("labeled", 0) if labeled_ids is None else len(labeled_ids)
-    check_batches(manifest, method, params.method(method), None if labeled_ids is None else labeled)
+    check_batches(
+        manifest,
+        method,
+        params.method(method),
+        None if labeled_ids is None else labeled,
+        params.method_of(method),
+    )
     subset = "the run's labeled subset" if labeled_ids is not None else where
     check_k_vs_bank(
         params.knn.k, labeled, subset, "raise the label budget" if labeled_ids is not None else ""
@@ -105,10 +116,11 @@ def check_pretrain(
     checkpoint_dir: str | os.PathLike,
     labeled_ids: Sequence[int] | None = None,
 ) -> None:
-    """Everything pretrain@method can check before its first step, for a run on `labeled_ids` (or all)."""
+    """Everything pretrain@method can check before its first step, for a run on `labeled_ids` (or all);
+    `method`: a method or a configuration."""
     from semisup.data.readers import MANIFEST, read_manifest
 
-    params.method(method)
+    params = params.for_run(method)
     manifest, manifest_path = read_manifest(shard_dir), Path(shard_dir) / MANIFEST
     check_manifest_matches(manifest, params, manifest_path)
     check_run(manifest, params, method, labeled_ids, str(manifest_path))

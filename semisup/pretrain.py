@@ -1,4 +1,5 @@
-"""Pretrain one method's encoder, under any tf.distribute strategy, as a short story over named steps:
+"""Pretrain one method's (or configuration's) encoder, under any tf.distribute strategy, as a short story
+over named steps:
 
 set up (seed, precision, strategy) -> build the models and the trainer -> open the run's checkpoints ->
 resume the last epoch every worker finished -> train the epochs (each: train, kNN monitor, checkpoint,
@@ -48,8 +49,9 @@ StepCallback = Callable[[int, int, float], None]
 class Run:
     """One pretraining run once set up: what it trains, on which data, where, and in what precision."""
 
-    method: Method
-    params: Params
+    name: str  # the method or configuration (params.yaml's methods.<name>)
+    method: Method  # the registered method it runs
+    params: Params  # as the run trains with them: Params.for_run(name)
     shard_dir: Path
     num_classes: int
     image_shape: tuple[int, ...]
@@ -67,7 +69,9 @@ class Run:
 def set_up(
     method_name: str, params: Params, shard_dir: str | Path, labeled_ids: Sequence[int] | None = None
 ) -> Run:
-    """Check the run against the shards, then seed, pick the precision and the strategy; log them."""
+    """Check the run of `method_name` (a method or a configuration) against the shards, then seed, pick
+    the precision and the strategy; log them."""
+    params = params.for_run(method_name)
     manifest = readers.verify_shards(shard_dir)
     if labeled_ids is not None:
         labeled_ids = tuple(
@@ -91,7 +95,8 @@ def set_up(
         f", worker {worker} of {workers}" if workers > 1 else "",
     )
     return Run(
-        METHODS[method_name],
+        method_name,
+        METHODS[params.method_of(method_name)],
         params,
         Path(shard_dir),
         int(manifest["num_classes"]),
@@ -120,7 +125,7 @@ def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
         optimizer = keras.optimizers.Adam(learning_rate=params.train.learning_rate)
     trainer = Trainer(
         run.method,
-        params.method(run.method.name),
+        params.method(run.name),
         encoder=encoder,
         head=head,
         optimizer=optimizer,
@@ -136,8 +141,8 @@ def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
 def open_checkpoints(run: Run, root: str | Path) -> Checkpoints:
     """The run's checkpoints: one stable folder per run (its run_key) and worker; a cluster keeps two
     epochs, since a worker may resume one epoch before its own last."""
-    key = run_key(run.method.name, run.params, run.shard_dir, run.mixed, run.labeled_ids)
-    return Checkpoints(root, run_folder(run.method.name, key, run.worker), keep=2 if run.workers > 1 else 1)
+    key = run_key(run.name, run.params, run.shard_dir, run.mixed, run.labeled_ids)
+    return Checkpoints(root, run_folder(run.name, key, run.worker), keep=2 if run.workers > 1 else 1)
 
 
 @contextlib.contextmanager
@@ -175,7 +180,7 @@ def resume(
                 f"{checkpoints.dir}: not every worker holds a checkpoint of epoch {epoch}: "
                 "delete this run's checkpoint folder on every worker and rerun"
             )
-    log.warning("resuming %s after epoch %d from %s", run.method.name, epoch, checkpoints.dir)
+    log.warning("resuming %s after epoch %d from %s", run.name, epoch, checkpoints.dir)
     return restored
 
 
@@ -193,7 +198,7 @@ def train_epochs(
     After each checkpoint the workers of a cluster wait for each other: the epoch every worker has saved
     is the one a rerun resumes after if a worker dies later.
     """
-    params, name = run.params, run.method.name
+    params, name = run.params, run.name
     epochs, monitor_every = params.train.epochs, params.knn.monitor_every
     for epoch in range(start + 1, epochs + 1):
         with peers(run, f"during epoch {epoch}", resume_after=epoch - 1):

@@ -34,7 +34,8 @@ run_option = click.option(
     "run",
     required=True,
     help="The run: METHOD-BUDGET-SEED as in its stage names (paws-25-0, paws-all-0), or METHOD alone "
-    "(every labeled image, params.yaml's seed). Reads and writes under this name.",
+    "(every labeled image, params.yaml's seed); METHOD is a method or a configuration (a section of "
+    "params.yaml's methods). Reads and writes under this name.",
 )
 
 

@@ -22,8 +22,7 @@ from stages.console import done
 @user_errors
 def main(run: str, params_path: str, shards: str, models: str, out: str) -> None:
     """Write the run's embeddings of the labeled and test splits."""
-    params = load(params_path)
-    params.method(parse_run(run).method)
+    params = load(params_path).for_run(parse_run(run).method)  # (an unknown method: one line)
     name = run
 
     from semisup.embed import embed_splits

@@ -1,4 +1,5 @@
-"""pretrain@M: train one method's encoder with the reference recipe; resumes after a crash.
+"""pretrain@M: train the encoder of one method, or one configuration of a method, with its params (the
+reference recipe by default); resumes after a crash.
 
 One process, on one device or mirrored over several (`--cpu-replicas N` on a machine without GPUs),
 a worker of a cluster (TF_CONFIG), or a whole cluster on this machine (`--local-workers N`).
@@ -71,10 +72,11 @@ def main(
     step_log: str | None,
     split: str | None,
 ) -> None:
-    """Pretrain the run's encoder on the shards: its method, with its seed and its labeled subset."""
-    params = load(params_path)
+    """Pretrain the run's encoder on the shards: its method or configuration, with its seed and its labeled
+    subset."""
     method, _, run_seed = parse_run(run)
-    params.method(method)  # an unknown method name fails here, before TensorFlow starts
+    # Its configuration's params and overrides; an unknown name fails here, before TensorFlow starts.
+    params = load(params_path).for_run(method)
     name = run
     if run_seed is not None:
         params = dataclasses.replace(params, seed=run_seed)
