@@ -1,19 +1,30 @@
-"""dvc.yaml's code deps: each stage must list exactly the project files its command can run.
+"""dvc.yaml's code deps: each stage depends on the digest of exactly the project files its command can run.
 
-`python -m semisup.dvcdeps` lists every stage whose code deps miss a file its module imports
-(semisup.codedeps.closure) or name one it never runs, and exits 1; `--fix` rewrites the code deps in
-dvc.yaml (comments, order and the other deps kept). tests/test_codedeps.py runs the check.
+The `code` stage (stages/code.py) depends on the code folders and writes one digest file per stage into
+data/code/ (semisup.codedeps.digest_files); every other stage lists its own digest file and no code file:
+`data/code/<stage>.json`, or `data/code/pretrain-${item.method}.json` for a stage that trains a method (or a
+configuration of one). `python -m semisup.dvcdeps` lists every stage whose code deps are not that, or a code
+stage whose folders miss a file some stage runs, and exits 1; `--fix` rewrites the code deps in dvc.yaml
+(comments, order and the other deps kept). tests/test_codedeps.py runs the check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
-from semisup.codedeps import PACKAGES, ROOT, closure
+from semisup.codedeps import (
+    CODE_STAGE,
+    DIGESTS,
+    PACKAGES,
+    ROOT,
+    closure,
+    digest_name,
+    needs_method,
+    stage_modules,
+)
+from semisup.methods import METHODS
 
 METHOD_ITEM = "${item.method}"
-CODE_DIRS = tuple(f"{p}/" for p in PACKAGES)
 
 
 def stage_module(cmd: str) -> str:
@@ -25,52 +36,56 @@ def stage_module(cmd: str) -> str:
 
 
 def is_code(dep: str) -> bool:
-    """A dep inside the project's code (semisup/, stages/), as opposed to data."""
-    return dep.startswith(CODE_DIRS)
+    """A dep on the project's code (a code folder, a file in one, or a digest file), as opposed to data."""
+    return dep in PACKAGES or dep.startswith(tuple(f"{p}/" for p in (*PACKAGES, DIGESTS)))
 
 
-def stage_code(stage: dict, methods: Iterable[str], root: Path = ROOT) -> list[str]:
-    """The code deps a dvc.yaml stage definition must list: its module's closure, sorted; in a stage whose
-    matrix has a `method` axis, the method's own files written with ${item.method}.
+def code_folders(root: Path = ROOT) -> list[str]:
+    """The folders the code stage must depend on: those holding every file any stage can run."""
+    files = closure(CODE_STAGE, root=root)
+    for module in stage_modules(root):
+        for method in METHODS if needs_method(module, root) else [None]:
+            files |= closure(module, method, root)
+    return sorted({f.split("/")[0] for f in files})
 
-    DVC can vary a dep only by substituting the item, so every method's closure must be the same files
-    but for semisup/methods/<method>.py (a method module importing another method's is a ValueError).
-    """
+
+def stage_code(stage: dict, root: Path = ROOT) -> list[str]:
+    """The code deps a dvc.yaml stage definition must list: for the code stage, the code folders; for any
+    other, its digest file, written with ${item.method} where the stage trains a method."""
     module = stage_module(stage["cmd"])
+    if module == CODE_STAGE:
+        return code_folders(root)
+    if not needs_method(module, root):
+        return [f"{DIGESTS}/{digest_name(module)}"]
     if "method" not in (stage.get("matrix") or {}):
-        return sorted(closure(module, root=root))
-    per_method = {m: closure(module, m, root) for m in methods}
-    own = {m: f"semisup/methods/{m}.py" for m in per_method}
-    first = next(iter(per_method))
-    shared = per_method[first] - {own[first]}
-    for method, files in per_method.items():
-        extra = files - {own[method]} - shared
-        if extra or shared - files:
-            raise ValueError(
-                f"{module} with method {method}: also runs {', '.join(sorted(extra or shared - files))}, "
-                f"which {first} does not (or the reverse); a method module may import "
-                "semisup.methods.common, not another method"
-            )
-    if any(own[m] in files for m, files in per_method.items()):
-        shared.add(f"semisup/methods/{METHOD_ITEM}.py")
-    return sorted(shared)
+        raise ValueError(f"{module} trains a method: its stage needs a matrix axis `method`")
+    return [f"{DIGESTS}/{digest_name(module, METHOD_ITEM)}"]
 
 
-def check(dvc_yaml: dict, methods: Iterable[str], root: Path = ROOT) -> list[str]:
-    """One line per stage whose code deps in dvc.yaml miss a file it runs or name one it never runs."""
+def check(dvc_yaml: dict, root: Path = ROOT) -> list[str]:
+    """One line per stage whose code deps in dvc.yaml are not its digest file (the code stage: the code
+    folders), and one if no stage writes the digests."""
     problems = []
+    modules = {stage_module(stage["cmd"]) for stage in dvc_yaml["stages"].values()}
+    if CODE_STAGE not in modules:
+        problems.append(f"dvc.yaml: no stage runs {CODE_STAGE}, which writes the digests in {DIGESTS}")
     for name, stage in dvc_yaml["stages"].items():
-        want = set(stage_code(stage, methods, root))
+        want = set(stage_code(stage, root))
         have = {d for d in stage.get("deps", []) if is_code(d)}
+        code = stage_module(stage["cmd"]) == CODE_STAGE
         for dep in sorted(want - have):
-            problems.append(f"{name}: dvc.yaml's deps miss {dep}, which the stage runs")
+            why = "which holds code the stages run" if code else "the digest of the code the stage runs"
+            problems.append(f"{name}: dvc.yaml's deps miss {dep}, {why}")
         for dep in sorted(have - want):
-            problems.append(f"{name}: dvc.yaml's deps name {dep}, which the stage never runs")
+            why = "the code folders alone" if code else f"its digest file alone ({', '.join(sorted(want))})"
+            problems.append(f"{name}: dvc.yaml's deps name {dep}: its code deps are {why}")
     return problems
 
 
-def fix(path: Path, methods: Iterable[str], root: Path = ROOT) -> bool:
+def fix(path: Path, root: Path = ROOT) -> bool:
     """Rewrite each stage's code deps in the dvc.yaml at `path` (comments kept); -> whether it changed."""
+    import io
+
     from ruamel.yaml import YAML
 
     yaml = YAML()  # round trip: comments, order and style stay
@@ -78,16 +93,13 @@ def fix(path: Path, methods: Iterable[str], root: Path = ROOT) -> bool:
     yaml.indent(mapping=2, sequence=4, offset=2)
     text = path.read_text()
     doc = yaml.load(text)
-    methods = list(methods)
     for stage in doc["stages"].values():
         deps = stage.get("deps", [])
         data = [d for d in deps if not is_code(d)]
-        code = stage_code(stage, methods, root)
+        code = stage_code(stage, root)
         if [d for d in deps if is_code(d)] != code:
             deps.clear()
             deps.extend(data + code)
-    import io
-
     out = io.StringIO()
     yaml.dump(doc, out)
     if out.getvalue() == text:
@@ -102,22 +114,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from semisup.methods import METHODS
-
     parser = argparse.ArgumentParser(description="Check (or --fix) dvc.yaml's code deps against the imports.")
     parser.add_argument("dvc_yaml", nargs="?", default=str(ROOT / "dvc.yaml"))
     parser.add_argument("--fix", action="store_true", help="rewrite the code deps in place")
     args = parser.parse_args(argv)
     path = Path(args.dvc_yaml)
     if args.fix:
-        changed = fix(path, METHODS)
+        changed = fix(path)
         print(f"{path}: {'code deps rewritten' if changed else 'code deps already complete'}")
         return 0
-    problems = check(yaml.safe_load(path.read_text()), METHODS)
+    problems = check(yaml.safe_load(path.read_text()))
     for line in problems:
         print(line)
     if not problems:
-        print(f"{path}: every stage's code deps are the files it runs")
+        print(f"{path}: every stage depends on the digest of the code it runs")
     return 1 if problems else 0
 
 
