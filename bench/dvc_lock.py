@@ -4,12 +4,13 @@ update costs time in proportion to the stages already locked, and a whole `dvc r
 time in proportion to N^2 on it.
 
 Builds lock files of this pipeline's shape (per run: pretrain, embed, knn and linear entries, per (budget,
-seed): a splits entry, each with the deps, params and outs dvc.yaml gives it) for studies of growing size, times DVC's
-update of one stage entry in each (median of --repeats), and prints, per study: stages, lock lines,
-seconds per stage update, and the sum over a whole repro of that study (each stage updates a lock holding
-the stages before it).
+seed): a splits entry, and the code stage's entry where dvc.yaml has one, each with the deps, params and outs
+dvc.yaml gives it) for studies of growing size, times DVC's update of one stage entry in each (median of
+--repeats), and prints, per study: stages, lock lines, seconds per stage update, and the sum over a whole
+repro of that study (each stage updates a lock holding the stages before it). `--dvc-yaml` takes another
+version's dvc.yaml (`git show REV:dvc.yaml > old.yaml`), to compare two lock shapes on the same machine.
 
-    .venv/bin/python bench/dvc_lock.py [--repeats 5]
+    .venv/bin/python bench/dvc_lock.py [--repeats 5] [--dvc-yaml dvc.yaml]
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def lock_entry(definition: dict, params: dict, item: dict[str, object]) -> dict:
 
 def study_lock(stages: dict, params: dict, budgets: list[str], seeds: list[int]) -> dict:
     """The dvc.lock of a study: dvc.yaml's splits stage per (budget, seed), its run stages per method too."""
-    lock = {}
+    lock = {"code": lock_entry(stages["code"], params, {})} if "code" in stages else {}
     for budget in budgets:
         for seed in seeds:
             lock[f"splits@{budget}-{seed}"] = lock_entry(
@@ -89,9 +90,12 @@ def time_update(path: Path, entry: dict, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--dvc-yaml", type=Path, default=ROOT / "dvc.yaml", help="the pipeline whose lock to build"
+    )
     args = parser.parse_args()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    stages = yaml.safe_load(args.dvc_yaml.read_text())["stages"]
     studies = [  # (name, budgets, seeds)
         ("default single run", ["all"], [0]),
         ("make study (3 budgets x 3 seeds)", ["5", "10", "25"], [0, 1, 2]),

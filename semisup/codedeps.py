@@ -1,19 +1,19 @@
-"""The project files a DVC stage can execute: the transitive closure of its module's imports.
+"""The project files a DVC stage can execute: the transitive closure of its module's imports, and the
+digest files of those closures that the stages depend on.
 
-DVC reruns a stage only when one of its listed deps changes, so dvc.yaml must list, for every stage,
-exactly the `semisup/` and `stages/` files its command can import (tests/test_codedeps.py checks it;
-`python -m semisup.dvcdeps` checks them, `--fix` writes them into dvc.yaml). A pretrain
-checkpoint's key holds a digest of the same files (`code_digest`), so changed code never resumes it.
+DVC reruns a stage only when one of its deps changes, so each stage must depend on exactly the `semisup/`
+and `stages/` files its command can import. dvc.yaml does not list them: its `code` stage (stages/code.py)
+depends on the two folders and writes, for every stage module, a digest file of its closure into
+data/code/ (`digest_files`: each file's sha256, byte-identical while the closure's bytes are), and every
+other stage depends on its own digest file, so DVC reruns a stage exactly when its closure changed
+(`python -m semisup.dvcdeps` checks dvc.yaml, tests/test_codedeps.py runs it). A pretrain checkpoint's key
+holds the hash of the same digest file (`code_digest`), so changed code never resumes it.
 
 What counts as an import, read from the source without running it: `import a.b` and `from a import b`
 anywhere in a module (inside functions too, since they can run), except under `if TYPE_CHECKING:`
 (never at run time); importing `a.b.c` also runs `a/__init__.py` and `a/b/__init__.py`. The one dynamic
 import, the registry loading a method's module by name (`importlib.import_module(f"semisup.methods.
 {name}")`), stands for the module of the method a stage runs: `semisup/methods/<method>.py`.
-
-dvc.yaml does not list these files itself: its `code` stage writes, for every stage module, a digest file
-of its closure (`digest_files`: each file's sha256, byte-identical while the closure's bytes are), and
-every other stage depends on its own digest file, so DVC reruns a stage exactly when its closure changed.
 """
 
 from __future__ import annotations

@@ -434,10 +434,11 @@ def _check_study(study: StudyParams) -> None:
 def with_overrides(raw: Any, overrides: Mapping[str, Any]) -> dict:
     """A copy of a parsed params mapping with dotted `key: value` overrides, as `dvc exp run -S key=value`
     applies them: a string value is read as YAML (`"false"` -> False, `"[0.5,1.0]"` -> a list), and a
-    missing section is created (so that validation names the unknown key)."""
+    missing section is created (so that validation names the unknown key). A key may start with Hydra's
+    `+` or `++` (what `dvc exp run -S` needs to add a key params.yaml lacks)."""
     params = copy.deepcopy(raw) if isinstance(raw, dict) else {}
     for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
+        *parents, leaf = dotted.lstrip("+").split(".")
         node = params
         for key in parents:
             if not isinstance(node.get(key), dict):

@@ -209,6 +209,12 @@ def markdown(summary: Mapping[str, Any], title: str = "Study results") -> str:
     out = [f"# {title}", "", seeds_note(summary), ""]
     out += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
     out += ["| " + " | ".join(cell.strip() for cell in row) + " |" for row in table[1:]]
+    if summary.get("configurations"):
+        named = ", ".join(f"{name} ({method})" for name, method in summary["configurations"].items())
+        out += [
+            "",
+            f"Configurations, each a method with its own params (params.yaml: methods.<name>): {named}.",
+        ]
     if summary.get("versions"):
         out += ["", f"Computed with {describe_versions(summary['versions'])}."]
     if len(summary["seeds"]) >= 2:

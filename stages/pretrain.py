@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -59,6 +60,14 @@ from stages.console import done
 @click.option(
     "--split", default=None, type=click.Path(dir_okay=False), help="The run's labeled subset (default: all)."
 )
+@click.option(
+    "--code",
+    "code_digest",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="The digest file of this run's code that the code stage wrote (dvc.yaml passes it): refused "
+    "unless it is the code this run runs, with the method its params name.",
+)
 @user_errors
 def main(
     run: str,
@@ -71,12 +80,15 @@ def main(
     local_workers: int,
     step_log: str | None,
     split: str | None,
+    code_digest: str | None,
 ) -> None:
     """Pretrain the run's encoder on the shards: its method or configuration, with its seed and its labeled
     subset."""
     method, _, run_seed = parse_run(run)
     # Its configuration's params and overrides; an unknown name fails here, before TensorFlow starts.
     params = load(params_path).for_run(method)
+    if code_digest:
+        check_code_digest(code_digest, params.method_of(method))
     name = run
     if run_seed is not None:
         params = dataclasses.replace(params, seed=run_seed)
@@ -133,6 +145,24 @@ def main(
         os._exit(2)
     if worker == 0:
         done(f"{name}: trained {len(history)} epochs -> {models}/{name}/encoder.keras")
+
+
+def check_code_digest(path: str, method: str) -> None:
+    """A UserError unless `path` holds the digest of the code a pretrain stage of `method` runs: DVC reran
+    this stage on a changed methods.<name>.method (a param of its own), not the code stage that wrote it."""
+    from semisup.codedeps import closure, digest_text
+    from semisup.errors import UserError
+
+    try:
+        written = Path(path).read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror}): run `dvc repro code` first") from None
+    if written != digest_text(closure("stages.pretrain", method), method=method):
+        raise UserError(
+            f"{path}: not the digest of the code this run runs (method {method}): the code changed since the "
+            "code stage wrote it, or the configuration names another method now: run `dvc repro -f code`, "
+            "then this stage again"
+        )
 
 
 def _launch(strategy: str, workers: int) -> int:

@@ -1,14 +1,14 @@
 """Stage report: the study's summary over seeds, its table, the label-efficiency figure and the curves.
 
 Reads metrics/runs/<method>-<budget>-<seed>/{knn.json,linear.json,train/} for every run of params.yaml's
-method_names x study.labeled_per_class x study.seeds (other folders there are ignored), and
-data/splits/ for how many labels per class "all" means. Writes metrics/summary.json (every statistic
-and paired test), metrics/study/<method>-<budget>.json (one row each of `dvc metrics show`, the budget
-zero-padded: paws-0005.json), metrics/report.md (for a pull request), metrics/report.html (the study page:
-the same table, the figures, every run's curves, per-class accuracy and confusion matrices from each run's
-per_class.json and confusion.csv, and the maps stage's t-SNE maps from metrics/maps/), metrics/plots/
-(label_efficiency.png, knn_per_epoch/knn_k<k>.png and the CSV files behind dvc.yaml's plots), and prints
-the table.
+method_names (methods and configurations, each its own rows) x study.labeled_per_class x study.seeds
+(other folders there are ignored), and data/splits/ for how many labels per class "all" means. Writes
+metrics/summary.json (every statistic and paired test), metrics/study/<method>-<budget>.json (one row
+each of `dvc metrics show`, the budget zero-padded: paws-0005.json), metrics/report.md (for a pull
+request), metrics/report.html (the study page: the same table, the figures, every run's curves, per-class
+accuracy and confusion matrices from each run's per_class.json and confusion.csv, and the maps stage's
+t-SNE maps from metrics/maps/), metrics/plots/ (label_efficiency.png, knn_per_epoch/knn_k<k>.png and the
+CSV files behind dvc.yaml's plots), and prints the table.
 
 dvc.yaml's plots name no k, so they work for any knn.k: the figures' kNN metric is kNN@20, or kNN at the
 first k when knn.k lacks 20 (plotted_k), in label_efficiency_knn.csv (with its `k`) and in the `knn` column
@@ -140,6 +140,9 @@ def main(params_path: str, runs: str, splits: str, maps: str, out: str) -> None:
                     pretrain_versions(runs_dir, run),
                 ]
     summary = aggregate(scores, metric_names(ks)) | {"versions": merge_versions(versions)}
+    configured = {m: params.method_of(m) for m in methods if m in params.configurations}
+    if configured:  # rows of configurations: which method each runs
+        summary["configurations"] = configured
     budget_x = {b: labels_per_class(Path(splits), b, seeds[0]) for b in budgets}
     curve_metrics = [f"knn_k{k}" for k in ks] + ["loss"] if params.knn.monitor_every > 0 else ["loss"]
     curves = {

@@ -1,17 +1,19 @@
 """A method is a module, a registry entry and a params section: a throwaway one runs through the real
-pipeline, and a code change reruns exactly the stages whose code it is (a git + DVC repository)."""
+pipeline beside a named configuration of another, and a code or params change reruns exactly the stages
+whose code or params it is (a git + DVC repository)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from semisup import dvcdeps
+from semisup import codedeps
 from semisup.methods import METHODS
-from tests.support import TINY_PARAMS, copy_project, params_with, run
+from tests.support import TINY_PARAMS, copy_project, params_with, run, tool_env
 
 # InfoNCE under another name: what a user writes to add a method (README, "Adding a method").
 TWIN_MODULE = '''"""Twin: InfoNCE under another name, a throwaway method of the test suite."""
@@ -36,8 +38,13 @@ class TwinParams:
 
 METHODS["twin"] = Method("twin", unlabeled_views=2, uses_labeled=False, has_head=False, params=TwinParams)
 '''
-# The tests' tiny profile (one epoch, a tiny encoder) with the two methods and a 250-image bank's k.
-TINY = TINY_PARAMS | {"method_names": "[paws,twin]", "knn.k": "[20]"}
+# The tests' tiny profile (one epoch, a tiny encoder) with the two methods, a configuration of paws and a
+# 250-image bank's k.
+TINY = TINY_PARAMS | {"method_names": "[paws,paws_same,twin]", "knn.k": "[20]"}
+# A configuration of paws with paws' settings of the profile, set as a configuration sets them (its own
+# batches; unset keys at PAWSParams' defaults, which the profile's paws keeps; a train override equal to
+# the global value): the same training, so the same encoder, to the byte.
+PAWS_SAME = {"method": "paws", "unlabeled_batch": 128, "labeled_batch": 64, "train": {"epochs": 1}}
 
 
 def _status(repo: Path) -> set[str]:
@@ -59,6 +66,7 @@ def repo(tmp_path_factory) -> Path:
         f.write(TWIN_ENTRY)
     params = params_with(TINY)
     params["methods"]["twin"] = {"unlabeled_batch": 128, "labeled_batch": 16, "temperature": 0.1}
+    params["methods"]["paws_same"] = PAWS_SAME
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "a fifth method"]):
         run(repo, *cmd)
@@ -74,26 +82,82 @@ def test_a_new_method_needs_only_its_module_registry_entry_and_params(repo):
     knn = json.loads((repo / "metrics/runs/twin-all-0/knn.json").read_text())
     assert 0.0 <= knn["k20"]["accuracy"] <= 1.0
     summary = json.loads((repo / "metrics/summary.json").read_text())
-    assert summary["methods"] == ["paws", "twin"]
+    assert summary["methods"] == ["paws", "paws_same", "twin"]
     assert run(repo, "python", "-m", "semisup.dvcdeps").returncode == 0
     dry = run(repo, "python", "-m", "drivers.demo", "--dry-run").stdout
-    # The demo profile scales its reference batch (128 of 250 images) and keeps the labeled one it never encodes.
+    # The demo profile scales its reference batch (128 of 250 images) and keeps the labeled one it never
+    # encodes; a configuration's batches are scaled from its own.
     assert "-Smethods.twin.unlabeled_batch=66" in dry and "-Smethods.twin.labeled_batch=16" in dry
+    assert "-Smethods.paws_same.unlabeled_batch=66" in dry and "-Smethods.paws_same.labeled_batch=100" in dry
     assert "twin" not in METHODS  # the test's copy only
 
 
 @pytest.mark.slow
-def test_results_record_the_library_versions_that_computed_them(repo):
-    from semisup.versions import library_versions
-
-    mine = library_versions()
-    assert set(mine) == {"python", "tensorflow", "keras", "numpy", "scikit-learn", "dvc"}
-    for rel in ("metrics/runs/paws-all-0/knn.json", "metrics/runs/paws-all-0/linear.json"):
-        assert json.loads((repo / rel).read_text())["versions"] == mine
-    assert json.loads((repo / "metrics/runs/twin-all-0/train/versions.json").read_text()) == mine
+def test_a_configuration_trains_beside_its_method_on_the_same_subset_and_seed(repo):
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    subsets = [
+        [(d["path"], d["md5"]) for d in lock[f"pretrain@{name}-all-0"]["deps"] if "splits" in d["path"]]
+        for name in ("paws", "paws_same")
+    ]
+    assert subsets[0] == subsets[1] and [path for path, _ in subsets[0]] == ["data/splits/all-0.json"]
+    # The same params through the configuration's path give the same encoder and scores: the same code.
+    model = {n: (repo / f"models/{n}-all-0/encoder.keras").read_bytes() for n in ("paws", "paws_same")}
+    assert model["paws"] == model["paws_same"]
+    for rel in ("knn.json", "linear.json"):
+        scores = [
+            json.loads((repo / f"metrics/runs/{n}-all-0/{rel}").read_text()) for n in ("paws", "paws_same")
+        ]
+        assert scores[0] == scores[1]
+    # The report has its own row, with the same statistics as any method's.
     summary = json.loads((repo / "metrics/summary.json").read_text())
-    assert summary["versions"] == {name: [version] for name, version in mine.items()}
-    assert f"tensorflow {mine['tensorflow']}" in (repo / "metrics/report.md").read_text()
+    assert summary["results"]["paws_same"]["all"]["linear"]["mean"] == scores[1]["accuracy"]
+    report = (repo / "metrics/report.md").read_text()
+    assert "| paws_same | all |" in report and "paws_same (paws)" in report
+    assert summary["configurations"] == {"paws_same": "paws"}
+
+
+@pytest.mark.slow
+def test_a_change_to_a_configuration_reruns_only_its_runs(repo):
+    assert _status(repo) == set()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["methods"]["paws_same"]["train"]["learning_rate"] = 0.01
+    _write(repo, params)
+    assert _status(repo) == {"pretrain@paws_same-all-0"}
+    # Another method for the configuration: its pretrain stage refuses the digest of paws' code, before
+    # TensorFlow starts, until the code stage writes the new method's.
+    params["methods"]["paws_same"]["method"] = "suncet"
+    _write(repo, params)
+    proc = subprocess.run(
+        ["dvc", "repro", "pretrain@paws_same-all-0"], cwd=repo, env=tool_env(), capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert "data/code/pretrain-paws_same.json: not the digest of the code this run runs (method suncet)" in (
+        proc.stdout + proc.stderr
+    )
+    run(repo, "dvc", "repro", "-f", "code")
+    assert _status(repo) == {"pretrain@paws_same-all-0"}
+    digest = json.loads((repo / "data/code/pretrain-paws_same.json").read_text())
+    assert digest["method"] == "suncet" and "semisup/methods/suncet.py" in digest["files"]
+    run(repo, "git", "checkout", "--", "params.yaml")
+    run(repo, "dvc", "repro", "-f", "code")
+    assert _status(repo) == set()
+
+
+def _write(repo: Path, params: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _changed_by(repo: Path, rel: str) -> set[str]:
+    """The stages a change to `rel` leaves to run: `dvc status` once the code stage has written the
+    digests of the changed code (before, it names the code stage alone); then the change is undone."""
+    _append(repo, rel)
+    assert _status(repo) == {"code"}
+    run(repo, "dvc", "repro", "code")
+    changed = _status(repo)
+    run(repo, "git", "checkout", "--", rel)
+    run(repo, "dvc", "repro", "code")
+    assert _status(repo) == set()
+    return changed
 
 
 @pytest.mark.slow
@@ -101,23 +165,16 @@ def test_a_code_change_reruns_exactly_the_stages_that_run_that_code(repo):
     assert _status(repo) == set()
     assert "Stage 'pretrain@paws-all-0' didn't change, skipping" in run(repo, "dvc", "repro").stdout
 
-    _append(repo, "semisup/data/readers.py")
-    changed = _status(repo)
-    runs = ("paws-all-0", "twin-all-0")
+    changed = _changed_by(repo, "semisup/data/readers.py")
+    runs = ("paws-all-0", "paws_same-all-0", "twin-all-0")
     assert {f"{stage}@{r}" for stage in ("pretrain", "embed") for r in runs} <= changed
-    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     reads_it = {
-        name
-        for name, stage in pipeline.items()
-        if "semisup/data/readers.py" in dvcdeps.stage_code(stage, ["paws", "twin"], repo)
+        module.rpartition(".")[2]
+        for module in codedeps.stage_modules(repo)
+        if "semisup/data/readers.py" in codedeps.closure(module, "paws", repo)
     }
     assert {name.split("@")[0] for name in changed} == reads_it
-    run(repo, "git", "checkout", "--", "semisup/data/readers.py")
-    assert _status(repo) == set()
 
-    _append(repo, "semisup/methods/paws.py")
-    assert _status(repo) == {"pretrain@paws-all-0"}
-    run(repo, "git", "checkout", "--", "semisup/methods/paws.py")
-    _append(repo, "semisup/methods/common.py")  # what every method's loss imports
-    assert _status(repo) == {"pretrain@paws-all-0", "pretrain@twin-all-0"}
-    run(repo, "git", "checkout", "--", "semisup/methods/common.py")
+    runs = {"pretrain@paws-all-0", "pretrain@paws_same-all-0"}  # the configuration runs paws' code
+    assert _changed_by(repo, "semisup/methods/paws.py") == runs
+    assert _changed_by(repo, "semisup/methods/common.py") == runs | {"pretrain@twin-all-0"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semisup.config import Params, load_params, parse_params, to_dict
+from semisup.config import Params, load_params, parse_params, to_dict, with_overrides
 from semisup.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,11 +82,12 @@ def test_empty_file_gives_defaults(tmp_path):
         ),
         (
             {"methods": {"simclr": {}}},
-            "methods.simclr: unknown key (allowed: crossentropy, infonce, suncet, paws)",
+            "methods.simclr: not a method (crossentropy, infonce, suncet, paws); a configuration names the one "
+            "it runs: add method: <one of them>",
         ),
         (
             {"method_names": ["paws", "byol"]},
-            "method_names: 'byol' is not one of crossentropy, infonce, suncet, paws",
+            "method_names: 'byol' is not a method (crossentropy, infonce, suncet, paws) nor a configuration",
         ),
         (
             {"method_names": ["paws", "suncet", "paws"]},
@@ -183,3 +184,114 @@ def test_what_a_person_means_by_an_empty_value_is_kept(tmp_path):
     p = load_params(f)  # an empty section is its defaults, an empty nullable key null; 1_000 is 1000
     assert p.data.path is None and p.methods.paws == Params().methods.paws
     assert p.train.epochs == 1000 and p.seed == 0
+
+
+# --- named configurations: a section of `methods` that names no method -----------------------------------
+
+CONFIGURED = {
+    "train": {"epochs": 7},
+    "methods": {
+        "paws": {"temperature": 0.2, "unlabeled_batch": 100},
+        "paws_ls": {
+            "method": "paws",
+            "label_smoothing": 0.1,
+            "train": {"learning_rate": 0.01},
+            "augment": {"crop_scale": [0.5, 1.0]},
+        },
+    },
+    "method_names": ["paws", "paws_ls"],
+}
+
+
+def test_a_configuration_runs_its_method_with_its_own_params_and_overrides():
+    params = parse_params(CONFIGURED)
+    assert params.method_of("paws_ls") == "paws" and params.method_of("suncet") == "suncet"
+    assert params.run_methods() == {m: m for m in ("crossentropy", "infonce", "suncet", "paws")} | {
+        "paws_ls": "paws"
+    }
+    own = params.method("paws_ls")
+    # Unset keys take PAWS's dataclass defaults, not methods.paws' values (DVC tracks methods.paws_ls only).
+    assert (own.label_smoothing, own.temperature, own.unlabeled_batch) == (0.1, 0.1, 250)
+    assert params.method("paws").temperature == 0.2
+    run = params.for_run("paws_ls")
+    assert run.methods.paws == own and run.method("paws_ls") == own
+    assert (run.train.learning_rate, run.train.epochs) == (0.01, 7)  # overridden, and the global epochs
+    assert run.augment.crop_scale == (0.5, 1.0) and run.augment.flip is True and run.encoder == params.encoder
+    # The global sections and the method's own runs are untouched.
+    assert params.train.learning_rate == 1.0e-3 and params.augment.crop_scale == (0.2, 1.0)
+    assert params.for_run("paws") is params and run.for_run("paws_ls") == run
+    assert parse_params(to_dict(params)) == params
+
+
+def test_dvc_exp_run_s_sets_a_configurations_key():
+    raw = with_overrides(CONFIGURED, {"methods.paws_ls.train.learning_rate": "0.05"})
+    raw = with_overrides(raw, {"methods.paws_ls.sharpen_temperature": "0.5"})
+    run = parse_params(raw).for_run("paws_ls")
+    assert run.train.learning_rate == 0.05 and run.methods.paws.sharpen_temperature == 0.5
+
+
+@pytest.mark.parametrize(
+    "methods, message",
+    [
+        (
+            {"paws_x": {"label_smoothing": 0.1}},
+            "methods.paws_x: not a method (crossentropy, infonce, suncet, paws)",
+        ),
+        (
+            {"paws_x": None},
+            "methods.paws_x: not a method (crossentropy, infonce, suncet, paws); a configuration",
+        ),
+        (
+            {"paws_x": {"method": "pawz"}},
+            "methods.paws_x.method: 'pawz' is not one of crossentropy, infonce,",
+        ),
+        ({"a": {"method": "paws"}, "b": {"method": "a"}}, "methods.b.method: 'a' is not one of crossentropy"),
+        (
+            {"paws_x": {"method": "paws", "symmetric": True}},
+            "methods.paws_x.symmetric: unknown key (allowed for a ",
+        ),
+        ({"paws_x": {"method": "paws", "train": {"epoch": 2}}}, "methods.paws_x.train.epoch: unknown key"),
+        (
+            {"paws_x": {"method": "paws", "train": {"epochs": 0}}},
+            "methods.paws_x.train.epochs: 0 is out of range",
+        ),
+        (
+            {"paws_x": {"method": "paws", "temperature": "1e-3"}},
+            "methods.paws_x.temperature: '1e-3' is not a number",
+        ),
+        ({"paws-x": {"method": "paws"}}, "methods.paws-x: not a name for a configuration"),
+        ({"paws.x": {"method": "paws"}}, "methods.paws.x: not a name for a configuration"),
+        ({"PAWS": {"method": "paws"}}, "methods.PAWS: differs from paws only in case: rename it"),
+        (
+            {"paws": {"method": "paws"}},
+            "methods.paws.method: paws is a method, whose section holds its own params",
+        ),
+        ({"paws_x": 3}, "methods.paws_x: expected a mapping of keys"),
+    ],
+)
+def test_a_bad_configuration_is_one_line_naming_its_key(methods, message):
+    with pytest.raises(UserError) as info:
+        parse_params({"methods": methods})
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_method_names_takes_methods_and_configurations_and_nothing_else():
+    with pytest.raises(UserError, match=r"method_names: 'paws_lz' is not a method .* here: paws_ls\)"):
+        parse_params(CONFIGURED | {"method_names": ["paws_lz"]})
+    with pytest.raises(UserError, match="method_names: paws_ls listed twice"):
+        parse_params(CONFIGURED | {"method_names": ["paws_ls", "paws", "paws_ls"]})
+    with pytest.raises(UserError, match=r"^method: 'paws_lz' is not a method"):
+        parse_params(CONFIGURED).for_run("paws_lz")
+
+
+def test_a_stage_refuses_an_unknown_run_before_tensorflow(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(CONFIGURED))
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.pretrain", "--run", "paws_lz-5-0", "--params", str(f)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: method: 'paws_lz' is not a method")

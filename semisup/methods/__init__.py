@@ -5,7 +5,8 @@ entry in `METHODS` (what it encodes, its params dataclass) and a section `method
 Everything else (params validation, the stages' choices, the demo and study profiles, dvc.yaml's deps)
 derives from this registry. The registry imports no method module and no TensorFlow: the trainer loads a
 method's module by name when it trains it (`semisup.methods.load.loss_fn`), so a run's code is its own
-method's module, and dvc.yaml reruns only the runs whose code changed.
+method's module, and dvc.yaml reruns only the runs whose code changed. A named configuration of a method
+(another section of params.yaml's methods, semisup.config.Configuration) runs its method's entry and module.
 """
 
 from __future__ import annotations
