@@ -1,9 +1,9 @@
 """Stage code: a digest file of the code each other stage runs, in data/code/ (semisup.codedeps).
 
 Every other stage depends on its own digest file (pretrain@M-B-S on `pretrain-M.json`, M a method or a
-configuration of method_names) instead of the list of files it runs: DVC reruns this stage on any change
-under semisup/ or stages/ (in about a second: no TensorFlow), and a heavy stage only when its own digest
-changed.
+configuration) instead of the list of files it runs: DVC reruns this stage on any change under semisup/ or
+stages/, or to the methods section (in about a second: no TensorFlow), and a heavy stage only when its own
+digest changed. Its outputs depend on nothing else, so DVC's run cache never restores a wrong one.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from stages.console import done
 @click.option("--out", default=DIGESTS, show_default=True, help="Writes one <stage>[-<method>].json each.")
 @user_errors
 def main(params_path: str, out: str) -> None:
-    """Write the digest of every stage's code: one file per stage, and per name of method_names (a method or
-    a configuration) for the stages that train one."""
-    params = load(params_path)
-    names = {name: params.method_of(name) for name in params.method_names}  # -> the method each runs
+    """Write the digest of every stage's code: one file per stage, and per method and configuration (of
+    params.yaml's methods section) for the stages that train one."""
+    names = load(params_path).run_methods()  # every method and configuration -> the method it runs
     files = digest_files(names)
     with output_set(out) as (tmp,):
         tmp.mkdir()

@@ -148,8 +148,8 @@ def main(
 
 
 def check_code_digest(path: str, method: str) -> None:
-    """A UserError unless `path` holds the digest of the code a pretrain stage of `method` runs: DVC reran
-    this stage on a changed methods.<name>.method (a param of its own), not the code stage that wrote it."""
+    """A UserError unless `path` holds the digest of the code a pretrain stage of `method` runs (the code
+    stage wrote it for another method, or before the code changed: data/code/ edited or restored by hand)."""
     from semisup.codedeps import closure, digest_text
     from semisup.errors import UserError
 
@@ -159,9 +159,9 @@ def check_code_digest(path: str, method: str) -> None:
         raise UserError(f"{path}: cannot read it ({exc.strerror}): run `dvc repro code` first") from None
     if written != digest_text(closure("stages.pretrain", method), method=method):
         raise UserError(
-            f"{path}: not the digest of the code this run runs (method {method}): the code changed since the "
-            "code stage wrote it, or the configuration names another method now: run `dvc repro -f code`, "
-            "then this stage again"
+            f"{path}: not the digest of the code this run runs (method {method}): the code or params.yaml's "
+            "methods section changed since the code stage wrote it: run `dvc repro -f code`, then this stage "
+            "again"
         )
 
 

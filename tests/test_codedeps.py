@@ -213,3 +213,25 @@ def test_a_checkpoint_key_holds_the_hash_of_the_pretrain_stages_digest_file():
     written = codedeps.digest_files({"paws": "paws", "paws_other": "paws"})
     for name in ("paws", "paws_other"):
         assert pretrain_code("paws") == hashlib.sha256(written[f"pretrain-{name}.json"].encode()).hexdigest()
+
+
+def test_pretrain_refuses_a_digest_that_is_not_its_code(tmp_path):
+    from semisup.errors import UserError
+    from stages.pretrain import check_code_digest
+
+    written = codedeps.digest_files({"paws": "paws", "paws_other": "suncet"})
+    for name, text in written.items():
+        (tmp_path / name).write_text(text)
+    check_code_digest(str(tmp_path / "pretrain-paws.json"), "paws")
+    check_code_digest(str(tmp_path / "pretrain-paws_other.json"), "suncet")
+    with pytest.raises(
+        UserError, match=r"pretrain-paws.json: not the digest of the code this run runs \(method suncet\)"
+    ):
+        check_code_digest(str(tmp_path / "pretrain-paws.json"), "suncet")
+    stale = json.loads(written["pretrain-paws.json"])
+    stale["files"]["semisup/methods/paws.py"] = "0" * 64
+    (tmp_path / "stale.json").write_text(json.dumps(stale, indent=1) + "\n")
+    with pytest.raises(UserError, match="run `dvc repro -f code`"):
+        check_code_digest(str(tmp_path / "stale.json"), "paws")
+    with pytest.raises(UserError, match="cannot read it"):
+        check_code_digest(str(tmp_path / "missing.json"), "paws")

@@ -47,6 +47,7 @@ TINY = {
 RUN, SPLIT = "paws-all-0", "all-0.json"  # the one run of TINY: paws, every label of the pool, seed 0
 
 STAGES: dict[str, Callable[[Path, Path], list[str]]] = {
+    "code": lambda src, out: ["stages.code", "--out", f"{out}/code"],
     "download": lambda src, out: ["stages.download", "--raw-dir", f"{out}/raw"],
     "shard": lambda src, out: ["stages.shard", "--raw-dir", f"{src}/raw", "--out", f"{out}/shards"],
     "splits": lambda src, out: [
@@ -241,6 +242,7 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_outputs(workspace,
     want = _files(src)
     runs = f"metrics/runs/{RUN}"
     names = {
+        "code": [n for n in want if n.startswith("code/")],
         "download": ["raw/digits.npz"],
         "shard": [n for n in want if n.startswith("shards/")],
         "splits": [f"splits/{SPLIT}"],
