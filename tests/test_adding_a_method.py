@@ -92,6 +92,20 @@ def test_a_new_method_needs_only_its_module_registry_entry_and_params(repo):
 
 
 @pytest.mark.slow
+def test_results_record_the_library_versions_that_computed_them(repo):
+    from semisup.versions import library_versions
+
+    mine = library_versions()
+    assert set(mine) == {"python", "tensorflow", "keras", "numpy", "scikit-learn", "dvc"}
+    for rel in ("metrics/runs/paws-all-0/knn.json", "metrics/runs/paws-all-0/linear.json"):
+        assert json.loads((repo / rel).read_text())["versions"] == mine
+    assert json.loads((repo / "metrics/runs/twin-all-0/train/versions.json").read_text()) == mine
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert summary["versions"] == {name: [version] for name, version in mine.items()}
+    assert f"tensorflow {mine['tensorflow']}" in (repo / "metrics/report.md").read_text()
+
+
+@pytest.mark.slow
 def test_a_configuration_trains_beside_its_method_on_the_same_subset_and_seed(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     subsets = [
