@@ -2,7 +2,8 @@
 
 The training stream follows the SuNCEt/PAWS recipe (Assran et al., 2020; 2021): one epoch is one pass
 over the shuffled unlabeled split in fixed-size batches, each zipped with a batch of the labeled split,
-which repeats (reshuffled each pass) for as long as the epoch needs.
+which repeats (reshuffled each pass) for as long as the epoch needs; or, with PAWS's class-stratified
+supports, with a batch of so many images of each class (semisup.data.stratified).
 """
 
 from __future__ import annotations
