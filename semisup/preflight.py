@@ -106,6 +106,9 @@ def check_supports(
         method=method,
         class_names=manifest.get("class_names"),
         where="the run's labeled subset" if labeled_ids is not None else "the labeled split",
+        more="raise the label budget (study.labeled_per_class)"
+        if labeled_ids is not None
+        else "label more images (data.labeled_per_class)",
     )
 
 

@@ -127,7 +127,7 @@ def _params(**paws) -> Params:
         (
             {"supports_per_class": 21, "labeled_batch": 63},
             None,
-            r"more than class 'c0' has in the labeled split \(20",
+            r"more than class 'c0' has in the labeled split \(20 images\): lower it, or label more images \(data",
         ),
         # The run's subset: 3 images of each class.
         (

@@ -28,6 +28,7 @@ def check(
     method: str = "paws",
     class_names: Sequence[str] | None = None,
     where: str = "the labeled subset",
+    more: str = "raise the label budget (study.labeled_per_class)",
 ) -> int:
     """UserError unless stratified batches can be drawn from a subset of `counts` images per class (C,);
     -> the classes per batch (classes_per_batch, or every class when it is None)."""
@@ -52,7 +53,7 @@ def check(
         name = class_names[smallest] if class_names is not None else smallest
         raise UserError(
             f"{key}.supports_per_class: {supports_per_class} is more than class {name!r} has in {where} "
-            f"({int(counts[smallest])} images): lower it, or raise the label budget"
+            f"({int(counts[smallest])} images): lower it, or {more}"
         )
     if labeled_batch != cpb * supports_per_class:
         raise UserError(
