@@ -74,12 +74,21 @@ def _split(seed: tf.Tensor, num: int) -> list[tf.Tensor]:
     return tf.unstack(tf.random.experimental.stateless_split(seed, num, alg=_ALG))
 
 
-def step_seeds(run_seed: int, step: int | tf.Tensor) -> tf.Tensor:
+# Streams of step_seeds: the reference's three batches, then the options' extra ones (PAWS).
+REFERENCE, SUPPORT_VIEWS, SMALL_CROPS = 0, 1, 2
+
+
+def step_seeds(run_seed: int, step: int | tf.Tensor, num: int = 3, stream: int = REFERENCE) -> tf.Tensor:
     """The training's one seeding scheme: the seeds of a step's three augmented batches (unlabeled view 1,
     view 2, the labeled view) from the run's seed and the global step -> int64 (3, 2). The same (seed, step)
-    gives the same views on any number of replicas and workers, and after a resume."""
-    base = tf.stack([tf.constant(run_seed, tf.int64) * 1_000_003, tf.cast(step, tf.int64)])
-    return tf.random.experimental.stateless_split(base, num=3, alg=_ALG)
+    gives the same views on any number of replicas and workers, and after a resume.
+    Other streams give `num` seeds of their own (the labeled batch's extra views, the small crops), from a
+    key no run's reference stream uses, so they leave the reference's three seeds as they are."""
+    key = tf.constant(run_seed, tf.int64) * 1_000_003
+    if stream != REFERENCE:
+        key = -key - stream  # negative: never a run's reference key (seeds are >= 0)
+    base = tf.stack([key, tf.cast(step, tf.int64)])
+    return tf.random.experimental.stateless_split(base, num=num, alg=_ALG)
 
 
 def sample_crops(batch_size, height, width, seed, crop_scale, crop_ratio) -> tf.Tensor:
@@ -129,10 +138,11 @@ def _lerp_gather(x: tf.Tensor, coords: tf.Tensor, axis: int) -> tf.Tensor:
     return a + (b - a) * frac
 
 
-def resized_crop(images: tf.Tensor, crops: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
-    """Bilinear crop of (B, H, W, 3) to boxes (B, 4) resized back to (H, W), mirrored where flips (B,)."""
+def resized_crop(images: tf.Tensor, crops: tf.Tensor, flips: tf.Tensor, size: int | None = None) -> tf.Tensor:
+    """Bilinear crop of (B, H, W, 3) to boxes (B, 4) resized back to (H, W) (or to (size, size)), mirrored
+    where flips (B,)."""
     shape = tf.shape(images)
-    h_img, w_img = shape[1], shape[2]
+    h_img, w_img = (shape[1], shape[2]) if size is None else (size, size)  # the output's sides
     top, left, h, w = tf.unstack(tf.cast(crops, tf.float32), axis=1)
     # Output pixel k samples source top + k (h - 1) / (H - 1): the crop's corner pixels map to the
     # output's (align-corners), so no sample falls outside the image and a full box is the identity.
@@ -256,6 +266,7 @@ def augment(
     hue: float = 0.2,
     jit_compile: bool = True,
     part: tuple[int | tf.Tensor, int] = (0, 1),
+    size: int | None = None,
 ) -> tf.Tensor:
     """One SimCLR view of each image: uint8 or [0, 1] float (B, H, W, 3), seed int (2,) -> float32 (B, H, W, 3).
 
@@ -264,6 +275,7 @@ def augment(
     part=(index, count): `images` are rows index*B .. (index+1)*B of a global batch of count*B images
     (one replica's share). The random parameters are drawn for the whole global batch and this part's
     rows kept, so every image gets the view it would get on one device, however many replicas share it.
+    size: the crop is resized to (size, size) instead of (H, W) (multi-crop's small crops) -> (B, size, size, 3).
     """
     _check(crop_scale, crop_ratio, brightness, contrast, saturation, hue)
     images = tf.convert_to_tensor(images)
@@ -275,6 +287,8 @@ def augment(
     # instead of storing the cropped batch once (~1.5x slower on CPU).
     crop_fn, jitter_fn = (_crop_flip_xla, _jitter_xla) if jit_compile else (_crop_flip, _jitter)
     ranges = {"crop_scale": tuple(map(float, crop_scale)), "crop_ratio": tuple(map(float, crop_ratio))}
+    if size is not None:
+        ranges["size"] = int(size)
     x = crop_fn(images, crop_seed, flip_seed, index, flip=bool(flip), count=count, **ranges)
     if brightness == contrast == saturation == hue == 0:
         return x
@@ -287,14 +301,17 @@ def _rows(t: tf.Tensor, index: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
     return t[index * batch : (index + 1) * batch]
 
 
-def _crop_flip(images, crop_seed, flip_seed, index, *, flip, count, crop_scale, crop_ratio) -> tf.Tensor:
-    """Random resized crop + flip of uint8 or [0, 1] float (B, H, W, 3) -> float32 in [0, 1]."""
+def _crop_flip(
+    images, crop_seed, flip_seed, index, *, flip, count, crop_scale, crop_ratio, size=None
+) -> tf.Tensor:
+    """Random resized crop + flip of uint8 or [0, 1] float (B, H, W, 3) -> float32 in [0, 1], (H, W) or
+    (size, size)."""
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
     crops = _rows(sample_crops(batch * count, height, width, crop_seed, crop_scale, crop_ratio), index, batch)
     flips = _rows(_uniform([batch * count], flip_seed), index, batch) < (0.5 if flip else 0.0)
     # Crop the uint8 images, then scale: gathering bytes is cheaper than gathering floats.
-    x = resized_crop(images, crops, flips)
+    x = resized_crop(images, crops, flips, size)
     return x / 255.0 if images.dtype == tf.uint8 else x
 
 

@@ -76,13 +76,16 @@ class AugmentParams:
 
 @dataclass(frozen=True)
 class EncoderParams:
-    """The convolutional encoder: `depth` x Conv2D(filters, kernel, stride) -> Flatten -> Dense."""
+    """The convolutional encoder: `depth` x Conv2D(filters, kernel, stride, padding) -> pooling -> Dense."""
 
     filters: int = _f(128, ge=1)
     depth: int = _f(4, ge=1)
     kernel_size: int = _f(3, ge=1)
     stride: int = _f(2, ge=1)
     embedding_dim: int = _f(128, ge=1)
+    padding: Literal["valid", "same"] = "valid"  # same: any image side survives the convolutions
+    # flatten: the reference (one image size); average: GlobalAveragePooling2D, any image size (multi-crop)
+    pooling: Literal["flatten", "average"] = "flatten"
 
 
 # One field per method of the registry, in its order: `methods.<name>` in params.yaml.

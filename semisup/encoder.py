@@ -1,8 +1,10 @@
 """The convolutional encoder of the reference recipe, and CrossEntropy's classification head.
 
 The encoder is the small convnet of the keras-io semi-supervised SimCLR example (Chen et al., 2020):
-depth x Conv2D(stride 2, ReLU, valid) -> Flatten -> Dense. Only built-in layers, so a saved model
-loads with `keras.models.load_model(path)` in safe mode, without custom objects.
+depth x Conv2D(stride 2, ReLU, valid) -> Flatten -> Dense. Options for multi-crop (PAWS): `same`
+padding, and GlobalAveragePooling2D in place of Flatten, which makes an encoder of any image size.
+Only built-in layers, so a saved model loads with `keras.models.load_model(path)` in safe mode,
+without custom objects.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from semisup.io import atomic_path
 
 # What a saved encoder of this pipeline is made of, in order: anything else is a foreign model.
 ENCODER_LAYERS = ("InputLayer", "Conv2D", "Flatten", "Dense")
+# The same with encoder.pooling: average (it takes images of any size).
+POOLED_ENCODER_LAYERS = ("InputLayer", "Conv2D", "GlobalAveragePooling2D", "Dense")
 
 
-def min_image_size(depth: int, kernel_size: int, stride: int) -> int:
-    """Smallest image side that leaves at least one pixel after `depth` valid strided convolutions."""
+def min_image_size(depth: int, kernel_size: int, stride: int, padding: str = "valid") -> int:
+    """Smallest image side that leaves at least one pixel after `depth` strided convolutions (same: 1)."""
+    if padding == "same":
+        return 1
     size = 1
     for _ in range(depth):
         size = (size - 1) * stride + kernel_size
@@ -37,33 +43,48 @@ def get_encoder(
     kernel_size: int = 3,
     stride: int = 2,
     embedding_dim: int = 128,
+    padding: str = "valid",
+    pooling: str = "flatten",
     name: str = "encoder",
 ) -> keras.Model:
-    """Float32 images (B, H, W, C) in [0, 1] -> embeddings (B, embedding_dim)."""
+    """Float32 images (B, H, W, C) in [0, 1] -> embeddings (B, embedding_dim).
+
+    pooling "flatten" (the reference) takes images of `input_shape` only; "average" (GlobalAveragePooling2D)
+    takes any height and width that survive the convolutions, so its input is (None, None, C).
+    """
     height, width = input_shape[0], input_shape[1]
-    need = min_image_size(depth, kernel_size, stride)
+    need = min_image_size(depth, kernel_size, stride, padding)
     if min(height, width) < need:
         raise UserError(
             f"data.image_size: {min(height, width)} is too small for encoder.depth={depth} "
             f"(kernel {kernel_size}, stride {stride}); it must be at least {need} (or lower encoder.depth)"
         )
+    if pooling not in ("flatten", "average") or padding not in ("valid", "same"):
+        raise UserError(
+            f"encoder: pooling {pooling!r} / padding {padding!r}: pooling is flatten or average, "
+            "padding valid or same"
+        )
     # Each layer gets its own policy object, named after the global one (float32 or mixed_bfloat16, as
     # set_precision chose): left to default, every layer would hold the one global policy object, and
     # model.save would write it as a shared object whose id is a memory address, new in every process.
     policy = keras.config.dtype_policy().name
-    inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="images")
+    shape = tuple(input_shape) if pooling == "flatten" else (None, None, input_shape[2])
+    inputs = keras.Input(shape=shape, dtype="float32", name="images")
     x = inputs
     for i in range(depth):
         x = keras.layers.Conv2D(
             filters,
             kernel_size,
             strides=stride,
-            padding="valid",
+            padding=padding,
             activation="relu",
             dtype=policy,
             name=f"conv{i + 1}",
         )(x)
-    x = keras.layers.Flatten(dtype=policy, name="flatten")(x)
+    if pooling == "flatten":
+        x = keras.layers.Flatten(dtype=policy, name="flatten")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(dtype=policy, name="pool")(x)
     outputs = keras.layers.Dense(embedding_dim, dtype=policy, name="embedding")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -172,14 +193,16 @@ def check_encoder(model: keras.Model, path: str | Path, *, image_shape: tuple[in
     ordered = [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k]
     if kinds and kinds[0] != "InputLayer":
         ordered.insert(0, "InputLayer")
-    if tuple(ordered) != ENCODER_LAYERS:
+    if tuple(ordered) not in (ENCODER_LAYERS, POOLED_ENCODER_LAYERS):
         raise DataError(
             f"{path}: layers {', '.join(kinds)} are not this pipeline's encoder "
-            f"(Conv2D x depth, Flatten, Dense): {rerun}"
+            f"(Conv2D x depth, Flatten or GlobalAveragePooling2D, Dense): {rerun}"
         )
     inputs = model.inputs
     shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else None
-    if shape != tuple(image_shape):
+    # A pooled encoder takes any height and width: only its channels must match.
+    pooled = tuple(ordered) == POOLED_ENCODER_LAYERS and shape is not None and shape[:2] == (None, None)
+    if shape != tuple(image_shape) and not (pooled and shape[2:] == tuple(image_shape)[2:]):
         raise DataError(
             f"{path}: takes images of shape {shape}, the shards hold {tuple(image_shape)}: {rerun}"
         )

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from semisup.config import EncoderParams, Params
-from semisup.errors import DataError
+from semisup.errors import DataError, UserError
 from semisup.io import check_free_space, probe_writable
 from semisup.methods import METHODS
 
@@ -52,12 +54,84 @@ def check_batches(
             )
 
 
+def conv_side(side: int, enc: EncoderParams) -> int:
+    """An image side after the encoder's `depth` strided convolutions (valid or same padding); <= 0: none."""
+    for _ in range(enc.depth):
+        side = -(-side // enc.stride) if enc.padding == "same" else (side - enc.kernel_size) // enc.stride + 1
+    return side
+
+
+def check_crops(params: Params, method: str, image_size: int) -> None:
+    """Multi-crop needs an encoder of any image size (pooling average) whose convolutions leave the small
+    crops at least one pixel: a UserError naming the key otherwise."""
+    mp, enc = params.method(method), params.encoder
+    if not getattr(mp, "multicrop", 0):
+        return
+    key = f"methods.{method}"
+    if enc.pooling != "average":
+        raise UserError(
+            f"{key}.multicrop: {mp.multicrop} small crops need an encoder that takes several image sizes: "
+            "set encoder.pooling: average (Flatten takes one size only), or multicrop: 0"
+        )
+    size = mp.crop_size(image_size)
+    if size > image_size:
+        raise UserError(
+            f"{key}.multicrop_size: {size} is larger than the images ({image_size}): use at most {image_size}"
+        )
+    if conv_side(size, enc) < 1:
+        raise UserError(
+            f"{key}.multicrop_size: small crops of {size} pixels do not survive encoder.depth={enc.depth} "
+            f"(kernel {enc.kernel_size}, stride {enc.stride}, padding {enc.padding}): set encoder.padding: "
+            "same, or raise multicrop_size"
+        )
+
+
+def check_supports(
+    shard_dir: str | os.PathLike, manifest: dict[str, Any], params: Params, method: str, labeled_ids
+) -> None:
+    """Class-stratified supports (supports_per_class) against the run's labeled subset: a UserError naming
+    the key when a class has too few images, classes_per_batch does not divide the classes, or
+    labeled_batch is not their product. Reads the subset's labels only when the option is on."""
+    mp = params.method(method)
+    spc, cpb = getattr(mp, "supports_per_class", None), getattr(mp, "classes_per_batch", None)
+    if spc is None and cpb is None:
+        return
+    from semisup.data import stratified
+    from semisup.data.subsets import labeled_split_labels
+
+    labels, _ = labeled_split_labels(shard_dir)
+    if labeled_ids is not None:
+        labels = labels[np.asarray(list(labeled_ids), dtype=np.int64)]
+    num_classes = int(manifest["num_classes"])
+    stratified.check(
+        np.bincount(labels, minlength=num_classes)[:num_classes],
+        supports_per_class=spc,
+        classes_per_batch=cpb,
+        labeled_batch=mp.labeled_batch,
+        method=method,
+        class_names=manifest.get("class_names"),
+        where="the run's labeled subset" if labeled_ids is not None else "the labeled split",
+        more="raise the label budget (study.labeled_per_class)"
+        if labeled_ids is not None
+        else "label more images (data.labeled_per_class)",
+    )
+
+
 def check_run(
-    manifest: dict[str, Any], params: Params, method: str, labeled_ids: Sequence[int] | None, where: str
+    manifest: dict[str, Any],
+    params: Params,
+    method: str,
+    labeled_ids: Sequence[int] | None,
+    where: str,
+    shard_dir: str | os.PathLike | None = None,
 ) -> None:
     """What a run (a method or configuration, its labeled subset) can fail on, from the manifest alone: its batches, and
     knn.k against its bank, the labeled subset (checked even without the monitor: the knn stage searches
-    the same bank after the training)."""
+    the same bank after the training); multi-crop against the encoder, and with `shard_dir`,
+    class-stratified supports against the subset's labels."""
+    check_crops(params, method, int(manifest["image_shape"][0]))
+    if shard_dir is not None:
+        check_supports(shard_dir, manifest, params, method, labeled_ids)
     labeled = manifest["counts"].get("labeled", 0) if labeled_ids is None else len(labeled_ids)
     check_batches(
         manifest,
@@ -90,14 +164,15 @@ def check_manifest_matches(manifest: dict[str, Any], params: Params, where: str 
 
 def encoder_weights(image_shape: Sequence[int], enc: EncoderParams) -> int:
     """Number of weights of get_encoder(image_shape, ...) with `enc`'s settings, without building it."""
-    height, width, channels = image_shape[0], image_shape[1], image_shape[2]
+    channels = image_shape[2]
     total = 0
     for _ in range(enc.depth):
         total += enc.filters * (enc.kernel_size**2 * channels + 1)
-        height = (height - enc.kernel_size) // enc.stride + 1
-        width = (width - enc.kernel_size) // enc.stride + 1
         channels = enc.filters
-    return total + height * width * channels * enc.embedding_dim + enc.embedding_dim
+    pixels = (
+        1 if enc.pooling == "average" else conv_side(image_shape[0], enc) * conv_side(image_shape[1], enc)
+    )
+    return total + pixels * channels * enc.embedding_dim + enc.embedding_dim
 
 
 def pretrain_bytes(image_shape: Sequence[int], enc: EncoderParams, num_classes: int) -> dict[str, int]:
@@ -123,7 +198,7 @@ def check_pretrain(
     params = params.for_run(method)
     manifest, manifest_path = read_manifest(shard_dir), Path(shard_dir) / MANIFEST
     check_manifest_matches(manifest, params, manifest_path)
-    check_run(manifest, params, method, labeled_ids, str(manifest_path))
+    check_run(manifest, params, method, labeled_ids, str(manifest_path), shard_dir)
     for folder in (model_dir, metrics_dir, checkpoint_dir):
         probe_writable(folder)
     need = pretrain_bytes(manifest["image_shape"], params.encoder, int(manifest["num_classes"]))

@@ -77,7 +77,7 @@ def set_up(
         labeled_ids = tuple(
             int(i) for i in readers.check_labeled_ids(labeled_ids, manifest["counts"]["labeled"])
         )
-    check_run(manifest, params, method_name, labeled_ids, str(Path(shard_dir) / "manifest.json"))
+    check_run(manifest, params, method_name, labeled_ids, str(Path(shard_dir) / "manifest.json"), shard_dir)
     keras.utils.set_random_seed(params.seed)
     if params.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -120,6 +120,8 @@ def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
             kernel_size=enc.kernel_size,
             stride=enc.stride,
             embedding_dim=enc.embedding_dim,
+            padding=enc.padding,
+            pooling=enc.pooling,
         )
         head = get_head(run.num_classes, input_dim=enc.embedding_dim) if run.method.has_head else None
         optimizer = keras.optimizers.Adam(learning_rate=params.train.learning_rate)

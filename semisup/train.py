@@ -1,8 +1,10 @@
 """The trainer: one distributed train step for every method, and an epoch's training stream.
 
 A method declares what it encodes (semisup.methods.Method); the trainer augments exactly those images,
-runs them through the encoder in one call, gathers the features of every replica so the loss sees the
-global batch, and applies Adam. Randomness comes from stateless ops seeded by (seed, step), and the input
+runs them through the encoder in one call (a second one for multi-crop's small crops), gathers the
+features of every replica so the loss sees the global batch, and applies Adam. A method's params may ask
+for more views (PAWS's `support_views`, `multicrop`): each comes from its own seed stream, so the
+reference's views stay as they are. Randomness comes from stateless ops seeded by (seed, step), and the input
 order of epoch e from (seed, e), so a resumed run repeats the uninterrupted one step for step.
 """
 
@@ -64,6 +66,9 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.jit_compile = jit_compile
         self.compute = loss_fn(method)  # imports the method's module by name
+        # Options a params section may hold (PAWS's today); absent, the reference: one labeled view, no crops.
+        self.support_views = int(getattr(method_params, "support_views", 1))
+        self.multicrop = int(getattr(method_params, "multicrop", 0))
         # Adam creates its slots lazily, inside the first distributed step, unless they exist: with several
         # replicas that fails (a placeholder of the cond branch never fed). Create them here, in the scope.
         with self.strategy.scope():
@@ -85,11 +90,13 @@ class Trainer:
     # --- replica-local pieces -------------------------------------------------------------------
 
     def _augment(self, unlabeled: tf.Tensor, labeled: tf.Tensor, step: tf.Tensor):
-        """The views this method encodes: (views, labeled view or None).
+        """The views this method encodes: (unlabeled views, labeled views, small crops), tuples.
 
         Seeded by (seed, step) and each image's position in the global batch, never by the replica: the
         replica's rows are part (replica id, replicas) of the global batch, and `augment` draws every
         image's parameters for the whole global batch, so 1, 2 or N replicas see the same views.
+        The labeled batch has `support_views` views (the first from the reference's seed), and each
+        unlabeled image `multicrop` small crops (size and area scale of the method's params).
         """
         ctx = tf.distribute.get_replica_context()
         part = (ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync)
@@ -98,32 +105,59 @@ class Trainer:
             aug.augment(unlabeled, seeds[i], part=part, **self.augment_kwargs)
             for i in range(self.method.unlabeled_views)
         )
-        labeled_view = None
+        labeled_views: tuple[tf.Tensor, ...] = ()
         if self.method.uses_labeled:
-            labeled_view = aug.augment(labeled, seeds[2], part=part, **self.augment_kwargs)
-        return views, labeled_view
+            labeled_views = (aug.augment(labeled, seeds[2], part=part, **self.augment_kwargs),)
+            if self.support_views > 1:
+                extra = aug.step_seeds(self.seed, step, self.support_views - 1, aug.SUPPORT_VIEWS)
+                labeled_views += tuple(
+                    aug.augment(labeled, extra[i], part=part, **self.augment_kwargs)
+                    for i in range(self.support_views - 1)
+                )
+        crops: tuple[tf.Tensor, ...] = ()
+        if self.multicrop:
+            p = self.method_params
+            small = self.augment_kwargs | {"crop_scale": tuple(p.multicrop_scale)}
+            size = p.crop_size(int(unlabeled.shape[1]))
+            seeds = aug.step_seeds(self.seed, step, self.multicrop, aug.SMALL_CROPS)
+            crops = tuple(
+                aug.augment(unlabeled, seeds[k], part=part, size=size, **small) for k in range(self.multicrop)
+            )
+        return views, labeled_views, crops
 
     def _encode_fn(self, images: tf.Tensor) -> tf.Tensor:
         return _to_f32(self.encoder(images, training=True))
 
-    def _loss_fn(self, views, labeled, labels):
+    def _loss_fn(self, views, labeled, labels, crops=()):
         logits = labeled
         if self.head is not None:
             logits = _to_f32(self.head(labeled, training=True))
-        inputs = LossInputs(views=tuple(views), labeled=logits, labels=labels, num_classes=self.num_classes)
+        inputs = LossInputs(
+            views=tuple(views),
+            labeled=logits,
+            labels=labels,
+            num_classes=self.num_classes,
+            crops=tuple(crops),
+        )
         loss, logs = self.compute(inputs, self.method_params)
         return tf.cast(loss, tf.float32), {k: tf.cast(v, tf.float32) for k, v in logs.items()}
 
-    def loss_and_grads(self, views, labeled, labels):
+    def loss_and_grads(self, views, labeled, labels, crops=()):
         """Loss of already augmented images on this replica, seeing the global batch; and its gradients.
 
-        views: tuple of (B, H, W, 3) float images; labeled: (L, H, W, 3) or None; labels: (L,).
-        Every replica computes the same global loss, so it is divided by the replica count: the
-        optimizer then sums the replicas' gradients into the gradient of the global loss.
+        views: tuple of (B, H, W, 3) float images; labeled: (L, H, W, 3), a tuple of such views of the
+        same images, or None; labels: (L,); crops: tuple of (B, h, w, 3) small crops of the views' images.
+        The loss sees the labeled views' features one view after the other, (V x L_global, D), with
+        the labels repeated to match. Every replica computes the same global loss, so it is divided by
+        the replica count: the optimizer then sums the replicas' gradients into the gradient of the
+        global loss.
         """
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync
-        parts = list(views) + ([labeled] if labeled is not None else [])
+        labeled_views = (
+            () if labeled is None else tuple(labeled) if isinstance(labeled, (tuple, list)) else (labeled,)
+        )
+        parts = list(views) + list(labeled_views)
         sizes = [tf.shape(p)[0] for p in parts]
         # A per-example loss (a mean over rows that do not interact) needs no other replica's rows: each
         # replica's mean over its equal share, averaged over replicas, is the global mean.
@@ -133,17 +167,28 @@ class Trainer:
             # a lone part skips the concat, which would copy the whole batch.
             images = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
             features = tf.split(self._encode(images), sizes, axis=0)
+            # Small crops have another size: their own encoder call.
+            crop_features = []
+            if crops:
+                small = crops[0] if len(crops) == 1 else tf.concat(list(crops), axis=0)
+                crop_features = tf.split(self._encode(small), [tf.shape(c)[0] for c in crops], axis=0)
             if gather:
                 features = [ctx.all_gather(f, axis=0) for f in features]
+                crop_features = [ctx.all_gather(f, axis=0) for f in crop_features]
             view_features = features[: len(views)]
-            labeled_features = features[len(views)] if labeled is not None else None
+            labeled_features = None
+            if labeled_views:
+                per_view = features[len(views) :]
+                labeled_features = per_view[0] if len(per_view) == 1 else tf.concat(per_view, axis=0)
             if gather and labels is not None:
                 # A collective needs a placed tensor: the labels the input pipeline produced may have no
                 # device across workers ("destinations can not be empty"); an op of the replica function
                 # runs on the replica's device.
                 labels = tf.identity(labels)
                 labels = ctx.all_gather(labels, axis=0)
-            loss, logs = self._loss(view_features, labeled_features, labels)
+            if labels is not None and len(labeled_views) > 1:
+                labels = tf.tile(labels, [len(labeled_views)])  # the labels of each view, in view order
+            loss, logs = self._loss(view_features, labeled_features, labels, crop_features)
             scaled = loss / replicas
         grads = tape.gradient(scaled, self.variables)
         if replicas > 1 and self.method.per_example:
@@ -154,9 +199,9 @@ class Trainer:
         return loss, logs, grads
 
     def _replica_step(self, unlabeled, labeled, labels, step):
-        views, labeled_view = self._augment(unlabeled, labeled, step)
+        views, labeled_views, crops = self._augment(unlabeled, labeled, step)
         loss, logs, grads = self.loss_and_grads(
-            views, labeled_view, labels if self.method.uses_labeled else None
+            views, labeled_views or None, labels if self.method.uses_labeled else None, crops
         )
         self.optimizer.apply(grads, self.variables)
         return loss, logs
@@ -241,6 +286,8 @@ def epoch_dataset(
             read_unlabeled=method.unlabeled_views > 0,
             read_labeled=method.uses_labeled,
             labeled_ids=labeled_ids,
+            supports_per_class=getattr(method_params, "supports_per_class", None),
+            classes_per_batch=getattr(method_params, "classes_per_batch", None),
         )
 
     replicas = strategy.num_replicas_in_sync

@@ -313,3 +313,35 @@ def test_step_seeds_are_deterministic_and_distinct_per_step_and_view():
     # The scheme itself, written out: philox splits of (seed * 1000003, step).
     expected = tf.random.experimental.stateless_split(tf.constant([7 * 1_000_003, 3], tf.int64), 3, "philox")
     np.testing.assert_array_equal(aug.step_seeds(7, 3), expected)
+
+
+def test_small_crops_sample_the_same_boxes_and_resize_them_to_their_own_size():
+    # Multi-crop's small crops: the box is drawn on the full image as before, then resampled to 12 x 12.
+    size, small, n = 48, 12, 200
+    ramps = _ramps(n, size)
+    seed = tf.constant([3, 9])
+    full = aug.augment(ramps, seed, jit_compile=False, **NO_JITTER).numpy()
+    out = aug.augment(ramps, seed, jit_compile=False, size=small, **NO_JITTER).numpy()
+    assert out.shape == (n, small, small, 3)
+    boxes, flipped = _measure_boxes(full)
+    top, left, h, w = boxes.T
+    k = np.arange(small) / (small - 1)
+    rows = (top[:, None] + k * (h - 1)[:, None]) / (size - 1)
+    np.testing.assert_allclose(out[..., 0], np.broadcast_to(rows[:, :, None], out.shape[:3]), atol=1e-5)
+    kx = np.where(flipped[:, None], 1 - k, k)
+    cols = (left[:, None] + kx * (w - 1)[:, None]) / (size - 1)
+    np.testing.assert_allclose(out[..., 1], np.broadcast_to(cols[:, None, :], out.shape[:3]), atol=1e-5)
+    compiled = aug.augment(ramps[:4], seed, size=small, **NO_JITTER).numpy()  # XLA: the same to rounding
+    np.testing.assert_allclose(compiled, out[:4], rtol=0, atol=1e-6)
+
+
+def test_the_options_seed_streams_are_their_own():
+    reference = aug.step_seeds(7, 3)
+    np.testing.assert_array_equal(aug.step_seeds(7, 3, 3, aug.REFERENCE), reference)
+    seen = {tuple(s) for s in reference.numpy()}
+    for stream in (aug.SUPPORT_VIEWS, aug.SMALL_CROPS):
+        seeds = aug.step_seeds(7, 3, 4, stream).numpy()
+        assert seeds.shape == (4, 2)
+        assert not seen & {tuple(s) for s in seeds}
+        seen |= {tuple(s) for s in seeds}
+    assert len(seen) == 3 + 4 + 4

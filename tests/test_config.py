@@ -32,6 +32,16 @@ def test_repository_params_load_and_match_reference_recipe(tmp_path):
     assert p.methods.paws.sharpen_temperature == 0.25 and p.methods.paws.temperature == 0.1
     assert p.train.epochs == 25 and p.train.learning_rate == 1.0e-3
     assert p.knn.k == (20, 200) and p.augment.crop_scale == (0.2, 1.0)
+    # The paper's PAWS options and the encoder options they need, all off.
+    assert (p.encoder.padding, p.encoder.pooling) == ("valid", "flatten")
+    paws = p.methods.paws
+    assert (paws.supports_per_class, paws.classes_per_batch, paws.support_views, paws.multicrop) == (
+        None,
+        None,
+        1,
+        0,
+    )
+    assert p.methods == Params().methods and p.encoder == Params().encoder  # params.yaml spells the defaults
 
 
 def test_round_trip_through_dict(tmp_path):
@@ -96,6 +106,24 @@ def test_empty_file_gives_defaults(tmp_path):
         ({"knn": {"k": []}}, "knn.k: must not be empty"),
         ({"knn": {"k": [20, 0]}}, "knn.k: [20, 0] is out of range (must be >= 1)"),
         ({"data": "digits"}, "data: expected a mapping of keys, got 'digits'"),
+        ({"encoder": {"pooling": "max"}}, "encoder.pooling: 'max' is not one of flatten, average"),
+        ({"encoder": {"padding": "full"}}, "encoder.padding: 'full' is not one of valid, same"),
+        (
+            {"methods": {"paws": {"supports_per_class": 0}}},
+            "methods.paws.supports_per_class: 0 is out of range",
+        ),
+        (
+            {"methods": {"paws": {"support_views": 0}}},
+            "methods.paws.support_views: 0 is out of range (must be >= 1)",
+        ),
+        (
+            {"methods": {"paws": {"multicrop": -1}}},
+            "methods.paws.multicrop: -1 is out of range (must be >= 0)",
+        ),
+        (
+            {"methods": {"paws": {"multicrop_scale": [0.3, 0.05]}}},
+            "methods.paws.multicrop_scale: [0.3, 0.05] must be [low, high]",
+        ),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(raw, message):

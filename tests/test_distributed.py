@@ -48,6 +48,25 @@ TINY = {
 # grow to ~1e-3 in the loss, so its runs stay at the one epoch where "equal within 1e-4" is meaningful.)
 EPOCHS = {"crossentropy": 3}
 KILLED = "crossentropy"
+# Configurations beside each method's own, compared the same way: name -> (method, settings over TINY).
+# PAWS as the paper trains it, every option on at once: class-stratified supports (2 of each of 5 classes
+# a step, so the classes take turns), two support views, two 16-pixel crops on a pooled, same-padded encoder.
+CONFIGS = {
+    "paws-options": (
+        "paws",
+        {
+            "methods.paws.supports_per_class": 2,
+            "methods.paws.classes_per_batch": 5,
+            "methods.paws.labeled_batch": 10,
+            "methods.paws.support_views": 2,
+            "methods.paws.multicrop": 2,
+            "methods.paws.multicrop_size": 16,
+            "methods.paws.label_smoothing": 0.1,
+            "encoder.padding": "same",
+            "encoder.pooling": "average",
+        },
+    )
+}
 STRATEGIES = ("default", "mirrored", "multiworker")
 _runs: dict[tuple[str, str], Path] = {}
 
@@ -58,22 +77,29 @@ def digits(tmp_path_factory) -> tuple[Path, Path]:
     params = write_params(tmp / "params.yaml", TINY)
     for method, epochs in EPOCHS.items():
         write_params(tmp / f"params-{method}.yaml", TINY | {"train.epochs": epochs})
+    for name, (_, settings) in CONFIGS.items():
+        write_params(tmp / f"params-{name}.yaml", TINY | settings)
     return tmp, make_shards(tmp, params)
 
 
-def _params(root: Path, method: str) -> Path:
-    return root / (f"params-{method}.yaml" if method in EPOCHS else "params.yaml")
+def _params(root: Path, name: str) -> Path:
+    return root / (f"params-{name}.yaml" if name in EPOCHS or name in CONFIGS else "params.yaml")
 
 
-def _cmd(root: Path, shards: Path, method: str, out: Path, *extra: str) -> list[str]:
+def _method(name: str) -> str:
+    """The method a run name trains: a configuration's, or the name itself."""
+    return CONFIGS[name][0] if name in CONFIGS else name
+
+
+def _cmd(root: Path, shards: Path, name: str, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
         "stages.pretrain",
         "--run",
-        method,
+        _method(name),
         "--params",
-        str(_params(root, method)),
+        str(_params(root, name)),
         "--shards",
         str(shards),
         "--models",
@@ -97,20 +123,21 @@ def _env(out: Path) -> dict[str, str]:
 STRATEGY_ARGS = {"default": (), "mirrored": ("--cpu-replicas", "2"), "multiworker": ("--local-workers", "2")}
 
 
-def _run(digits: tuple[Path, Path], method: str, strategy: str) -> Path:
-    """One whole stage run of `method` under `strategy` (cached for the module); -> its output folder."""
-    if (method, strategy) not in _runs:
+def _run(digits: tuple[Path, Path], name: str, strategy: str) -> Path:
+    """One whole stage run of method or configuration `name` under `strategy` (cached for the module);
+    -> its output folder."""
+    if (name, strategy) not in _runs:
         root, shards = digits
-        out = root / f"{method}-{strategy}"
-        cmd = _cmd(root, shards, method, out, *STRATEGY_ARGS[strategy])
+        out = root / f"{name}-{strategy}"
+        cmd = _cmd(root, shards, name, out, *STRATEGY_ARGS[strategy])
         proc = subprocess.run(cmd, cwd=ROOT, env=_env(out), capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         replicas = "1 replica(s)" if strategy == "default" else "2 replica(s)"
         assert replicas in proc.stderr
         assert not any((out / "ckpt").iterdir()), "a finished run removes every worker's checkpoints"
         assert not list((out / "tmp").glob("semisup-*")), "no worker scratch left behind"
-        _runs[method, strategy] = out
-    return _runs[method, strategy]
+        _runs[name, strategy] = out
+    return _runs[name, strategy]
 
 
 def _losses(out: Path) -> np.ndarray:
@@ -137,10 +164,11 @@ def _weights(out: Path, method: str) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(METHODS) + sorted(CONFIGS))
 @pytest.mark.parametrize("strategy", ["mirrored", "multiworker"])
-def test_two_replicas_and_two_workers_match_one_device(digits, method, strategy):
-    one, two = _run(digits, method, "default"), _run(digits, method, strategy)
+def test_two_replicas_and_two_workers_match_one_device(digits, name, strategy):
+    one, two = _run(digits, name, "default"), _run(digits, name, strategy)
+    method = _method(name)
     first, other = _first_epoch(one), _first_epoch(two)
     assert len(first) > 2 and np.isfinite(first).all() and len(set(first.tolist())) > 1
     np.testing.assert_allclose(other, first, rtol=0, atol=1e-4)
@@ -327,9 +355,12 @@ def test_views_do_not_depend_on_the_replica_count():
         np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
-def test_global_batches_do_not_depend_on_pipelines_or_replicas(digits):
+# The reference's random labeled batches, and class-stratified ones (2 images of each of the 10 classes).
+@pytest.mark.parametrize("stratified", [{}, {"supports_per_class": 2}], ids=["random", "stratified"])
+def test_global_batches_do_not_depend_on_pipelines_or_replicas(digits, stratified):
     _, shards = digits
     args = {"unlabeled_batch": 64, "labeled_batch": 20, "seed": 0, "epoch": 2, "shuffle_buffer": 300}
+    args |= stratified
     whole, steps = readers.train_dataset(shards, **args)
     whole = list(whole.as_numpy_iterator())
     for pipelines, replicas in ((1, 2), (2, 2), (1, 4), (2, 4)):

@@ -179,3 +179,67 @@ def test_shared_objects_are_numbered_by_first_appearance_not_by_memory_address(t
 
     assert renumber_shared_objects(doc([140001, 139999, 140001]).encode()) == doc([1, 2, 1]).encode()
     assert renumber_shared_objects(b'{"a": 1}') == b'{"a": 1}'
+
+
+# --- the options multi-crop needs: padding and global average pooling ------------------------------------
+
+
+def test_the_default_encoder_is_the_reference_layer_by_layer():
+    enc = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
+    kinds = [type(layer).__name__ for layer in enc.layers]
+    assert kinds == ["InputLayer", "Conv2D", "Conv2D", "Conv2D", "Conv2D", "Flatten", "Dense"]
+    assert all(enc.get_layer(f"conv{i}").padding == "valid" for i in range(1, 5))
+    assert tuple(enc.inputs[0].shape) == (None, 32, 32, 3)
+    explicit = get_encoder((32, 32, 3), filters=8, embedding_dim=16, padding="valid", pooling="flatten")
+    assert explicit.get_config() == enc.get_config()
+
+
+def test_same_padding_and_average_pooling_shapes_and_hand_count():
+    enc = get_encoder((20, 20, 3), filters=4, depth=2, embedding_dim=5, padding="same", pooling="average")
+    # Same padding, stride 2: 20 -> 10 -> 5; the pooling averages the 5 x 5 x 4 map into 4 features.
+    assert [enc.get_layer(n).output.shape[1:] for n in ("conv1", "conv2")] == [(None, None, 4)] * 2
+    assert enc.count_params() == _conv_params(3, 3, 4) + _conv_params(3, 4, 4) + (4 * 5 + 5)
+    x = np.random.default_rng(4).random((2, 20, 20, 3), dtype=np.float32)
+    h = enc.get_layer("conv2")(enc.get_layer("conv1")(x)).numpy()
+    assert h.shape == (2, 5, 5, 4)
+    kernel, bias = (w.numpy() for w in enc.get_layer("embedding").weights)
+    np.testing.assert_allclose(enc(x).numpy(), h.mean(axis=(1, 2)) @ kernel + bias, rtol=1e-5, atol=1e-6)
+
+
+def test_one_pooled_encoder_takes_several_image_sizes_and_loads_from_its_file(tmp_path):
+    from semisup.encoder import check_encoder, load_encoder, save_encoder
+
+    enc = get_encoder((32, 32, 3), filters=8, embedding_dim=16, padding="same", pooling="average")
+    rng = np.random.default_rng(5)
+    large, small = rng.random((3, 32, 32, 3), dtype=np.float32), rng.random((3, 14, 14, 3), dtype=np.float32)
+    assert enc(large).shape == enc(small).shape == (3, 16)
+    save_encoder(enc, tmp_path / "encoder.keras")
+    loaded = load_encoder(tmp_path / "encoder.keras", image_shape=(32, 32, 3), rerun="rerun")
+    for x in (large, small):
+        np.testing.assert_array_equal(loaded(x).numpy(), enc(x).numpy())
+    # A Flatten encoder still must match the shards' image shape.
+    from semisup.errors import DataError
+
+    with pytest.raises(
+        DataError, match=r"takes images of shape \(32, 32, 3\), the shards hold \(40, 40, 3\)"
+    ):
+        check_encoder(get_encoder((32, 32, 3), filters=8), "x.keras", image_shape=(40, 40, 3), rerun="rerun")
+    with pytest.raises(
+        DataError, match=r"takes images of shape \(None, None, 3\), the shards hold \(32, 32, 1\)"
+    ):
+        check_encoder(enc, "x.keras", image_shape=(32, 32, 1), rerun="rerun")
+
+
+def test_same_padding_lets_any_side_survive_and_preflight_counts_the_weights():
+    from semisup.config import EncoderParams
+    from semisup.preflight import conv_side, encoder_weights
+
+    assert min_image_size(4, 3, 2, "same") == 1
+    enc = get_encoder((7, 7, 3), filters=4, padding="same", pooling="flatten")  # 7 -> 4 -> 2 -> 1 -> 1
+    assert enc.get_layer("conv4").output.shape[1:3] == (1, 1)
+    assert conv_side(7, EncoderParams(padding="same")) == 1 and conv_side(30, EncoderParams()) == 0
+    for padding in ("valid", "same"):
+        for pooling in ("flatten", "average"):
+            params = EncoderParams(filters=4, embedding_dim=6, padding=padding, pooling=pooling)
+            model = get_encoder((40, 40, 3), filters=4, embedding_dim=6, padding=padding, pooling=pooling)
+            assert encoder_weights((40, 40, 3), params) == model.count_params(), (padding, pooling)

@@ -379,3 +379,119 @@ def test_me_max_maximises_the_entropy_of_the_mean_sharpened_prediction_with_grad
     grad = tape.gradient(term, v1).numpy()
     assert np.any(np.abs(grad) > 1e-4)
     np.testing.assert_allclose(grad, tape.gradient(expected, v1).numpy(), atol=1e-6)
+
+
+# --- PAWS as the paper trains it: multi-crop and the support labels --------------------------------------
+
+
+def ref_paws_official(views, crops, s, labels, num_classes, tau, T, me_max, ls, present_only=False):
+    """facebookresearch/suncet src/losses.py init_paws_loss in float64: anchors are view 1, view 2, then
+    the crops; the views' targets are the other view's sharpened predictions, each crop's their mean;
+    targets below 1e-4 are zeroed; cross-entropy and me-max over every anchor."""
+    classes = sorted(set(labels.tolist())) if present_only else range(num_classes)
+    onehot = np.zeros((len(labels), num_classes))
+    onehot[:, list(classes)] = ls / len(classes)
+    onehot[np.arange(len(labels)), labels] += 1 - ls
+
+    def predict(v):
+        logits = np_normalize(v) @ np_normalize(s).T / tau
+        w = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (w / w.sum(axis=1, keepdims=True)) @ onehot
+
+    def sharp(p):
+        q = p ** (1 / T)
+        return q / q.sum(axis=1, keepdims=True)
+
+    b = len(views[0])
+    probs = predict(np.concatenate([*views, *crops]))
+    targets = sharp(predict(np.concatenate([views[1], views[0]])))
+    mean = 0.5 * (targets[:b] + targets[b:])
+    targets = np.concatenate([targets] + [mean] * len(crops))
+    targets[targets < 1e-4] = 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss = np.mean(np.sum(np.where(targets > 0, -targets * np.log(probs), 0.0), axis=1))
+        avg = sharp(probs).mean(axis=0)
+        return loss + (np.sum(np.where(avg > 0, avg * np.log(avg), 0.0)) if me_max else 0.0)
+
+
+@pytest.mark.parametrize(
+    "crops,params",
+    [
+        (1, PAWSParams(multicrop=1)),
+        (3, PAWSParams(multicrop=3, label_smoothing=0.1)),
+        (2, PAWSParams(multicrop=2, temperature=0.2, sharpen_temperature=0.5, me_max=False)),
+    ],
+)
+def test_paws_multicrop_matches_the_official_loss(crops, params):
+    inputs = make_inputs("paws", seed=5)
+    rng = np.random.default_rng(6)
+    small = tuple(tf.constant(rng.normal(size=(B, D)), tf.float32) for _ in range(crops))
+    inputs = LossInputs(inputs.views, inputs.labeled, inputs.labels, C, crops=small)
+    value, logs = loss_fn(METHODS["paws"])(inputs, params)
+    views, labeled, labels = as_np(inputs)
+    expected = ref_paws_official(
+        views,
+        [c.numpy().astype(np.float64) for c in small],
+        labeled,
+        labels,
+        C,
+        params.temperature,
+        params.sharpen_temperature,
+        params.me_max,
+        params.label_smoothing,
+    )
+    np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert set(logs) == {"ce", "me_max_entropy"}
+
+
+def test_paws_multicrop_pulls_a_crop_to_the_mean_of_the_two_targets_and_carries_its_gradient():
+    # One crop, me-max off: the loss is (CE(t1, p1) + CE(t2, p2) + CE((t1 + t2) / 2, p_crop)) / 3, and
+    # the crop's gradient is that of its own third alone (the targets are constants).
+    v1, v2, supports, labels = _paws_probs(3)
+    crop = tf.Variable(np.random.default_rng(4).normal(size=(B, D)).astype(np.float32))
+    onehot = paws.smooth_onehot(labels, C)
+    with tf.GradientTape(persistent=True) as tape:
+        value, _ = paws.loss(v1, v2, supports, labels, C, me_max=False, crops=(crop,))
+        p1, p2, pc = (paws.snn(v, supports, onehot, 0.1) for v in (v1, v2, crop))
+        t1, t2 = (tf.constant(paws.sharpen(p, 0.25).numpy()) for p in (p2, p1))
+        zero = lambda t: tf.where(t < 1e-4, 0.0, t)  # noqa: E731
+        own = paws.cross_entropy(zero(0.5 * (t1 + t2)), pc) / 3
+        by_hand = (paws.cross_entropy(zero(t1), p1) + paws.cross_entropy(zero(t2), p2)) / 3 + own
+    np.testing.assert_allclose(value.numpy(), by_hand.numpy(), rtol=1e-6)
+    grad = tape.gradient(value, crop).numpy()
+    assert np.any(np.abs(grad) > 1e-5)
+    np.testing.assert_allclose(grad, tape.gradient(own, crop).numpy(), atol=1e-7)
+
+
+def test_stratified_supports_smooth_over_the_classes_of_the_batch():
+    labels = tf.constant([0, 1, 1, 0])  # 2 of C = 4 classes in the batch
+    present = paws.smooth_onehot(labels, C, 0.2, present_only=True).numpy()
+    np.testing.assert_allclose(present[0], [0.9, 0.1, 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(present[1], [0.1, 0.9, 0.0, 0.0], rtol=1e-6)
+    # Every class present: the plain smoothing, to the bit.
+    every = tf.constant([0, 1, 2, 3, 2])
+    np.testing.assert_array_equal(
+        paws.smooth_onehot(every, C, 0.2, present_only=True).numpy(),
+        paws.smooth_onehot(every, C, 0.2).numpy(),
+    )
+    # Through compute: supports_per_class switches it on, against the official labels matrix.
+    inputs = make_inputs("paws", seed=7)
+    partial = tf.constant(np.arange(L) % 2, tf.int64)
+    crop = tf.constant(np.random.default_rng(8).normal(size=(B, D)), tf.float32)
+    inputs = LossInputs(inputs.views, inputs.labeled, partial, C, crops=(crop,))
+    params = PAWSParams(multicrop=1, label_smoothing=0.2, supports_per_class=3, classes_per_batch=2)
+    value, _ = loss_fn(METHODS["paws"])(inputs, params)
+    views, labeled, labels_np = as_np(inputs)
+    expected = ref_paws_official(
+        views,
+        [crop.numpy().astype(np.float64)],
+        labeled,
+        labels_np,
+        C,
+        0.1,
+        0.25,
+        True,
+        0.2,
+        present_only=True,
+    )
+    np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5, atol=1e-6)

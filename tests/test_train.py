@@ -19,7 +19,7 @@ from semisup.checkpoints import Checkpoints, fingerprint
 from semisup.config import AugmentParams, Params
 from semisup.embed import embed
 from semisup.encoder import get_encoder, get_head
-from semisup.methods import METHODS, Method
+from semisup.methods import METHODS, Method, PAWSParams
 from semisup.train import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,11 +284,134 @@ def test_the_trainer_augments_with_the_one_seeding_scheme():
     rng = np.random.default_rng(1)
     unlabeled = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     labeled = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    views, labeled_view = trainer._augment(unlabeled, labeled, tf.constant(17, tf.int64))
+    views, (labeled_view,), crops = trainer._augment(unlabeled, labeled, tf.constant(17, tf.int64))
+    assert crops == ()
     seeds = aug.step_seeds(0, 17)
     kwargs = aug.from_params(AugmentParams())
     for i, view in enumerate(views):
         np.testing.assert_array_equal(view, aug.augment(unlabeled, seeds[i], part=(0, 1), **kwargs))
     np.testing.assert_array_equal(labeled_view, aug.augment(labeled, seeds[2], part=(0, 1), **kwargs))
-    other, _ = trainer._augment(unlabeled, labeled, tf.constant(18, tf.int64))
+    other, _, _ = trainer._augment(unlabeled, labeled, tf.constant(18, tf.int64))
     assert not np.array_equal(other[0], views[0])
+
+
+# --- PAWS's options in the trainer: support views and multi-crop -----------------------------------------
+
+OPTIONS = PAWSParams(support_views=2, multicrop=2, multicrop_size=12, label_smoothing=0.1)
+# Without XLA: the same views (see augment's docstring), without compiling each new batch shape.
+EAGER_AUGMENT = aug.from_params(AugmentParams()) | {"jit_compile": False}
+
+
+def _paws_trainer(params: PAWSParams = OPTIONS, **encoder_options) -> Trainer:
+    keras.utils.set_random_seed(0)
+    encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16, **encoder_options)
+    return Trainer(
+        METHODS["paws"],
+        params,
+        encoder=encoder,
+        head=None,
+        optimizer=keras.optimizers.Adam(),
+        augment_kwargs=EAGER_AUGMENT,
+        num_classes=4,
+        seed=0,
+    )
+
+
+def _options_trainer() -> Trainer:
+    return _paws_trainer(OPTIONS, padding="same", pooling="average")
+
+
+def _images(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    unlabeled = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    labeled = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    return unlabeled, labeled, np.array([0, 1, 2, 3])
+
+
+def test_options_add_views_of_their_own_and_leave_the_reference_views_as_they_are():
+    unlabeled, labeled, _ = _images()
+    step = tf.constant(17, tf.int64)
+    views, labeled_views, crops = _options_trainer()._augment(unlabeled, labeled, step)
+    ref_views, ref_labeled, _ = _paws_trainer(PAWSParams())._augment(unlabeled, labeled, step)
+    for a, b in zip(views + labeled_views[:1], ref_views + ref_labeled, strict=True):
+        np.testing.assert_array_equal(a, b)
+    kwargs = dict(EAGER_AUGMENT)
+    extra = aug.step_seeds(0, 17, 1, aug.SUPPORT_VIEWS)
+    np.testing.assert_array_equal(labeled_views[1], aug.augment(labeled, extra[0], **kwargs))
+    small = aug.step_seeds(0, 17, 2, aug.SMALL_CROPS)
+    kwargs["crop_scale"] = OPTIONS.multicrop_scale
+    assert len(crops) == 2
+    for k, crop in enumerate(crops):
+        assert crop.shape == (6, 12, 12, 3)
+        np.testing.assert_array_equal(crop, aug.augment(unlabeled, small[k], size=12, **kwargs))
+    assert not np.array_equal(crops[0], crops[1])
+
+
+def test_default_paws_step_is_the_plain_reference_path():
+    # With every option off the trainer computes what it computed before the options: one encoder call
+    # on view 1, view 2 and the labeled view (seeds 0, 1, 2 of the step), then paws.loss.
+    from semisup.methods import paws
+
+    unlabeled, labeled, labels = _images(2)
+    trainer = _paws_trainer(PAWSParams())
+    views, labeled_views, crops = trainer._augment(unlabeled, labeled, tf.constant(3, tf.int64))
+    loss, _, grads = trainer.loss_and_grads(views, labeled_views, tf.constant(labels), crops)
+    with tf.GradientTape() as tape:
+        seeds = aug.step_seeds(0, 3)
+        kwargs = EAGER_AUGMENT
+        images = [aug.augment(unlabeled, seeds[i], **kwargs) for i in (0, 1)] + [
+            aug.augment(labeled, seeds[2], **kwargs)
+        ]
+        f1, f2, fl = tf.split(trainer._encode(tf.concat(images, axis=0)), [6, 6, 4])
+        plain, _ = tf.function(paws.loss, autograph=False)(f1, f2, fl, tf.constant(labels), 4)
+    assert float(loss) == float(plain)
+    for a, b in zip(grads, tape.gradient(plain, trainer.variables), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_support_views_and_crops_reach_the_loss_as_the_official_paws():
+    # Two support views: the loss sees (2 x 4) supports with their labels repeated; two crops: six more
+    # anchors. Against the official loss in float64 on the encoder's own features.
+    from tests.test_methods import ref_paws_official
+
+    unlabeled, labeled, labels = _images(3)
+    trainer = _options_trainer()
+    views, labeled_views, crops = trainer._augment(unlabeled, labeled, tf.constant(5, tf.int64))
+    loss, _, grads = trainer.loss_and_grads(views, labeled_views, tf.constant(labels), crops)
+    feats = lambda xs: [trainer.encoder(x, training=True).numpy().astype(np.float64) for x in xs]  # noqa: E731
+    supports = np.concatenate(feats(labeled_views))
+    expected = ref_paws_official(
+        feats(views), feats(crops), supports, np.tile(labels, 2), 4, 0.1, 0.25, True, 0.1
+    )
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5, atol=1e-6)
+    assert all(np.isfinite(g.numpy()).all() for g in grads) and any(
+        np.abs(g.numpy()).max() > 0 for g in grads
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({}, r"methods\.paws\.multicrop: 2 small crops need .*encoder\.pooling: average"),
+        (
+            {"encoder.pooling": "average"},
+            r"multicrop_size: small crops of 14 pixels do not survive encoder\.depth=4",
+        ),
+        (
+            {"encoder.pooling": "average", "methods.paws.multicrop_size": 40},
+            r"multicrop_size: 40 is larger than the images \(32\)",
+        ),
+    ],
+)
+def test_multicrop_settings_the_encoder_cannot_take_are_refused_before_compute(overrides, message):
+    from semisup.config import parse_params, with_overrides
+    from semisup.errors import UserError
+    from semisup.preflight import check_crops
+
+    raw = with_overrides({}, {"methods.paws.multicrop": 2, **overrides})
+    with pytest.raises(UserError, match=message):
+        check_crops(parse_params(raw), "paws", 32)  # 3/7 of 32 is 14: too small for 4 valid convolutions
+    fine = with_overrides(
+        raw, {"encoder.pooling": "average", "encoder.padding": "same", "methods.paws.multicrop_size": 14}
+    )
+    check_crops(parse_params(fine), "paws", 32)

@@ -2,7 +2,8 @@
 
 The training stream follows the SuNCEt/PAWS recipe (Assran et al., 2020; 2021): one epoch is one pass
 over the shuffled unlabeled split in fixed-size batches, each zipped with a batch of the labeled split,
-which repeats (reshuffled each pass) for as long as the epoch needs.
+which repeats (reshuffled each pass) for as long as the epoch needs; or, with PAWS's class-stratified
+supports, with a batch of so many images of each class (semisup.data.stratified).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from semisup.data import stratified
 from semisup.data.base import SPLITS
 from semisup.data.shards import MANIFEST, count_records, sha256_file
 from semisup.errors import DataError, UserError
@@ -310,6 +312,8 @@ def train_dataset(
     read_unlabeled: bool = True,
     read_labeled: bool = True,
     labeled_ids: Sequence[int] | None = None,
+    supports_per_class: int | None = None,
+    classes_per_batch: int | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """One epoch of (unlabeled (U, H, W, 3) uint8, labeled (L, H, W, 3) uint8, labels (L,) int64). -> (ds, steps).
 
@@ -324,6 +328,9 @@ def train_dataset(
     `eval_dataset(shard_dir, "labeled", b)`), of the labeled images to train on; None = all of them.
     The labeled subset is held in memory and reshuffled on every pass; a subset smaller than its batch
     repeats within a batch.
+    supports_per_class: class-stratified labeled batches instead (semisup.data.stratified): that many
+    images of each of `classes_per_batch` classes (None: every class) per step, drawn from the subset
+    with the same seed as the shuffle it replaces; labeled_batch must be their product.
     read_unlabeled / read_labeled False: that part of every element is an empty batch (0 images, no
     labels), nothing of it is read and its batch size need not divide among the replicas, for methods
     that never encode it; the epoch length is the same.
@@ -350,7 +357,27 @@ def train_dataset(
             raise DataError(
                 f"{shard_dir}: the labeled split is empty: set data.labeled_per_class >= 1 and reshard"
             )
-        lab = _labeled_stream(images, labels, labeled_batch, l_seed, shuffle_buffer)
+        if supports_per_class is None:
+            lab = _labeled_stream(images, labels, labeled_batch, l_seed, shuffle_buffer)
+        else:
+            counts = np.bincount(labels, minlength=int(manifest["num_classes"]))
+            stratified.check(
+                counts,
+                supports_per_class=supports_per_class,
+                classes_per_batch=classes_per_batch,
+                labeled_batch=labeled_batch,
+                method=method,
+                class_names=manifest["class_names"],
+            )
+            order = stratified.batches(
+                labels,
+                int(manifest["num_classes"]),
+                supports_per_class=supports_per_class,
+                classes_per_batch=classes_per_batch,
+                steps=steps,
+                seed=l_seed,
+            )
+            lab = _gathered(images, labels, tf.data.Dataset.from_tensor_slices(order))
         lab = part.split(lab, per_l)
     else:
         lab = tf.data.Dataset.from_tensors(
@@ -404,4 +431,10 @@ def _labeled_stream(
     if shuffle_buffer > 1:
         order = order.shuffle(min(shuffle_buffer, n), seed=l_seed, reshuffle_each_iteration=True)
     order = order.repeat().batch(batch, drop_remainder=True)
+    return order.map(lambda i: (tf.gather(images_t, i), tf.gather(labels_t, i)), num_parallel_calls=_AUTOTUNE)
+
+
+def _gathered(images: np.ndarray, labels: np.ndarray, order: tf.data.Dataset) -> tf.data.Dataset:
+    """Batches of positions (L,) -> (images (L, H, W, 3), labels (L,)) of the in-memory subset."""
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
     return order.map(lambda i: (tf.gather(images_t, i), tf.gather(labels_t, i)), num_parallel_calls=_AUTOTUNE)

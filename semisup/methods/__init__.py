@@ -3,7 +3,10 @@
 A method is a module `semisup/methods/<name>.py` with a `compute(LossInputs, params) -> (loss, logs)`, an
 entry in `METHODS` (what it encodes, its params dataclass) and a section `methods.<name>` in params.yaml.
 Everything else (params validation, the stages' choices, the demo and study profiles, dvc.yaml's deps)
-derives from this registry. The registry imports no method module and no TensorFlow: the trainer loads a
+derives from this registry. A params section may also hold keys the trainer and the reader act on for
+any method (PAWS's today): `support_views` (augmented views of the labeled batch, labels repeated),
+`multicrop` with `crop_size(image_size)` and `multicrop_scale` (small crops of the unlabeled images,
+`LossInputs.crops`), and `supports_per_class` / `classes_per_batch` (class-stratified labeled batches). The registry imports no method module and no TensorFlow: the trainer loads a
 method's module by name when it trains it (`semisup.methods.load.loss_fn`), so a run's code is its own
 method's module, and dvc.yaml reruns only the runs whose code changed. A named configuration of a method
 (another section of params.yaml's methods, semisup.config.Configuration) runs its method's entry and module.
@@ -29,6 +32,9 @@ class LossInputs:
     labeled: tf.Tensor | None = None  # labeled embeddings (L, D); for CrossEntropy the head logits (L, C)
     labels: tf.Tensor | None = None  # (L,) integer class ids
     num_classes: int = 0
+    # Embeddings (B, D) of the small crops of the unlabeled images (multi-crop), same images in the same
+    # order as the views; empty unless the method's params ask for `multicrop` > 0.
+    crops: tuple[tf.Tensor, ...] = ()
 
 
 LossFn = Callable[[LossInputs, Any], tuple["tf.Tensor", dict[str, "tf.Tensor"]]]
@@ -67,6 +73,9 @@ def check_inputs(method: Method, inputs: LossInputs) -> None:
             raise ValueError(f"{name}: unlabeled view {i} must be (batch, dim), got shape {view.shape}")
     if inputs.views and not inputs.views[0].shape.is_compatible_with(inputs.views[-1].shape):
         raise ValueError(f"{name}: views have different shapes {[v.shape for v in inputs.views]}")
+    for i, crop in enumerate(inputs.crops):
+        if not inputs.views or not crop.shape.is_compatible_with(inputs.views[0].shape):
+            raise ValueError(f"{name}: small crop {i} must be shaped as the views, got shape {crop.shape}")
     if not method.uses_labeled:
         if inputs.labeled is not None:
             raise ValueError(f"{name}: does not use the labeled batch; do not encode it")
@@ -127,6 +136,19 @@ class PAWSParams:
     sharpen_temperature: float = param(0.25, gt=0.0)
     me_max: bool = True  # mean-entropy maximisation term
     label_smoothing: float = param(0.0, ge=0.0, lt=1.0)
+    # The paper's options, off by default (README, "PAWS as the paper trains it").
+    # Class-stratified supports: each step's labeled batch holds supports_per_class images of each of
+    # classes_per_batch classes (null: every class); labeled_batch must then equal their product.
+    supports_per_class: int | None = param(None, ge=1)  # null: a random labeled batch (the reference)
+    classes_per_batch: int | None = param(None, ge=1)  # null: every class, every step
+    support_views: int = param(1, ge=1)  # augmented views of each support, its label repeated per view
+    multicrop: int = param(0, ge=0)  # small crops per unlabeled image (needs encoder.pooling: average)
+    multicrop_size: int | None = param(None, ge=1)  # pixels; null: 3/7 of data.image_size (PAWS: 96 of 224)
+    multicrop_scale: tuple[float, float] = param((0.05, 0.3), gt=0.0, le=1.0, pair=True)
+
+    def crop_size(self, image_size: int) -> int:
+        """The small crops' side in pixels for images of `image_size`: multicrop_size, or 3/7 of it."""
+        return self.multicrop_size or max(1, round(image_size * 3 / 7))
 
 
 # --- the registry ---------------------------------------------------------------------------------------
