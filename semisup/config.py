@@ -46,7 +46,15 @@ class TrainParams:
     """What every method's training loop shares."""
 
     epochs: int = _f(25, ge=1)
-    learning_rate: float = _f(1.0e-3, gt=0.0)
+    learning_rate: float = _f(1.0e-3, gt=0.0)  # the peak rate: reached after the warmup, then decayed
+    optimizer: Literal["adam", "sgd"] = "adam"  # Adam with default settings, or SGD (the papers')
+    momentum: float = _f(0.9, ge=0.0, lt=1.0)  # SGD only
+    nesterov: bool = True  # SGD only: Nesterov momentum
+    # Decoupled (AdamW / SGDW): w -= lr_t * weight_decay * w each step; biases and BatchNorm never decay.
+    weight_decay: float = _f(0.0, ge=0.0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after the warmup
+    warmup_epochs: int = _f(0, ge=0)  # linear warmup from 0 to learning_rate over these epochs
+    final_learning_rate: float = _f(0.0, ge=0.0)  # cosine: the rate at the last step
     shuffle_buffer: int = _f(10000, ge=1)
     strategy: Literal["auto", "default", "mirrored", "multiworker"] = "auto"
     # mixed_bfloat16 (bf16 compute, float32 weights and losses); auto: where bf16 is fast (see train.py)
@@ -70,13 +78,17 @@ class AugmentParams:
 
 @dataclass(frozen=True)
 class EncoderParams:
-    """The convolutional encoder: `depth` x Conv2D(filters, kernel, stride) -> Flatten -> Dense."""
+    """The convolutional encoder: `depth` x Conv2D(filters, kernel, stride) -> Flatten -> Dense; and the
+    projection head the losses see during training (semisup.projection), never part of the saved encoder."""
 
     filters: int = _f(128, ge=1)
     depth: int = _f(4, ge=1)
     kernel_size: int = _f(3, ge=1)
     stride: int = _f(2, ge=1)
     embedding_dim: int = _f(128, ge=1)
+    projection_layers: int = _f(0, ge=0)  # Dense layers of the head, BatchNorm + ReLU between; 0 = no head
+    projection_hidden: int = _f(512, ge=1)  # width of the hidden layers
+    projection_dim: int = _f(128, ge=1)  # width of the last layer, what the loss sees
 
 
 # One field per method of the registry, in its order: `methods.<name>` in params.yaml.
@@ -283,6 +295,7 @@ def parse_params(raw: Any) -> Params:
     if repeated:  # DVC's matrix would drop the repeat without a word
         raise UserError(f"method_names: {', '.join(repeated)} listed twice: list each method once")
     _check_study(params.study)
+    _check_train(params.train)
     data = params.data
     if data.source == "folder" and not data.path:
         raise UserError(
@@ -293,6 +306,20 @@ def parse_params(raw: Any) -> Params:
             params, data=dataclasses.replace(data, path=os.path.expanduser(data.path))
         )
     return params
+
+
+def _check_train(train: TrainParams) -> None:
+    """The schedule fits the run: the warmup ends before the last epoch, and cosine decays, never grows."""
+    if train.warmup_epochs >= train.epochs and train.warmup_epochs > 0:
+        raise UserError(
+            f"train.warmup_epochs: {train.warmup_epochs} leaves no epoch after the warmup "
+            f"(train.epochs: {train.epochs}): lower it below train.epochs"
+        )
+    if train.final_learning_rate > train.learning_rate:
+        raise UserError(
+            f"train.final_learning_rate: {train.final_learning_rate} is above train.learning_rate "
+            f"({train.learning_rate}): the cosine schedule decays to it; lower it"
+        )
 
 
 def _check_study(study: StudyParams) -> None:

@@ -284,11 +284,16 @@ def test_the_trainer_augments_with_the_one_seeding_scheme():
     rng = np.random.default_rng(1)
     unlabeled = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     labeled = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    views, labeled_view = trainer._augment(unlabeled, labeled, tf.constant(17, tf.int64))
+    views, labeled_view = trainer._augment(unlabeled, labeled, tf.constant(17, tf.int64), True)
     seeds = aug.step_seeds(0, 17)
     kwargs = aug.from_params(AugmentParams())
     for i, view in enumerate(views):
         np.testing.assert_array_equal(view, aug.augment(unlabeled, seeds[i], part=(0, 1), **kwargs))
     np.testing.assert_array_equal(labeled_view, aug.augment(labeled, seeds[2], part=(0, 1), **kwargs))
-    other, _ = trainer._augment(unlabeled, labeled, tf.constant(18, tf.int64))
+    other, _ = trainer._augment(unlabeled, labeled, tf.constant(18, tf.int64), True)
     assert not np.array_equal(other[0], views[0])
+    # With the labeled batch switched off (SuNCEt after supervised_epochs) the views are the same draws.
+    same, none = trainer._augment(unlabeled, labeled, tf.constant(17, tf.int64), False)
+    assert none is None
+    for a, b in zip(same, views, strict=True):
+        np.testing.assert_array_equal(a, b)
