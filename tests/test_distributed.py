@@ -48,6 +48,29 @@ TINY = {
 # grow to ~1e-3 in the loss, so its runs stay at the one epoch where "equal within 1e-4" is meaningful.)
 EPOCHS = {"crossentropy": 3}
 KILLED = "crossentropy"
+# Every training option at once, on the method that has them all: a projection head (BatchNorm over the
+# global batch), SGD with Nesterov momentum and weight decay, a warmup epoch then a cosine decay, and
+# SuNCEt's supervised term switched off after epoch 1. Two epochs, all steps compared: both sides of the
+# switch and both phases of the schedule. Weight decay is large enough that applying it once per replica
+# instead of once per step would show in the losses.
+OPTIONS = "suncet-options"
+CONFIGS = {
+    OPTIONS: (
+        "suncet",
+        {
+            "train.epochs": 2,
+            "encoder.projection_layers": 2,
+            "encoder.projection_hidden": 32,
+            "encoder.projection_dim": 16,
+            "train.optimizer": "sgd",
+            "train.learning_rate": 0.02,
+            "train.weight_decay": 0.05,
+            "train.lr_schedule": "cosine",
+            "train.warmup_epochs": 1,
+            "methods.suncet.supervised_epochs": 1,
+        },
+    )
+}
 STRATEGIES = ("default", "mirrored", "multiworker")
 _runs: dict[tuple[str, str], Path] = {}
 
@@ -58,22 +81,29 @@ def digits(tmp_path_factory) -> tuple[Path, Path]:
     params = write_params(tmp / "params.yaml", TINY)
     for method, epochs in EPOCHS.items():
         write_params(tmp / f"params-{method}.yaml", TINY | {"train.epochs": epochs})
+    for name, (_, overrides) in CONFIGS.items():
+        write_params(tmp / f"params-{name}.yaml", TINY | overrides)
     return tmp, make_shards(tmp, params)
 
 
-def _params(root: Path, method: str) -> Path:
-    return root / (f"params-{method}.yaml" if method in EPOCHS else "params.yaml")
+def _params(root: Path, name: str) -> Path:
+    return root / (f"params-{name}.yaml" if name in EPOCHS or name in CONFIGS else "params.yaml")
 
 
-def _cmd(root: Path, shards: Path, method: str, out: Path, *extra: str) -> list[str]:
+def _method(name: str) -> str:
+    """The method a run name trains: a method's own name, or a configuration of CONFIGS."""
+    return CONFIGS[name][0] if name in CONFIGS else name
+
+
+def _cmd(root: Path, shards: Path, name: str, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
         "stages.pretrain",
         "--run",
-        method,
+        _method(name),
         "--params",
-        str(_params(root, method)),
+        str(_params(root, name)),
         "--shards",
         str(shards),
         "--models",
@@ -97,20 +127,21 @@ def _env(out: Path) -> dict[str, str]:
 STRATEGY_ARGS = {"default": (), "mirrored": ("--cpu-replicas", "2"), "multiworker": ("--local-workers", "2")}
 
 
-def _run(digits: tuple[Path, Path], method: str, strategy: str) -> Path:
-    """One whole stage run of `method` under `strategy` (cached for the module); -> its output folder."""
-    if (method, strategy) not in _runs:
+def _run(digits: tuple[Path, Path], name: str, strategy: str) -> Path:
+    """One whole stage run of `name` (a method, or a configuration of CONFIGS) under `strategy` (cached
+    for the module); -> its output folder."""
+    if (name, strategy) not in _runs:
         root, shards = digits
-        out = root / f"{method}-{strategy}"
-        cmd = _cmd(root, shards, method, out, *STRATEGY_ARGS[strategy])
+        out = root / f"{name}-{strategy}"
+        cmd = _cmd(root, shards, name, out, *STRATEGY_ARGS[strategy])
         proc = subprocess.run(cmd, cwd=ROOT, env=_env(out), capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         replicas = "1 replica(s)" if strategy == "default" else "2 replica(s)"
         assert replicas in proc.stderr
         assert not any((out / "ckpt").iterdir()), "a finished run removes every worker's checkpoints"
         assert not list((out / "tmp").glob("semisup-*")), "no worker scratch left behind"
-        _runs[method, strategy] = out
-    return _runs[method, strategy]
+        _runs[name, strategy] = out
+    return _runs[name, strategy]
 
 
 def _losses(out: Path) -> np.ndarray:
@@ -137,16 +168,35 @@ def _weights(out: Path, method: str) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("name", [*sorted(METHODS), OPTIONS])
 @pytest.mark.parametrize("strategy", ["mirrored", "multiworker"])
-def test_two_replicas_and_two_workers_match_one_device(digits, method, strategy):
-    one, two = _run(digits, method, "default"), _run(digits, method, strategy)
-    first, other = _first_epoch(one), _first_epoch(two)
+def test_two_replicas_and_two_workers_match_one_device(digits, name, strategy):
+    one, two = _run(digits, name, "default"), _run(digits, name, strategy)
+    if name in CONFIGS:  # every step of every epoch
+        first, other = _losses(one)[:, 2], _losses(two)[:, 2]
+        assert len(first) == 2 * _losses(one)[0, 1]
+    else:
+        first, other = _first_epoch(one), _first_epoch(two)
     assert len(first) > 2 and np.isfinite(first).all() and len(set(first.tolist())) > 1
     np.testing.assert_allclose(other, first, rtol=0, atol=1e-4)
+    method = _method(name)
     assert abs(_final_knn(two, method) - _final_knn(one, method)) <= 0.02
     for a, b in zip(_weights(one, method), _weights(two, method), strict=True):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-3)
+    if name == OPTIONS:
+        _check_options_run(two)
+
+
+def _check_options_run(out: Path) -> None:
+    """The saved encoder is the encoder alone (no projection head), and epoch 2 trained without the
+    supervised term."""
+    import keras
+
+    model = keras.models.load_model(out / "models" / "suncet" / "encoder.keras")
+    assert "BatchNormalization" not in {type(layer).__name__ for layer in model.layers}
+    assert model.outputs[0].shape[-1] == TINY["encoder.embedding_dim"]
+    last = json.loads((out / "metrics" / "suncet" / "train" / "metrics.json").read_text())
+    assert last["step"] == 2 and last["supervised_loss"] == 0.0 and last["loss"] == last["contrastive_loss"]
 
 
 def _wait_for_steps(out: Path, lines: int, procs: list[subprocess.Popen], timeout: float = 300) -> None:
