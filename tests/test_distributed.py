@@ -48,19 +48,20 @@ TINY = {
 # grow to ~1e-3 in the loss, so its runs stay at the one epoch where "equal within 1e-4" is meaningful.)
 EPOCHS = {"crossentropy": 3}
 KILLED = "crossentropy"
-# Every training option at once, on the method that has them all: a projection head (BatchNorm over the
-# global batch), SGD with Nesterov momentum and weight decay, a warmup epoch then a cosine decay, and
-# SuNCEt's supervised term switched off after epoch 1. Two epochs, all steps compared: both sides of the
-# switch and both phases of the schedule. Weight decay is large enough that applying it once per replica
-# instead of once per step would show in the losses.
+# Every training option at once, on the method that has them all: a projection head, SGD with Nesterov
+# momentum and weight decay, a warmup epoch then a cosine decay, and SuNCEt's supervised term switched off
+# after epoch 1. Two epochs, all steps compared: both sides of the switch and both phases of the schedule.
+# The head is one Dense layer: with BatchNorm in it (2+ layers) this tiny run is chaotic, and a 1e-7
+# relative change of one kernel on ONE device moved its losses by up to 8e-2 within 2 epochs (peak rate
+# 0.005), so no curve of it can be compared to 1e-4; tests/test_train.py ("+projection") checks that head's 2-replica loss and
+# gradients on one step instead.
 OPTIONS = "suncet-options"
 CONFIGS = {
     OPTIONS: (
         "suncet",
         {
             "train.epochs": 2,
-            "encoder.projection_layers": 2,
-            "encoder.projection_hidden": 32,
+            "encoder.projection_layers": 1,
             "encoder.projection_dim": 16,
             "train.optimizer": "sgd",
             "train.learning_rate": 0.02,
@@ -193,8 +194,9 @@ def _check_options_run(out: Path) -> None:
     import keras
 
     model = keras.models.load_model(out / "models" / "suncet" / "encoder.keras")
-    assert "BatchNormalization" not in {type(layer).__name__ for layer in model.layers}
-    assert model.outputs[0].shape[-1] == TINY["encoder.embedding_dim"]
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[-2:] == ["Flatten", "Dense"] and kinds.count("Dense") == 1
+    assert model.outputs[0].shape[-1] == TINY["encoder.embedding_dim"] != 16
     last = json.loads((out / "metrics" / "suncet" / "train" / "metrics.json").read_text())
     assert last["step"] == 2 and last["supervised_loss"] == 0.0 and last["loss"] == last["contrastive_loss"]
 
