@@ -2,8 +2,9 @@
 
 A method declares what it encodes (semisup.methods.Method); the trainer augments exactly those images,
 runs them through the encoder in one call, gathers the features of every replica so the loss sees the
-global batch, passes them through the projection head (if any) and applies the optimizer. Randomness comes from stateless ops seeded by (seed, step), and the input
-order of epoch e from (seed, e), so a resumed run repeats the uninterrupted one step for step.
+global batch, passes them through the projection head (if any) and applies the optimizer. Randomness
+comes from stateless ops seeded by (seed, step), and the input order of epoch e from (seed, e), so a
+resumed run repeats the uninterrupted one step for step.
 """
 
 from __future__ import annotations
