@@ -52,7 +52,15 @@ class TrainParams:
     """What every method's training loop shares."""
 
     epochs: int = _f(25, ge=1)
-    learning_rate: float = _f(1.0e-3, gt=0.0)
+    learning_rate: float = _f(1.0e-3, gt=0.0)  # the peak rate: reached after the warmup, then decayed
+    optimizer: Literal["adam", "sgd"] = "adam"  # Adam with default settings, or SGD (the papers')
+    momentum: float = _f(0.9, ge=0.0, lt=1.0)  # SGD only
+    nesterov: bool = True  # SGD only: Nesterov momentum
+    # Decoupled (AdamW / SGDW): w -= lr_t * weight_decay * w each step; biases and BatchNorm never decay.
+    weight_decay: float = _f(0.0, ge=0.0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after the warmup
+    warmup_epochs: int = _f(0, ge=0)  # linear warmup from 0 to learning_rate over these epochs
+    final_learning_rate: float = _f(0.0, ge=0.0)  # cosine: the rate at the last step
     shuffle_buffer: int = _f(10000, ge=1)
     strategy: Literal["auto", "default", "mirrored", "multiworker"] = "auto"
     # mixed_bfloat16 (bf16 compute, float32 weights and losses); auto: where bf16 is fast (see train.py)
@@ -76,7 +84,9 @@ class AugmentParams:
 
 @dataclass(frozen=True)
 class EncoderParams:
-    """The convolutional encoder: `depth` x Conv2D(filters, kernel, stride, padding) -> pooling -> Dense."""
+    """The convolutional encoder: `depth` x Conv2D(filters, kernel, stride, padding) -> pooling -> Dense;
+    and the projection head the losses see during training (semisup.projection), never part of the
+    saved encoder."""
 
     filters: int = _f(128, ge=1)
     depth: int = _f(4, ge=1)
@@ -86,6 +96,9 @@ class EncoderParams:
     padding: Literal["valid", "same"] = "valid"  # same: any image side survives the convolutions
     # flatten: the reference (one image size); average: GlobalAveragePooling2D, any image size (multi-crop)
     pooling: Literal["flatten", "average"] = "flatten"
+    projection_layers: int = _f(0, ge=0)  # Dense layers of the head, BatchNorm + ReLU between; 0 = no head
+    projection_hidden: int = _f(512, ge=1)  # width of the hidden layers
+    projection_dim: int = _f(128, ge=1)  # width of the last layer, what the loss sees
 
 
 # One field per method of the registry, in its order: `methods.<name>` in params.yaml.
@@ -350,8 +363,10 @@ def parse_params(raw: Any) -> Params:
     repeated = sorted({n for n in params.method_names if params.method_names.count(n) > 1})
     if repeated:  # DVC's matrix would drop the repeat without a word
         raise UserError(f"method_names: {', '.join(repeated)} listed twice: list each method once")
+    _check_train(params.train, "train")
     for name in configurations:
-        params.for_run(name)  # its sections with its overrides, each checked as the global one is
+        # its sections with its overrides, each checked as the global one is
+        _check_train(params.for_run(name).train, f"methods.{name}.train")
     _check_study(params.study)
     data = params.data
     if data.source == "folder" and not data.path:
@@ -420,6 +435,20 @@ def _configurations(sections: Mapping[Any, Any]) -> dict[str, Configuration]:
         params = _build(key, {k: v for k, v in raw.items() if k in own}, cls)
         out[name] = Configuration(name, method, params, overrides)
     return out
+
+
+def _check_train(train: TrainParams, key: str) -> None:
+    """The schedule fits the run: the warmup ends before the last epoch, and cosine decays, never grows."""
+    if train.warmup_epochs >= train.epochs and train.warmup_epochs > 0:
+        raise UserError(
+            f"{key}.warmup_epochs: {train.warmup_epochs} leaves no epoch after the warmup "
+            f"({key}.epochs: {train.epochs}): lower it below {key}.epochs"
+        )
+    if train.final_learning_rate > train.learning_rate:
+        raise UserError(
+            f"{key}.final_learning_rate: {train.final_learning_rate} is above {key}.learning_rate "
+            f"({train.learning_rate}): the cosine schedule decays to it; lower it"
+        )
 
 
 def _check_study(study: StudyParams) -> None:

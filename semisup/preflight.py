@@ -175,11 +175,25 @@ def encoder_weights(image_shape: Sequence[int], enc: EncoderParams) -> int:
     return total + pixels * channels * enc.embedding_dim + enc.embedding_dim
 
 
+def projection_weights(enc: EncoderParams) -> int:
+    """Number of weights of the projection head (semisup.projection) with `enc`'s settings, BatchNorm's
+    moving statistics included (the checkpoints hold them); 0 without a head."""
+    if enc.projection_layers == 0:
+        return 0
+    total, width = 0, enc.embedding_dim
+    for _ in range(enc.projection_layers - 1):
+        total += (width + 1) * enc.projection_hidden + 4 * enc.projection_hidden  # Dense + BatchNorm
+        width = enc.projection_hidden
+    return total + (width + 1) * enc.projection_dim
+
+
 def pretrain_bytes(image_shape: Sequence[int], enc: EncoderParams, num_classes: int) -> dict[str, int]:
     """Bytes pretrain writes: 'model' (float32 weights of the encoder) and 'checkpoints' (two checkpoints
-    of encoder, head and Adam's two slots while a new one replaces the old)."""
-    weights = encoder_weights(image_shape, enc) + enc.embedding_dim * num_classes + num_classes
-    return {"model": 4 * weights + _SLACK, "checkpoints": 2 * 3 * 4 * weights + _SLACK}
+    of encoder, projection head, classifier head and Adam's two slots while a new one replaces the old)."""
+    width = enc.projection_dim if enc.projection_layers else enc.embedding_dim
+    weights = encoder_weights(image_shape, enc) + width * num_classes + num_classes
+    trained = weights + projection_weights(enc)
+    return {"model": 4 * weights + _SLACK, "checkpoints": 2 * 3 * 4 * trained + _SLACK}
 
 
 def check_pretrain(

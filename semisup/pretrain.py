@@ -32,8 +32,10 @@ from semisup.errors import DataError
 from semisup.io import output_set, write_json
 from semisup.methods import METHODS, Method
 from semisup.monitor import monitor
+from semisup.optim import make_optimizer
 from semisup.precision import resolve_mixed_precision, set_precision
 from semisup.preflight import check_run
+from semisup.projection import get_projector
 from semisup.train import Trainer, epoch_dataset
 from semisup.versions import library_versions
 
@@ -110,8 +112,11 @@ def set_up(
 
 
 def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
-    """The encoder, the head (methods that have one), Adam and the trainer, inside the strategy's scope."""
+    """The encoder, the projection head (encoder.projection_layers > 0), the classifier head (methods that
+    have one), the optimizer and the trainer, inside the strategy's scope. The models come back by name
+    for the checkpoints; only "encoder" is the representation (the monitor, the saved model)."""
     enc, params = run.params.encoder, run.params
+    steps = readers.steps_per_epoch(run.shard_dir, params.method(run.method.name).unlabeled_batch)
     with run.strategy.scope():
         encoder = get_encoder(
             run.image_shape,
@@ -123,8 +128,18 @@ def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
             padding=enc.padding,
             pooling=enc.pooling,
         )
-        head = get_head(run.num_classes, input_dim=enc.embedding_dim) if run.method.has_head else None
-        optimizer = keras.optimizers.Adam(learning_rate=params.train.learning_rate)
+        projector = get_projector(
+            enc.embedding_dim,
+            layers=enc.projection_layers,
+            hidden=enc.projection_hidden,
+            output_dim=enc.projection_dim,
+        )
+        width = enc.embedding_dim if projector is None else enc.projection_dim
+        head = get_head(run.num_classes, input_dim=width) if run.method.has_head else None
+        models = {"encoder": encoder, "projector": projector, "head": head}
+        models = {name: model for name, model in models.items() if model is not None}
+        variables = [v for model in models.values() for v in model.trainable_variables]
+        optimizer = make_optimizer(params.train, steps, variables)
     trainer = Trainer(
         run.method,
         params.method(run.name),
@@ -136,8 +151,9 @@ def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
         seed=params.seed,
         strategy=run.strategy,
         jit_compile=params.train.jit_compile,
+        projector=projector,
     )
-    return {"encoder": encoder} | ({"head": head} if head is not None else {}), trainer
+    return models, trainer
 
 
 def open_checkpoints(run: Run, root: str | Path) -> Checkpoints:

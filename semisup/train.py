@@ -2,10 +2,11 @@
 
 A method declares what it encodes (semisup.methods.Method); the trainer augments exactly those images,
 runs them through the encoder in one call (a second one for multi-crop's small crops), gathers the
-features of every replica so the loss sees the global batch, and applies Adam. A method's params may ask
-for more views (PAWS's `support_views`, `multicrop`): each comes from its own seed stream, so the
-reference's views stay as they are. Randomness comes from stateless ops seeded by (seed, step), and the input
-order of epoch e from (seed, e), so a resumed run repeats the uninterrupted one step for step.
+features of every replica so the loss sees the global batch, passes them through the projection head (if
+any) and applies the optimizer. A method's params may ask for more views (PAWS's `support_views`,
+`multicrop`): each comes from its own seed stream, so the reference's views stay as they are. Randomness
+comes from stateless ops seeded by (seed, step), and the input order of epoch e from (seed, e), so a
+resumed run repeats the uninterrupted one step for step.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ def _to_f32(x: tf.Tensor) -> tf.Tensor:
 
 
 class Trainer:
-    """Trains `encoder` (+ `head` for methods that have one) with `method`'s loss under `strategy`.
+    """Trains `encoder` (+ `projector`, the projection head, if given; + `head` for methods that have one)
+    with `method`'s loss under `strategy`. The loss sees the projector's output; CrossEntropy's head sits
+    on top of it (encoder -> projector -> ReLU -> Dense(classes)).
 
-    Build the encoder, head and optimizer inside `strategy.scope()` before constructing the trainer.
+    Build the models and the optimizer inside `strategy.scope()` before constructing the trainer.
     """
 
     def __init__(
@@ -52,13 +55,18 @@ class Trainer:
         seed: int,
         strategy: tf.distribute.Strategy | None = None,
         jit_compile: bool = False,
+        projector: keras.Model | None = None,
     ):
         if method.has_head and head is None:
             raise ValueError(f"method {method.name} needs a head")
         self.method = method
         self.method_params = method_params
         self.encoder = encoder
+        self.projector = projector
         self.head = head if method.has_head else None
+        # The projector's BatchNorm makes rows interact: its statistics span the global batch, so even a
+        # per-example loss then gathers every replica's features (see loss_and_grads).
+        self.per_example = method.per_example and projector is None
         self.optimizer = optimizer
         self.augment_kwargs = dict(augment_kwargs)
         self.num_classes = num_classes
@@ -83,20 +91,22 @@ class Trainer:
 
     @property
     def variables(self) -> list[tf.Variable]:
-        """The trainable variables: the encoder's, then the head's."""
-        head_vars = self.head.trainable_variables if self.head is not None else []
-        return self.encoder.trainable_variables + head_vars
+        """The trainable variables: the encoder's, then the projector's, then the head's."""
+        parts = (self.encoder, self.projector, self.head)
+        return [v for model in parts if model is not None for v in model.trainable_variables]
 
     # --- replica-local pieces -------------------------------------------------------------------
 
-    def _augment(self, unlabeled: tf.Tensor, labeled: tf.Tensor, step: tf.Tensor):
-        """The views this method encodes: (unlabeled views, labeled views, small crops), tuples.
+    def _augment(self, unlabeled: tf.Tensor, labeled: tf.Tensor, step: tf.Tensor, encode_labeled: bool):
+        """The views this method encodes: (unlabeled views, labeled views, small crops), tuples; no labeled
+        view when the labeled batch is not encoded (never used, or switched off for this epoch).
 
         Seeded by (seed, step) and each image's position in the global batch, never by the replica: the
         replica's rows are part (replica id, replicas) of the global batch, and `augment` draws every
         image's parameters for the whole global batch, so 1, 2 or N replicas see the same views.
         The labeled batch has `support_views` views (the first from the reference's seed), and each
-        unlabeled image `multicrop` small crops (size and area scale of the method's params).
+        unlabeled image `multicrop` small crops (size and area scale of the method's params). The views
+        do not depend on whether the labeled batch is encoded: each part has its own seed.
         """
         ctx = tf.distribute.get_replica_context()
         part = (ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync)
@@ -106,7 +116,7 @@ class Trainer:
             for i in range(self.method.unlabeled_views)
         )
         labeled_views: tuple[tf.Tensor, ...] = ()
-        if self.method.uses_labeled:
+        if encode_labeled:
             labeled_views = (aug.augment(labeled, seeds[2], part=part, **self.augment_kwargs),)
             if self.support_views > 1:
                 extra = aug.step_seeds(self.seed, step, self.support_views - 1, aug.SUPPORT_VIEWS)
@@ -128,7 +138,21 @@ class Trainer:
     def _encode_fn(self, images: tf.Tensor) -> tf.Tensor:
         return _to_f32(self.encoder(images, training=True))
 
+    def _project(self, views, labeled, crops):
+        """The projection head over every part in one call, as the encoder runs: BatchNorm's statistics
+        span the whole global batch (the views, the labeled rows and the small crops), the same on any
+        replica count."""
+        parts = list(views) + ([labeled] if labeled is not None else []) + list(crops)
+        sizes = [tf.shape(p)[0] for p in parts]
+        joined = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+        out = tf.split(_to_f32(self.projector(joined, training=True)), sizes, axis=0)
+        n = len(views)
+        projected_labeled = out[n] if labeled is not None else None
+        return tuple(out[:n]), projected_labeled, tuple(out[n + (labeled is not None) :])
+
     def _loss_fn(self, views, labeled, labels, crops=()):
+        if self.projector is not None:
+            views, labeled, crops = self._project(views, labeled, crops)
         logits = labeled
         if self.head is not None:
             logits = _to_f32(self.head(labeled, training=True))
@@ -161,7 +185,7 @@ class Trainer:
         sizes = [tf.shape(p)[0] for p in parts]
         # A per-example loss (a mean over rows that do not interact) needs no other replica's rows: each
         # replica's mean over its equal share, averaged over replicas, is the global mean.
-        gather = replicas > 1 and not self.method.per_example
+        gather = replicas > 1 and not self.per_example
         with tf.GradientTape() as tape:
             # One encoder call over every part (a batch of 750 uses the cores better than three of 250);
             # a lone part skips the concat, which would copy the whole batch.
@@ -191,32 +215,42 @@ class Trainer:
             loss, logs = self._loss(view_features, labeled_features, labels, crop_features)
             scaled = loss / replicas
         grads = tape.gradient(scaled, self.variables)
-        if replicas > 1 and self.method.per_example:
+        if replicas > 1 and self.per_example:
             # Every replica reports the global figures, as the gathering methods do: one small all-reduce.
             names = sorted(logs)
             means = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.stack([loss] + [logs[k] for k in names]))
             loss, logs = means[0], {k: means[i + 1] for i, k in enumerate(names)}
         return loss, logs, grads
 
-    def _replica_step(self, unlabeled, labeled, labels, step):
-        views, labeled_views, crops = self._augment(unlabeled, labeled, step)
+    def _replica_step(self, unlabeled, labeled, labels, step, encode_labeled):
+        views, labeled_views, crops = self._augment(unlabeled, labeled, step, encode_labeled)
         loss, logs, grads = self.loss_and_grads(
-            views, labeled_views or None, labels if self.method.uses_labeled else None, crops
+            views, labeled_views or None, labels if encode_labeled else None, crops
         )
         self.optimizer.apply(grads, self.variables)
         return loss, logs
 
-    def _distributed_step(self, unlabeled, labeled, labels, step):
-        loss, logs = self.strategy.run(self._replica_step, args=(unlabeled, labeled, labels, step))
+    def _distributed_step(self, unlabeled, labeled, labels, step, encode_labeled):
+        # encode_labeled is a Python bool: one trace per value (two for a method that switches it off).
+        args = (unlabeled, labeled, labels, step, encode_labeled)
+        loss, logs = self.strategy.run(self._replica_step, args=args)
         # Every replica holds the same global loss: report one of them.
         first = lambda t: self.strategy.experimental_local_results(t)[0]  # noqa: E731
         return first(loss), {k: first(v) for k, v in logs.items()}
 
     # --- steps and epochs ---------------------------------------------------------------------------
 
-    def step(self, unlabeled, labeled, labels, global_step: int) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        """One distributed training step on one element of the (distributed) training stream."""
-        return self._step(unlabeled, labeled, labels, tf.constant(global_step, tf.int64))
+    def step(
+        self, unlabeled, labeled, labels, global_step: int, encode_labeled: bool | None = None
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """One distributed training step on one element of the (distributed) training stream.
+
+        encode_labeled: whether the labeled batch is encoded (default: whether the method uses it at all);
+        the stream holds it either way, so the input's random draws do not depend on it."""
+        if encode_labeled is None:
+            encode_labeled = self.method.uses_labeled
+        step = tf.constant(global_step, tf.int64)
+        return self._step(unlabeled, labeled, labels, step, bool(encode_labeled))
 
     def train_epoch(
         self,
@@ -230,15 +264,18 @@ class Trainer:
         A plain tf.data.Dataset holds global batches and is split across replicas here. At most
         `steps_per_epoch` steps run (the step counter that seeds augmentation assumes that many).
         on_step(step, steps_per_epoch, loss) runs after every step (step counts from 1) with the loss
-        already fetched for the divergence check: no extra device sync.
+        already fetched for the divergence check: no extra device sync. Whether the epoch encodes the labeled
+        batch is the method's call (Method.encodes_labeled: SuNCEt switches it off after some epochs).
         """
+        encode_labeled = self.method.encodes_labeled(self.method_params, epoch)
         dist = dataset
         if isinstance(dataset, tf.data.Dataset):
             dist = self.strategy.experimental_distribute_dataset(dataset)
         totals: dict[str, float] = {}
         steps = 0
         for unlabeled, labeled, labels in dist:
-            loss, logs = self.step(unlabeled, labeled, labels, (epoch - 1) * steps_per_epoch + steps)
+            global_step = (epoch - 1) * steps_per_epoch + steps
+            loss, logs = self.step(unlabeled, labeled, labels, global_step, encode_labeled)
             loss = float(loss)
             if not math.isfinite(loss):
                 raise TrainingDiverged(

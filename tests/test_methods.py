@@ -292,6 +292,26 @@ def test_suncet_leaves_classes_with_one_member_out_of_the_mean():
     assert np.all(np.isfinite(tape.gradient(value, z).numpy()))
 
 
+def test_suncet_is_full_suncet_until_its_supervised_epochs_and_infonce_alone_after():
+    params = SuNCEtParams(temperature=0.2, supervised_weight=0.5, supervised_epochs=2)
+    method = METHODS["suncet"]
+    assert [method.encodes_labeled(params, epoch) for epoch in (1, 2, 3, 4)] == [True, True, False, False]
+    assert all(method.encodes_labeled(SuNCEtParams(), epoch) for epoch in (1, 2, 100))  # null: never off
+    inputs = make_inputs("suncet")
+    views, labeled, labels = as_np(inputs)
+    compute = loss_fn(method)
+    before, _ = compute(
+        inputs, params
+    )  # an epoch <= supervised_epochs: the trainer encodes the labeled batch
+    supervised = ref_snn_supervised(labeled, labels, 0.2)
+    np.testing.assert_allclose(before.numpy(), ref_infonce(*views, 0.2) + 0.5 * supervised, rtol=1e-5)
+    after, logs = compute(LossInputs(inputs.views, None, None, C), params)  # after: nothing labeled
+    np.testing.assert_allclose(after.numpy(), ref_infonce(*views, 0.2), rtol=1e-5)
+    assert float(logs["supervised_loss"]) == 0.0 and float(logs["contrastive_loss"]) == float(after)
+    with pytest.raises(ValueError, match="paws: needs the labeled batch"):  # a method without the switch
+        loss_fn(METHODS["paws"])(LossInputs(inputs.views, None, None, C), PAWSParams())
+
+
 def test_suncet_all_singletons_is_zero_with_zero_gradient():
     z = tf.Variable(np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32))
     with tf.GradientTape() as tape:

@@ -194,6 +194,9 @@ RUN_KEY_PARTS = [
     "-S encoder.filters=16",
     "-S knn.k=[5]",
     "-S knn.monitor_every=2",
+    "-S train.warmup_epochs=1",
+    "-S train.optimizer=sgd",
+    "-S encoder.projection_layers=2",
 ]
 # What pretrain@M does not depend on (dvc.yaml): no reason to train again.
 NOT_RUN_KEY_PARTS = [
@@ -203,6 +206,7 @@ NOT_RUN_KEY_PARTS = [
     "-S linear.max_iter=50",
     "-S embed.batch_size=64",
     "-S study.seeds=[0,1]",
+    "-S methods.suncet.supervised_epochs=3",
 ]
 
 

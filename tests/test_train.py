@@ -37,19 +37,22 @@ MIRRORED = textwrap.dedent(
     from semisup.config import AugmentParams, Params
     from semisup.encoder import get_encoder, get_head
     from semisup.methods import METHODS
+    from semisup.projection import get_projector
     from semisup.train import Trainer
 
-    name = sys.argv[1]
+    name, projected = sys.argv[1].split("+")[0], sys.argv[1].endswith("+projection")
     method = METHODS[name]
 
     def build(strategy):
         keras.utils.set_random_seed(0)
         with strategy.scope():
             encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
-            head = get_head(4, input_dim=16) if method.has_head else None
+            projector = get_projector(16, layers=3, hidden=12, output_dim=8) if projected else None
+            head = get_head(4, input_dim=8 if projected else 16) if method.has_head else None
             optimizer = keras.optimizers.Adam()
         return Trainer(method, Params().method(name), encoder=encoder, head=head, optimizer=optimizer,
-                       augment_kwargs=aug.from_params(AugmentParams()), num_classes=4, seed=0, strategy=strategy)
+                       augment_kwargs=aug.from_params(AugmentParams()), num_classes=4, seed=0, strategy=strategy,
+                       projector=projector)
 
     rng = np.random.default_rng(1)
     views = tuple(tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32) for _ in range(method.unlabeled_views))
@@ -89,7 +92,9 @@ MIRRORED = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(METHODS))
+# "+projection": with a projection head, whose BatchNorm must see the global batch on any replica count
+# (CrossEntropy, a per-example method, then gathers too; SuNCEt projects views and labeled rows together).
+@pytest.mark.parametrize("name", [*sorted(METHODS), "crossentropy+projection", "suncet+projection"])
 def test_mirrored_two_replicas_match_one_device(name):
     proc = subprocess.run(
         [sys.executable, "-c", MIRRORED, name], cwd=ROOT, capture_output=True, text=True, timeout=300
@@ -161,6 +166,25 @@ def test_each_method_encodes_only_what_it_declares(name, monkeypatch):
     assert np.isfinite(logs["loss"])
     expected = 8 * method.unlabeled_views + (8 if method.uses_labeled else 0)
     assert seen == [expected]
+
+
+def test_suncet_encodes_no_labeled_batch_after_its_supervised_epochs(monkeypatch):
+    params = replace(Params().method("suncet"), supervised_epochs=1)
+    trainer = _trainer(METHODS["suncet"], params=params)
+    seen = []
+    encode = trainer._encode_fn
+
+    def spy(images):
+        seen.append(int(images.shape[0]))
+        return encode(images)
+
+    trainer._encode = spy
+    trainer._step = trainer._distributed_step  # eager, so the spy sees every call
+    first = trainer.train_epoch(_batches(1), epoch=1, steps_per_epoch=1)
+    second = trainer.train_epoch(_batches(1), epoch=2, steps_per_epoch=1)
+    assert seen == [2 * 8 + 8, 2 * 8]
+    assert first["supervised_loss"] > 0 and first["loss"] > first["contrastive_loss"]
+    assert second["supervised_loss"] == 0.0 and second["loss"] == second["contrastive_loss"]
 
 
 def test_same_seed_repeats_and_steps_differ():
@@ -284,15 +308,20 @@ def test_the_trainer_augments_with_the_one_seeding_scheme():
     rng = np.random.default_rng(1)
     unlabeled = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     labeled = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    views, (labeled_view,), crops = trainer._augment(unlabeled, labeled, tf.constant(17, tf.int64))
+    views, (labeled_view,), crops = trainer._augment(unlabeled, labeled, tf.constant(17, tf.int64), True)
     assert crops == ()
     seeds = aug.step_seeds(0, 17)
     kwargs = aug.from_params(AugmentParams())
     for i, view in enumerate(views):
         np.testing.assert_array_equal(view, aug.augment(unlabeled, seeds[i], part=(0, 1), **kwargs))
     np.testing.assert_array_equal(labeled_view, aug.augment(labeled, seeds[2], part=(0, 1), **kwargs))
-    other, _, _ = trainer._augment(unlabeled, labeled, tf.constant(18, tf.int64))
+    other, _, _ = trainer._augment(unlabeled, labeled, tf.constant(18, tf.int64), True)
     assert not np.array_equal(other[0], views[0])
+    # With the labeled batch switched off (SuNCEt after supervised_epochs) the views are the same draws.
+    same, none, _ = trainer._augment(unlabeled, labeled, tf.constant(17, tf.int64), False)
+    assert none == ()
+    for a, b in zip(same, views, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 # --- PAWS's options in the trainer: support views and multi-crop -----------------------------------------
@@ -331,8 +360,8 @@ def _images(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_options_add_views_of_their_own_and_leave_the_reference_views_as_they_are():
     unlabeled, labeled, _ = _images()
     step = tf.constant(17, tf.int64)
-    views, labeled_views, crops = _options_trainer()._augment(unlabeled, labeled, step)
-    ref_views, ref_labeled, _ = _paws_trainer(PAWSParams())._augment(unlabeled, labeled, step)
+    views, labeled_views, crops = _options_trainer()._augment(unlabeled, labeled, step, True)
+    ref_views, ref_labeled, _ = _paws_trainer(PAWSParams())._augment(unlabeled, labeled, step, True)
     for a, b in zip(views + labeled_views[:1], ref_views + ref_labeled, strict=True):
         np.testing.assert_array_equal(a, b)
     kwargs = dict(EAGER_AUGMENT)
@@ -354,7 +383,7 @@ def test_default_paws_step_is_the_plain_reference_path():
 
     unlabeled, labeled, labels = _images(2)
     trainer = _paws_trainer(PAWSParams())
-    views, labeled_views, crops = trainer._augment(unlabeled, labeled, tf.constant(3, tf.int64))
+    views, labeled_views, crops = trainer._augment(unlabeled, labeled, tf.constant(3, tf.int64), True)
     loss, _, grads = trainer.loss_and_grads(views, labeled_views, tf.constant(labels), crops)
     with tf.GradientTape() as tape:
         seeds = aug.step_seeds(0, 3)
@@ -376,7 +405,7 @@ def test_support_views_and_crops_reach_the_loss_as_the_official_paws():
 
     unlabeled, labeled, labels = _images(3)
     trainer = _options_trainer()
-    views, labeled_views, crops = trainer._augment(unlabeled, labeled, tf.constant(5, tf.int64))
+    views, labeled_views, crops = trainer._augment(unlabeled, labeled, tf.constant(5, tf.int64), True)
     loss, _, grads = trainer.loss_and_grads(views, labeled_views, tf.constant(labels), crops)
     feats = lambda xs: [trainer.encoder(x, training=True).numpy().astype(np.float64) for x in xs]  # noqa: E731
     supports = np.concatenate(feats(labeled_views))

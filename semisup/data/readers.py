@@ -392,6 +392,11 @@ def train_dataset(
     return ds.prefetch(_AUTOTUNE), steps
 
 
+def steps_per_epoch(shard_dir: str | Path, unlabeled_batch: int, method: str = "<method>") -> int:
+    """Global steps of every epoch of train_dataset (full unlabeled batches in one pass), from the manifest."""
+    return _steps(Path(shard_dir), read_manifest(shard_dir), unlabeled_batch, method)
+
+
 def _steps(shard_dir: Path, manifest: dict[str, Any], unlabeled_batch: int, method: str) -> int:
     """Global steps per epoch: full unlabeled batches in one pass; DataError when there is none."""
     available = int(manifest["counts"].get("unlabeled", 0))

@@ -56,6 +56,16 @@ class Method:
     # under several replicas each computes them on its own rows and the replicas average them, with no
     # gather of features or labels.
     per_example: bool = False
+    # The field of its params section that names the last epoch whose labeled batch is encoded (a null
+    # value: every epoch); None: the method has no such switch. After it the loss gets no labeled batch.
+    labeled_until: str | None = None
+
+    def encodes_labeled(self, params: Any, epoch: int) -> bool:
+        """Whether epoch `epoch` (counted from 1) encodes the labeled batch, with `params` its section."""
+        if not self.uses_labeled:
+            return False
+        last = getattr(params, self.labeled_until) if self.labeled_until else None
+        return last is None or epoch <= last
 
 
 def _static_dim(t: Any, axis: int) -> int | None:
@@ -80,6 +90,8 @@ def check_inputs(method: Method, inputs: LossInputs) -> None:
         if inputs.labeled is not None:
             raise ValueError(f"{name}: does not use the labeled batch; do not encode it")
         return
+    if method.labeled_until and inputs.labeled is None and inputs.labels is None:
+        return  # an epoch after the method switched its labeled batch off
     if inputs.labeled is None or inputs.labels is None:
         raise ValueError(f"{name}: needs the labeled batch and its labels")
     if inputs.labeled.shape.rank != 2 or inputs.labels.shape.rank != 1:
@@ -124,6 +136,9 @@ class SuNCEtParams:
     temperature: float = param(0.1, gt=0.0)
     supervised_weight: float = param(1.0, ge=0.0)
     symmetric: bool = False
+    # The last epoch with the supervised term (the paper switches it off); after it, plain InfoNCE and the
+    # labeled batch is no longer encoded. None: every epoch.
+    supervised_epochs: int | None = param(None, ge=0)
 
 
 @dataclass(frozen=True)
@@ -165,7 +180,14 @@ METHODS: dict[str, Method] = {
             per_example=True,
         ),
         Method("infonce", unlabeled_views=2, uses_labeled=False, has_head=False, params=InfoNCEParams),
-        Method("suncet", unlabeled_views=2, uses_labeled=True, has_head=False, params=SuNCEtParams),
+        Method(
+            "suncet",
+            unlabeled_views=2,
+            uses_labeled=True,
+            has_head=False,
+            params=SuNCEtParams,
+            labeled_until="supervised_epochs",
+        ),
         Method("paws", unlabeled_views=2, uses_labeled=True, has_head=False, params=PAWSParams),
     )
 }

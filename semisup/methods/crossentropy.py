@@ -1,6 +1,7 @@
 """Supervised baseline: softmax cross-entropy of a linear head on the labeled images only.
 
-The encoder is followed by ReLU -> Dense(classes) for this method alone; unlabeled images are never encoded.
+The encoder is followed by ReLU -> Dense(classes) for this method alone (on top of the projection head when
+encoder.projection_layers > 0); unlabeled images are never encoded.
 """
 
 from __future__ import annotations

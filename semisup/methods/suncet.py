@@ -3,6 +3,9 @@
 InfoNCE on two unlabeled views plus `supervised_weight` x a soft nearest-neighbour loss on the labeled
 batch: p(y_i) = sum_{j!=i, y_j=y_i} exp((s_ij-1)/tau) / sum_{j!=i} exp((s_ij-1)/tau), loss -log p(y_i).
 
+`supervised_epochs` switches the supervised term off after that many epochs, as the paper does to save
+its compute: the trainer then encodes no labeled batch and the loss is InfoNCE alone.
+
 A labeled image whose class has no other member in the batch has an empty numerator (p = 0, -log p = inf).
 Such rows are left out of the mean (and the loss is 0 when no row has a partner): there is nothing for
 them to be pulled towards, and clamping p with an epsilon would add a large constant to the loss curve.
@@ -44,20 +47,28 @@ def supervised_loss(z: tf.Tensor, labels: tf.Tensor, temperature: float) -> tf.T
 def loss(
     z1: tf.Tensor,
     z2: tf.Tensor,
-    labeled: tf.Tensor,
-    labels: tf.Tensor,
+    labeled: tf.Tensor | None,
+    labels: tf.Tensor | None,
     temperature: float,
     supervised_weight: float = 1.0,
     symmetric: bool = False,
 ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-    """InfoNCE of (B, D) views + weight x supervised SNN loss of (L, D) labeled -> (scalar, logs)."""
+    """InfoNCE of (B, D) views + weight x supervised SNN loss of (L, D) labeled -> (scalar, logs).
+
+    labeled None (the supervised term switched off): InfoNCE alone, logged with a supervised_loss of 0.
+    """
     contrastive, logits, positives = contrastive_loss(z1, z2, temperature, symmetric)
-    supervised = supervised_loss(labeled, labels, temperature)
+    if labeled is None:
+        supervised = tf.constant(0.0, tf.float32)
+    else:
+        supervised = supervised_loss(labeled, labels, temperature)
     logs = {
         "contrastive_loss": contrastive,
         "supervised_loss": supervised,
         "contrastive_acc": top1_accuracy(logits, positives),
     }
+    if labeled is None:
+        return contrastive, logs
     return contrastive + supervised_weight * supervised, logs
 
 

@@ -1,0 +1,270 @@
+"""The training options every method gets: the learning-rate schedule, SGD with Nesterov momentum and weight
+decay, the projection head; and that with all of them off the reference recipe is untouched."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from semisup import augment as aug
+from semisup import pretrain
+from semisup.checkpoints import Checkpoints
+from semisup.config import AugmentParams, EncoderParams, Params, TrainParams, parse_params
+from semisup.encoder import ENCODER_LAYERS, check_encoder
+from semisup.errors import UserError
+from semisup.methods import METHODS, Method
+from semisup.optim import learning_rate, make_optimizer
+from semisup.preflight import projection_weights
+from semisup.projection import get_projector
+from semisup.train import Trainer
+
+COSINE = TrainParams(
+    epochs=4, learning_rate=0.1, lr_schedule="cosine", warmup_epochs=1, final_learning_rate=0.01
+)
+STEPS = 5  # per epoch: 20 steps, 5 of warmup, the cosine over steps 5 .. 19
+
+
+def _cosine_by_hand(step: int, steps: int = STEPS) -> float:
+    """COSINE's rate at `step` with `steps` per epoch: warmup over epoch 1, cosine to the last step."""
+    warmup, decay = steps, 4 * steps - steps - 1
+    if step < warmup:
+        return 0.1 * step / warmup
+    return 0.01 + (0.1 - 0.01) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / decay))
+
+
+# --- the schedule ---------------------------------------------------------------------------------------
+
+
+def test_cosine_schedule_at_chosen_steps():
+    rate = learning_rate(COSINE, STEPS)
+    values = {s: float(rate(s)) for s in (0, 2, 5, 12, 19, 25)}
+    # Warmup from 0; its end is the peak; mid-cosine is halfway between peak and final; the last step is final.
+    expected = {0: 0.0, 2: 0.04, 5: 0.1, 12: 0.055, 19: 0.01, 25: 0.01}
+    for step, value in expected.items():
+        assert values[step] == pytest.approx(value, rel=1e-6, abs=1e-9), step
+        assert values[step] == pytest.approx(_cosine_by_hand(min(step, 19)), rel=1e-6, abs=1e-9)
+
+
+def test_warmup_then_constant():
+    rate = learning_rate(replace(COSINE, lr_schedule="constant"), STEPS)
+    assert [float(rate(s)) for s in (0, 1, 4)] == pytest.approx([0.0, 0.02, 0.08])
+    assert {float(rate(s)) for s in (5, 12, 19)} == {np.float32(0.1)}
+
+
+def test_cosine_without_warmup_starts_at_the_peak():
+    rate = learning_rate(replace(COSINE, warmup_epochs=0), STEPS)
+    assert float(rate(0)) == pytest.approx(0.1)
+    assert float(rate(19)) == pytest.approx(0.01)
+    assert float(rate(19 / 2)) == pytest.approx(0.055)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"train.warmup_epochs": 4}, r"train\.warmup_epochs: 4 leaves no epoch after the warmup"),
+        (
+            {"train.final_learning_rate": 0.5},
+            r"train\.final_learning_rate: 0\.5 is above train\.learning_rate",
+        ),
+        ({"train.optimizer": "lars"}, r"train\.optimizer: 'lars' is not one of adam, sgd"),
+        ({"train.momentum": 1.0}, r"train\.momentum: 1\.0 is out of range"),
+        ({"encoder.projection_layers": -1}, r"encoder\.projection_layers: -1 is out of range"),
+        ({"methods": {"suncet": {"supervised_epochs": -1}}}, r"methods\.suncet\.supervised_epochs: -1"),
+    ],
+)
+def test_impossible_settings_fail_validation(changes, message):
+    raw: dict = {"train": {"epochs": 4}}
+    for key, value in changes.items():
+        if "." in key:
+            section, leaf = key.split(".")
+            raw.setdefault(section, {})[leaf] = value
+        else:
+            raw[key] = value
+    with pytest.raises(UserError, match=message):
+        parse_params(raw)
+
+
+# --- the optimizer --------------------------------------------------------------------------------------
+
+
+def _dense(seed: int = 0) -> tuple[keras.Model, tf.Tensor]:
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    x = tf.constant(np.random.default_rng(seed).normal(size=(4, 3)), tf.float32)
+    return model, x
+
+
+def _grads(model: keras.Model, x: tf.Tensor) -> list[np.ndarray]:
+    with tf.GradientTape() as tape:
+        loss = 0.5 * tf.reduce_sum(model(x) ** 2)
+    return tape.gradient(loss, model.trainable_variables)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_sgd_nesterov_and_weight_decay_match_the_papers_update(weight_decay):
+    """Three steps of train.optimizer: sgd against torch.optim.SGD(nesterov=True)'s formula in numpy:
+    buf = mu buf + g; w -= lr (g + mu buf); with decoupled weight decay w *= 1 - lr wd first, on the kernel
+    only (the bias never decays)."""
+    train = TrainParams(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=weight_decay)
+    model, x = _dense()
+    optimizer = make_optimizer(train, 10, model.trainable_variables)
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
+    weights = [np.asarray(v, np.float64) for v in model.trainable_variables]
+    bufs = [np.zeros_like(w) for w in weights]
+    for _ in range(3):
+        grads = _grads(model, x)
+        optimizer.apply(grads, model.trainable_variables)
+        for i, g in enumerate(grads):
+            g = np.asarray(g, np.float64)
+            if weights[i].ndim > 1:
+                weights[i] = weights[i] * (1 - 0.1 * weight_decay)
+            bufs[i] = 0.9 * bufs[i] + g
+            weights[i] = weights[i] - 0.1 * (g + 0.9 * bufs[i])
+        for w, v in zip(weights, model.trainable_variables, strict=True):
+            np.testing.assert_allclose(np.asarray(v), w, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(weights[0], np.asarray(_dense()[0].trainable_variables[0]))
+
+
+def test_options_off_is_the_reference_adam():
+    model, _ = _dense()
+    optimizer = make_optimizer(TrainParams(), 10, model.trainable_variables)
+    assert type(optimizer) is keras.optimizers.Adam
+    assert learning_rate(TrainParams(), 10) == 1.0e-3  # a float, not a schedule
+    unnamed = lambda opt: {k: v for k, v in opt.get_config().items() if k != "name"}  # noqa: E731  (adam_1...)
+    assert unnamed(optimizer) == unnamed(keras.optimizers.Adam(learning_rate=1.0e-3))
+    assert optimizer.weight_decay is None
+
+
+def _run(method: str, encoder: EncoderParams, tmp_path) -> pretrain.Run:
+    params = replace(Params(), encoder=encoder)
+    return pretrain.Run(
+        METHODS[method], params, tmp_path, 4, (32, 32, 3), None, tf.distribute.get_strategy(), False, 0, 1
+    )
+
+
+def test_options_off_build_the_reference_models(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain.readers, "steps_per_epoch", lambda *a, **k: 10)
+    small = EncoderParams(filters=8, embedding_dim=16)
+    for method, names in (("infonce", ["encoder"]), ("crossentropy", ["encoder", "head"])):
+        models, trainer = pretrain.build(_run(method, small, tmp_path))
+        assert list(models) == names and trainer.projector is None
+        assert trainer.per_example == METHODS[method].per_example
+        kinds = [type(layer).__name__ for layer in models["encoder"].layers]
+        assert kinds == ["InputLayer", "Conv2D", "Conv2D", "Conv2D", "Conv2D", "Flatten", "Dense"]
+        assert trainer.variables == [v for m in models.values() for v in m.trainable_variables]
+    assert ENCODER_LAYERS == ("InputLayer", "Conv2D", "Flatten", "Dense")
+
+
+# --- the projection head --------------------------------------------------------------------------------
+
+
+def test_projector_forms():
+    assert get_projector(16, layers=0, hidden=8, output_dim=4) is None
+    kinds = [type(layer).__name__ for layer in get_projector(16, layers=3, hidden=8, output_dim=4).layers]
+    assert kinds == ["Dense", "BatchNormalization", "ReLU", "Dense", "BatchNormalization", "ReLU", "Dense"]
+    assert [type(layer).__name__ for layer in get_projector(16, layers=1, hidden=8, output_dim=4).layers] == [
+        "Dense"
+    ]
+
+
+def test_projection_weights_match_keras():
+    for layers in (0, 1, 2, 3):
+        enc = EncoderParams(
+            embedding_dim=16, projection_layers=layers, projection_hidden=12, projection_dim=6
+        )
+        head = get_projector(16, layers=layers, hidden=12, output_dim=6)
+        assert projection_weights(enc) == (head.count_params() if head is not None else 0)
+
+
+def test_the_loss_sees_the_projection_and_the_encoder_stays_the_representation(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain.readers, "steps_per_epoch", lambda *a, **k: 10)
+    head = EncoderParams(
+        filters=8, embedding_dim=16, projection_layers=2, projection_hidden=12, projection_dim=6
+    )
+    models, _ = pretrain.build(_run("crossentropy", head, tmp_path))
+    assert list(models) == ["encoder", "projector", "head"]
+    assert models["head"].layers[-1].kernel.shape == (6, 4)  # CrossEntropy classifies the projection
+    # The representation (monitor, embed, saved model) is the encoder alone: this pipeline's architecture.
+    check_encoder(models["encoder"], "encoder", image_shape=(32, 32, 3), rerun="rerun")
+    assert models["encoder"].outputs[0].shape[-1] == 16
+
+    seen = {}
+
+    def compute(inputs, params):
+        seen["widths"] = [int(v.shape[-1]) for v in inputs.views]
+        return tf.reduce_mean(inputs.views[0] * inputs.views[1]), {}
+
+    method = Method("probe", unlabeled_views=2, uses_labeled=False, has_head=False, compute=compute)
+    encoder, projector = models["encoder"], models["projector"]
+    trainer = Trainer(
+        method,
+        None,
+        encoder=encoder,
+        head=None,
+        optimizer=keras.optimizers.SGD(),
+        augment_kwargs=aug.from_params(AugmentParams()),
+        num_classes=4,
+        seed=0,
+        projector=projector,
+    )
+    rng = np.random.default_rng(0)
+    v1, v2 = (tf.constant(rng.uniform(size=(5, 32, 32, 3)), tf.float32) for _ in range(2))
+    loss, _, grads = trainer.loss_and_grads((v1, v2), None, None)
+    assert seen["widths"] == [6, 6]
+    # By hand: the projector over both views' embeddings at once (BatchNorm over the whole batch).
+    z = projector(tf.concat([encoder(v1, training=True), encoder(v2, training=True)], 0), training=True)
+    np.testing.assert_allclose(float(loss), float(tf.reduce_mean(z[:5] * z[5:])), rtol=1e-5)
+    assert len(grads) == len(encoder.trainable_variables) + len(projector.trainable_variables)
+    assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+
+
+def _batches(n: int, size: int = 8) -> tf.data.Dataset:
+    rng = np.random.default_rng(0)
+    u = rng.integers(0, 256, (n * size, 32, 32, 3), dtype=np.uint8)
+    labeled = rng.integers(0, 256, (n * size, 32, 32, 3), dtype=np.uint8)
+    return tf.data.Dataset.from_tensor_slices((u, labeled, np.arange(n * size) % 4)).batch(size)
+
+
+def test_a_resumed_run_continues_the_schedule_and_the_head(tmp_path, monkeypatch):
+    """Epoch 2 after restoring the checkpoint of epoch 1 is epoch 2 of the uninterrupted run, bit for bit:
+    the step counter (the schedule's position), the head's weights and its BatchNorm statistics come back.
+    (The same trainer restores it, after running on: one trace instead of two; everything it restores
+    has moved on since, so nothing passes by staying put.)"""
+    steps = 2
+    monkeypatch.setattr(pretrain.readers, "steps_per_epoch", lambda *a, **k: steps)
+    head = EncoderParams(
+        filters=4, embedding_dim=8, projection_layers=2, projection_hidden=12, projection_dim=6
+    )
+    params = replace(Params(), encoder=head, train=replace(COSINE, optimizer="sgd", weight_decay=0.01))
+    keras.utils.set_random_seed(0)
+    models, trainer = pretrain.build(replace(_run("infonce", head, tmp_path), params=params))
+    assert list(models) == ["encoder", "projector"]
+    snapshot = lambda: [np.array(w) for m in models.values() for w in m.weights]  # noqa: E731
+
+    data = _batches(steps, size=4)
+    trainer.train_epoch(data, 1, steps)
+    ckpt = Checkpoints(tmp_path, "run")
+    ckpt.save(1, [{"epoch": 1}], models, trainer.optimizer)
+    after_one = snapshot()
+    straight = trainer.train_epoch(data, 2, steps)
+    after_two = snapshot()
+    assert int(trainer.optimizer.iterations) == 2 * steps
+
+    assert ckpt.load(models, trainer.optimizer, trainer.variables) is not None
+    assert int(trainer.optimizer.iterations) == steps
+    assert float(trainer.optimizer.learning_rate) == pytest.approx(_cosine_by_hand(steps, steps), rel=1e-6)
+    for a, b in zip(after_one, snapshot(), strict=True):
+        np.testing.assert_array_equal(a, b)  # BatchNorm's moving statistics among them
+    assert trainer.train_epoch(data, 2, steps) == straight
+    assert float(trainer.optimizer.learning_rate) == pytest.approx(
+        _cosine_by_hand(2 * steps, steps), rel=1e-6
+    )
+    for a, b in zip(after_two, snapshot(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    moving = models["projector"].get_layer("proj_bn1").moving_mean
+    assert not np.allclose(np.asarray(moving), 0.0)  # trained statistics, not the initial zeros
