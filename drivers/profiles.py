@@ -67,6 +67,30 @@ def labeled_if_used(size: int, otherwise: int | None = None) -> BatchRule:
     return lambda method, defaults: size if method.uses_labeled else (otherwise or defaults.labeled_batch)
 
 
+DIGITS_CLASSES = 10
+REFERENCE_EPOCHS = 25  # params.yaml's train.epochs, which the configurations' epoch counts are written for
+
+
+def configuration_scaling(labeled: int, epochs: int) -> dict[str, int]:
+    """`-S` settings that keep each configuration of params.yaml what it is at a profile's labeled batch
+    (`labeled` images on digits) and length (`epochs`): class-stratified supports fill the labeled batch
+    (supports_per_class = labeled / classes per step), and epoch counts (SuNCEt's supervised_epochs, a
+    warmup) keep their share of the run."""
+    out: dict[str, int] = {}
+    share = lambda n: max(1, round(n * epochs / REFERENCE_EPOCHS))  # noqa: E731
+    for name, config in CONFIGURATIONS.items():
+        p = config.params
+        if getattr(p, "supports_per_class", None) is not None:
+            per_step = getattr(p, "classes_per_batch", None) or DIGITS_CLASSES
+            out[f"methods.{name}.supports_per_class"] = labeled // per_step
+        if getattr(p, "supervised_epochs", None) is not None:
+            out[f"methods.{name}.supervised_epochs"] = share(p.supervised_epochs)
+        warmup = config.overrides.get("train", {}).get("warmup_epochs")
+        if warmup:
+            out[f"methods.{name}.train.warmup_epochs"] = share(warmup)
+    return out
+
+
 # The digits profile: 32x32 images (the smallest the 4-layer encoder takes), 25 labels per class (a bank
 # large enough for kNN@200), a narrower encoder, and augmentation fit for digits (no flip: a mirrored 2 is
 # not a 2; crops of at least half the area). It runs all four methods in a few minutes on two CPU cores.
@@ -83,6 +107,7 @@ DEMO: dict[str, object] = {
     "augment.crop_scale": "[0.5,1.0]",
     # The reference batches scaled to 128 unlabeled images (InfoNCE's 256), 100 labeled where encoded.
     **method_batches(scaled_unlabeled(128), labeled_if_used(100)),
+    **configuration_scaling(100, 25),
 }
 
 # The study: the demo at 10 epochs, with labeled batches that the 5-per-class budget (50 labeled images)
@@ -90,6 +115,7 @@ DEMO: dict[str, object] = {
 STUDY: dict[str, object] = DEMO | {
     "train.epochs": 10,
     **method_batches(scaled_unlabeled(128), labeled_if_used(50)),
+    **configuration_scaling(50, 10),
     "knn.k": "[20]",
     "study.labeled_per_class": "[5,10,25]",
     "study.seeds": "[0,1,2]",
