@@ -212,6 +212,7 @@ class Params:
             section: dataclasses.replace(getattr(self, section), **config.overrides.get(section, {}))
             for section in OVERRIDABLE
         }
+        _check_train(sections["train"], f"methods.{name}.train")
         methods = dataclasses.replace(self.methods, **{config.method: config.params})
         return dataclasses.replace(self, methods=methods, **sections)
 
@@ -365,8 +366,8 @@ def parse_params(raw: Any) -> Params:
         raise UserError(f"method_names: {', '.join(repeated)} listed twice: list each method once")
     _check_train(params.train, "train")
     for name in configurations:
-        # its sections with its overrides, each checked as the global one is
-        _check_train(params.for_run(name).train, f"methods.{name}.train")
+        if name in params.method_names:  # (another is checked when a stage runs it: for_run)
+            params.for_run(name)  # its sections with its overrides, each checked as the global one is
     _check_study(params.study)
     data = params.data
     if data.source == "folder" and not data.path:
