@@ -9,6 +9,7 @@ defined there, is in both profiles with no edit here. The study's profile is the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,73 @@ def parse_sets(
         given = f" and -S {' -S '.join(sets)}" if sets else ""
         raise UserError(f"{exc} (params.yaml with the {what} profile{given})") from None
     return extra
+
+
+# --- the papers' study: `make study PROFILE=paper` ---------------------------------------------------------
+# Three parts, each one DVC experiment with its own report (a part's rows are trained on the same label
+# subsets and seeds, so its paired tests pair them): the four methods with the papers' PAWS and SuNCEt at
+# 5, 10 and 25 labels per class; PAWS with each paper option added alone at 5 and 10; each method in float32
+# beside its default precision (bfloat16 where the machine is fast at it) at 10. A run two parts share
+# (paws-10-0 ...) is trained once: the other part restores it from DVC's run cache.
+
+# PAWS with one of the paper's options each (named configurations defined by the profile, `+` as DVC's -S
+# needs for a key params.yaml lacks); its batches as the study's PAWS.
+PAWS_OPTIONS: dict[str, dict[str, object]] = {
+    "paws_stratified": {"supports_per_class": 5},  # 5 of each of the 10 classes: the study's 50 supports
+    "paws_views": {"support_views": 2},
+    "paws_smoothing": {"label_smoothing": 0.1},
+    "paws_pooling": {"encoder.padding": "same", "encoder.pooling": "average"},  # what multi-crop needs, alone
+    "paws_multicrop": {"multicrop": 6, "encoder.padding": "same", "encoder.pooling": "average"},
+    "paws_head": {"encoder.projection_layers": 3},  # the PAWS code's 3-layer head (hidden 512, out 128)
+    "paws_schedule": {"train.lr_schedule": "cosine", "train.warmup_epochs": 1},
+}
+FLOAT32 = {f"{m}_fp32": m for m in METHODS}  # each method in float32 (train.mixed_precision: false)
+
+
+def defined(name: str, method: str, settings: Mapping[str, object]) -> dict[str, object]:
+    """`-S` settings that define configuration `name` of `method` with the study profile's batches."""
+    out: dict[str, object] = {f"+methods.{name}.method": method}
+    for key in ("unlabeled_batch", "labeled_batch"):
+        out[f"+methods.{name}.{key}"] = STUDY[f"methods.{method}.{key}"]
+    return out | {f"+methods.{name}.{key}": value for key, value in settings.items()}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One experiment of a study: the runs it holds (method_names x budgets x the study's seeds) and the
+    `-S` settings on top of the study profile that define its configurations."""
+
+    name: str
+    method_names: tuple[str, ...]
+    budgets: str
+    settings: Mapping[str, object]
+
+    def profile(self) -> dict[str, object]:
+        """The part's whole `-S` profile."""
+        return {
+            **STUDY,
+            **self.settings,
+            "study.labeled_per_class": self.budgets,
+            "method_names": "[" + ",".join(self.method_names) + "]",
+        }
+
+
+PAPER_PARTS: tuple[Part, ...] = (
+    Part("methods", (*METHODS, "paws_paper", "suncet_paper"), "[5,10,25]", {}),
+    Part(
+        "paws-options",
+        ("paws", *PAWS_OPTIONS, "paws_paper"),
+        "[5,10]",
+        {k: v for name, s in PAWS_OPTIONS.items() for k, v in defined(name, "paws", s).items()},
+    ),
+    Part(
+        "precision",
+        (*METHODS, *FLOAT32),
+        "[10]",
+        {
+            k: v
+            for name, method in FLOAT32.items()
+            for k, v in defined(name, method, {"train.mixed_precision": "false"}).items()
+        },
+    ),
+)

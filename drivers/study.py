@@ -24,7 +24,7 @@ import click
 
 from drivers import dvcexp
 from drivers.dvcexp import ACTIVE, EXIT_FAILED, EXIT_INTERRUPTED, fail
-from drivers.profiles import STUDY, method_of, parse_sets
+from drivers.profiles import PAPER_PARTS, STUDY, Part, method_of, parse_sets
 from drivers.progress import StudyProgress
 from semisup.errors import UserError
 from semisup.methods import METHODS
@@ -113,14 +113,77 @@ def run_study(names: tuple[str, ...], extra: dict[str, str], jobs: int) -> None:
     wait_for_queue(names)
 
 
+def run_parts(parts: tuple[Part, ...], names: tuple[str, ...], extra: dict[str, str], jobs: int) -> None:
+    """Queue each part's experiment (unless it is queued, running or finished), start the queue and wait."""
+    now = states(names)[0]
+    stale = [n for n in names if now.get(n) == "failed"]
+    if stale:
+        dvcexp.dvc("queue", "remove", *stale, check=False, capture=True)
+    for part, name in zip(parts, names, strict=True):
+        if now.get(name) not in (*ACTIVE, "success"):
+            settings = {**part.profile(), **extra}
+            dvcexp.dvc("exp", "run", "--queue", "-n", name, *[f"-S{k}={v}" for k, v in settings.items()])
+    dvcexp.dvc("queue", "start", "-j", str(jobs))
+    wait_for_queue(names)
+
+
+def paper_study(jobs: int, sets: tuple[str, ...]) -> None:
+    """`make study PROFILE=paper`: its three parts (drivers.profiles.PAPER_PARTS), each an experiment with
+    its own table."""
+    try:
+        extra = {}
+        for part in PAPER_PARTS:
+            extra = parse_sets(sets, part.profile(), f"paper study's {part.name} part", True)
+    except UserError as exc:
+        fail(str(exc))
+    key = dvcexp.code_key({p.name: p.profile() for p in PAPER_PARTS} | {"extra": extra})
+    names = tuple(f"study-paper-{key}-{part.name}" for part in PAPER_PARTS)
+    start = time.monotonic()
+    if any(dvcexp.finished(n) is None for n in names):
+        try:
+            run_parts(PAPER_PARTS, names, extra, jobs)
+        except KeyboardInterrupt:
+            click.echo("study: interrupted: stopping its experiments", err=True)
+            stop_experiments(names)
+            fail(
+                "interrupted: the study's experiments are stopped; `make study PROFILE=paper` again reuses "
+                "every stage they finished (DVC's run cache)",
+                EXIT_INTERRUPTED,
+            )
+        click.echo(f"study wall time: {time.monotonic() - start:.0f} s")
+    for part, name in zip(PAPER_PARTS, names, strict=True):
+        exp = dvcexp.finished(name)
+        if exp is None:
+            fail(
+                f"{name}: the queue finished but recorded no experiment: see `dvc queue logs {name}`",
+                EXIT_FAILED,
+            )
+        summary = json.loads(dvcexp.read(exp, "metrics/summary.json"))
+        click.echo(f"\nThe papers' study, part {part.name} (experiment {name}):")
+        click.echo(format_table(summary))
+    click.echo(
+        "\n`dvc exp apply <experiment>` brings a part's metrics/report.md and report.html into the workspace."
+    )
+
+
 @click.command()
 @click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Queue workers.")
 @click.option(
     "-S", "--set", "sets", multiple=True, help="KEY=VALUE on top of the study profile, as dvc's -S."
 )
-def main(jobs: int, sets: tuple[str, ...]) -> None:
+@click.option(
+    "--profile",
+    type=click.Choice(["reference", "paper"]),
+    default="reference",
+    show_default=True,
+    help="reference: the four methods' recipe; paper: the papers' PAWS and SuNCEt, PAWS's options, precision.",
+)
+def main(jobs: int, sets: tuple[str, ...], profile: str) -> None:
     """Run the digits study and print its table (method x budget, mean and 95% interval over seeds)."""
     dvcexp.check_repository("make study")
+    if profile == "paper":
+        paper_study(jobs, sets)
+        return
     try:
         extra = parse_sets(sets, {**STUDY, "method_names": "[" + ",".join(METHODS) + "]"}, "study", True)
     except UserError as exc:

@@ -1,0 +1,78 @@
+"""The papers' study profile (`make study PROFILE=paper`): each part validates, and each configuration it
+defines differs from the run it is compared with in exactly the option it names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from drivers.profiles import FLOAT32, PAPER_PARTS, PAWS_OPTIONS, STUDY, parse_sets
+from semisup.config import parse_params, read_params, to_dict, with_overrides
+from semisup.errors import UserError
+from semisup.methods import METHODS
+from tests.support import ROOT
+
+
+def _params(part):
+    return parse_params(with_overrides(read_params(ROOT / "params.yaml"), part.profile()))
+
+
+def _differences(a, b) -> dict[str, tuple]:
+    """Dotted keys whose values differ between two runs' params (methods: the run's method section)."""
+    out = {}
+    for section in ("train", "encoder", "augment", "data", "knn"):
+        x, y = to_dict(getattr(a, section)), to_dict(getattr(b, section))
+        out |= {f"{section}.{k}": (x[k], y[k]) for k in x if x[k] != y[k]}
+    return out
+
+
+def test_every_part_validates_and_shares_the_study_profiles_seeds():
+    names = [part.name for part in PAPER_PARTS]
+    assert names == ["methods", "paws-options", "precision"]
+    for part in PAPER_PARTS:
+        params = _params(part)
+        assert params.study.seeds == (0, 1, 2) and params.train.epochs == int(STUDY["train.epochs"])
+        assert list(params.method_names) == list(part.method_names)
+    methods = _params(PAPER_PARTS[0])
+    assert set(METHODS) | {"paws_paper", "suncet_paper"} == set(methods.method_names)
+    assert [str(b) for b in methods.study.labeled_per_class] == ["5", "10", "25"]
+
+
+def test_each_paws_option_is_paws_with_that_option_alone():
+    part = PAPER_PARTS[1]
+    params = _params(part)
+    paws = params.for_run("paws")
+    assert [str(b) for b in params.study.labeled_per_class] == ["5", "10"]
+    for name, settings in PAWS_OPTIONS.items():
+        run = params.for_run(name)
+        own = {k: v for k, v in settings.items() if "." not in k}
+        got = {
+            f.name: (getattr(run.method(name), f.name), getattr(paws.method("paws"), f.name))
+            for f in dataclasses.fields(run.method(name))
+            if getattr(run.method(name), f.name) != getattr(paws.method("paws"), f.name)
+        }
+        assert {k: v[0] for k, v in got.items()} == own, name
+        sections = {k: v for k, v in settings.items() if "." in k}
+        assert {k: v[0] for k, v in _differences(run, paws).items()} == sections, name
+
+
+def test_each_float32_run_is_its_method_in_float32():
+    params = _params(PAPER_PARTS[2])
+    for name, method in FLOAT32.items():
+        assert params.method(name) == params.method(method)
+        assert _differences(params.for_run(name), params.for_run(method)) == {
+            "train.mixed_precision": (False, "auto")
+        }
+
+
+def test_a_bad_setting_names_the_part_before_anything_runs():
+    with pytest.raises(
+        UserError, match=r"methods\.paws_views\.support_views: .*paper study's paws-options part"
+    ):
+        parse_sets(
+            ("+methods.paws_views.support_views=0",),
+            PAPER_PARTS[1].profile(),
+            "paper study's paws-options part",
+            True,
+        )
