@@ -1,11 +1,14 @@
-"""Training throughput per method at the reference shapes, and each step's cost over its compute floor.
+"""Training throughput per method (or named configuration of params.yaml, e.g. the papers' paws_paper and
+suncet_paper) at the reference shapes, and each step's cost over its compute floor.
 
-The floor is a bare encoder forward + backward + Adam update over the images the method must encode
-(CrossEntropy 250, SuNCEt and PAWS 750, InfoNCE 1,000), fed from memory. The step is the real thing:
+The floor is a bare reference encoder forward + backward + Adam update over the images the method must
+encode at full size (CrossEntropy 250, SuNCEt and PAWS 750, InfoNCE 1,000; a configuration's support views
+count too, its small crops do not), fed from memory. A configuration's step is built as pretrain builds it
+(semisup.pretrain.build: its encoder, projection head, optimizer and schedule). The step is the real thing:
 input pipeline (shards on disk, via semisup.data.readers), augmentation, encoder, loss and update.
 step/floor is what augmentation, loss and input cost on top of the encoder's own compute.
 
-    python bench/train_throughput.py [--steps 6] [--methods paws,suncet] [--jit] [--mixed auto|true|false]
+    python bench/train_throughput.py [--steps 6] [--methods paws,paws_paper] [--jit] [--mixed auto|true|false]
         [--progress]   # each step also reports to semisup.progress, as pretrain does (bar or 10% lines)
 
 Last line: one JSON object of the figures.
@@ -14,6 +17,7 @@ Last line: one JSON object of the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -26,20 +30,18 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from semisup import augment as aug  # noqa: E402
-from semisup.config import AugmentParams, Params  # noqa: E402
+from semisup import pretrain  # noqa: E402
+from semisup.config import load_params  # noqa: E402
 from semisup.data import shards  # noqa: E402
 from semisup.data.base import SourceSplits, SplitStream  # noqa: E402
-from semisup.encoder import get_encoder, get_head  # noqa: E402
+from semisup.encoder import get_encoder  # noqa: E402
 from semisup.methods import METHODS  # noqa: E402
 from semisup.precision import resolve_mixed_precision, set_precision
 from semisup.progress import Progress  # noqa: E402
-from semisup.train import (
-    Trainer,  # noqa: E402
-    epoch_dataset,  # noqa: E402
-)
+from semisup.train import epoch_dataset  # noqa: E402
 
 SHAPE = (96, 96, 3)
+PARAMS = load_params("params.yaml")  # the reference recipe and its named configurations
 CLASSES = 10
 
 
@@ -91,21 +93,15 @@ def floor_step_seconds(encoder: keras.Model, n_images: int, steps: int, jit: boo
 def method_step_seconds(
     name: str, shard_dir: str, steps: int, jit: bool, warmup: int = 2, progress: bool = False
 ) -> tuple[list[float], int]:
-    """Per-step timings of the real training step of method `name`; -> (timings, unlabeled batch)."""
-    method, mp = METHODS[name], Params().method(name)
-    encoder = get_encoder(SHAPE)
-    head = get_head(CLASSES, input_dim=encoder.output_shape[-1]) if method.has_head else None
-    trainer = Trainer(
-        method,
-        mp,
-        encoder=encoder,
-        head=head,
-        optimizer=keras.optimizers.Adam(),
-        augment_kwargs=aug.from_params(AugmentParams()),
-        num_classes=CLASSES,
-        seed=0,
-        jit_compile=jit,
-    )
+    """Per-step timings of the real training step of method or configuration `name`; -> (timings,
+    unlabeled batch)."""
+    params = PARAMS.for_run(name)
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, jit_compile=jit))
+    method = METHODS[params.method_of(name)]
+    mp = params.method(name)
+    strategy = tf.distribute.get_strategy()
+    run = pretrain.Run(name, method, params, shard_dir, CLASSES, SHAPE, None, strategy, False, 0, 1)
+    _, trainer = pretrain.build(run)
     # Steady state: one epoch's stream, each step timed from asking for its batch (so input the
     # pipeline has not prefetched counts) to its loss on the host; the first `warmup` steps (tracing,
     # filling the shuffle buffer) are not counted.
@@ -130,8 +126,12 @@ def method_step_seconds(
 
 
 def images_encoded(name: str) -> int:
-    method, mp = METHODS[name], Params().method(name)
-    return method.unlabeled_views * mp.unlabeled_batch + (mp.labeled_batch if method.uses_labeled else 0)
+    """Full-size images a step encodes: the unlabeled views and every view of the labeled batch."""
+    method, mp = METHODS[PARAMS.method_of(name)], PARAMS.method(name)
+    views = getattr(mp, "support_views", 1)
+    return method.unlabeled_views * mp.unlabeled_batch + (
+        views * mp.labeled_batch if method.uses_labeled else 0
+    )
 
 
 def main() -> None:
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=6, help="timed steps per method (the median is reported)"
     )
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join([*METHODS, *PARAMS.configurations]))
     parser.add_argument("--progress", action="store_true", help="report every step to semisup.progress")
     parser.add_argument("--jit", action="store_true", help="jit_compile=True for step and floor")
     parser.add_argument(
