@@ -58,14 +58,18 @@ def trained_repo(tmp_path_factory, digits_repo) -> Path:
 # `--durations=0`; a file not listed runs after these, in the usual order.
 LONGEST_FIRST = (
     "test_pipeline_e2e.py",
-    "test_demo_fresh_clone.py",
     "test_distributed.py",
     "test_study_dvc.py",
+    "test_demo_fresh_clone.py",
+    "test_adding_a_method.py",
     "test_faults.py",
     "test_pretrain.py",
     "test_quality.py",
-    "test_adding_a_method.py",
     "test_predict.py",
+    "test_quiet.py",
+    "test_train.py",
+    "test_stages_data.py",
+    "test_pages.py",
 )
 
 
