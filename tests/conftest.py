@@ -7,15 +7,30 @@ folder, as pytest-xdist's documentation shows), and read-only for the tests that
 - `trained_repo`: `digits_repo` with test_pipeline_e2e's profile (every method, two epochs), every stage
   reproduced and committed.
 A test that runs DVC in one of them, or changes a file, works on its own copy (`copy_repo`).
+Every test leaves Keras' global dtype policy at its default, float32 (`_keras_policy_reset`).
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import DATA, E2E_PARAMS, built_once, copy_repo, git_project, run, write_params
+
+
+@pytest.fixture(autouse=True)
+def _keras_policy_reset() -> Iterator[None]:
+    """Keras' global dtype policy back to its default (float32) after each test: an in-process `pretrain`
+    (or a fixture's `set_up`) sets mixed precision for every layer built afterwards, and a worker runs many
+    files' tests in one process, in an order that changes with the files' lengths (test_quality's runs
+    left test_encoder's layers bfloat16)."""
+    yield
+    keras = sys.modules.get("keras")
+    if keras and keras.mixed_precision.global_policy().name != "float32":
+        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture(scope="session")
