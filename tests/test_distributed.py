@@ -20,16 +20,12 @@ from semisup import augment as aug
 from semisup.cluster import free_ports, tf_config
 from semisup.data import readers
 from semisup.methods import METHODS
-from tests.support import ENV, ROOT, copy_project, make_shards, tool_env, write_params
+from tests.support import DATA, ENV, ROOT, copy_repo, tool_env, write_params
 
 # float32, so that 1, 2 replicas and 2 workers can be compared to 1e-4. Odd or small batches where a
 # method never reads that part: CrossEntropy's unlabeled batch and InfoNCE's labeled batch (25) need
 # not divide among 2 replicas.
-TINY = {
-    "data.source": "digits",
-    "data.image_size": 32,
-    "data.labeled_per_class": 25,
-    "data.num_shards": 2,
+TINY = DATA | {
     "train.epochs": 1,
     "train.shuffle_buffer": 500,
     "train.mixed_precision": False,
@@ -94,14 +90,15 @@ _runs: dict[tuple[str, str], Path] = {}
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> tuple[Path, Path]:
+def digits(tmp_path_factory, digits_shards) -> tuple[Path, Path]:
+    """(a folder with TINY's params files, the session's digits shards: TINY's data, tests/conftest.py)."""
     tmp = tmp_path_factory.mktemp("dist")
-    params = write_params(tmp / "params.yaml", TINY)
+    write_params(tmp / "params.yaml", TINY)
     for method, epochs in EPOCHS.items():
         write_params(tmp / f"params-{method}.yaml", TINY | {"train.epochs": epochs})
     for name, (_, overrides) in CONFIGS.items():
         write_params(tmp / f"params-{name}.yaml", TINY | overrides)
-    return tmp, make_shards(tmp, params)
+    return tmp, digits_shards
 
 
 def _params(root: Path, name: str) -> Path:
@@ -429,14 +426,13 @@ def test_batch_divisibility_is_checked_only_for_what_is_read(digits):
         readers.train_dataset(shards, unlabeled_batch=64, labeled_batch=25, **args)
 
 
-def _project_repo(repo: Path) -> None:
-    """A git repository holding this project's code, dvc.yaml and the TINY params, committed."""
-
-    copy_project(repo)
+def _project_repo(repo: Path, digits_repo: Path) -> None:
+    """A git + DVC repository holding this project's code, dvc.yaml and the TINY params, committed: a copy
+    of the session's `digits_repo` (tests/conftest.py), whose download, shard and splits@all-0 are
+    reproduced on TINY's data."""
+    copy_repo(digits_repo, repo)
     write_params(repo / "params.yaml", TINY)
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "project")
+    _git(repo, "commit", "-qam", "project")
 
 
 def _tool_env(tmp_path: Path) -> dict[str, str]:
@@ -455,9 +451,9 @@ def _ok(cwd: Path, env: dict, *cmd: str) -> str:
 
 
 @pytest.mark.slow
-def test_local_workers_through_dvc_repro(tmp_path):
+def test_local_workers_through_dvc_repro(tmp_path, digits_repo):
     repo = tmp_path / "repo"
-    _project_repo(repo)
+    _project_repo(repo, digits_repo)
     output = _ok(
         repo, _tool_env(tmp_path) | {"SEMISUP_LOCAL_WORKERS": "2"}, "dvc", "repro", "pretrain@infonce-all-0"
     )
@@ -469,11 +465,11 @@ def test_local_workers_through_dvc_repro(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path):
+def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path, digits_repo):
     # README's recipe on one machine: the chief runs `dvc repro pretrain@M`; the other worker, a clone at
     # the same commit, pulls the shards from the DVC remote and runs the stage; TF_CONFIG names both.
     chief, worker, env = tmp_path / "chief", tmp_path / "worker", _tool_env(tmp_path)
-    _project_repo(chief)
+    _project_repo(chief, digits_repo)
     _ok(chief, env, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
     _ok(chief, env, "dvc", "repro", "splits")
     _ok(chief, env, "dvc", "push")

@@ -11,43 +11,23 @@ import yaml
 from semisup.config import load_params
 from semisup.data.subsets import read_subset
 from semisup.methods import METHODS as REGISTRY
-from tests.support import git_project, run, untrained_knn
+from tests.support import copy_repo, run, untrained_knn
 
 METHODS = tuple(REGISTRY)  # every method of the registry
 
-# A tiny digits budget: every stage runs for real, in about a minute per repro on two cores.
-TINY = {
-    "data.source": "digits",
-    "data.image_size": 32,
-    "data.labeled_per_class": 25,
-    "data.num_shards": 2,
-    "train.epochs": 2,
-    "train.shuffle_buffer": 500,
-    "encoder.filters": 16,
-    **{f"methods.{m}.unlabeled_batch": 128 for m in METHODS},
-    **{f"methods.{m}.labeled_batch": 64 for m in METHODS},
-    "methods.infonce.labeled_batch": 16,
-    # CrossEntropy reads only labeled batches; its unlabeled batch sets the epoch's length. At 128 its 2
-    # epochs are 18 steps and leave it below its untrained encoder (kNN@20 0.621 against 0.638); at 32,
-    # 74 steps (0.7 s more) bring it to 0.777.
-    "methods.crossentropy.unlabeled_batch": 32,
-}
-# How far above its untrained encoder every method's kNN@20 must be after TINY's 2 epochs. Measured here
-# (seed 0, bfloat16): untrained 0.638; CrossEntropy 0.777, InfoNCE 0.708, SuNCEt 0.733, PAWS 0.691. The
+# How far above its untrained encoder every method's kNN@20 must be after the 2 epochs of the session's
+# `trained_repo` (tests/support.py E2E_PARAMS). Measured here (seed 0, bfloat16): untrained 0.638;
+# CrossEntropy 0.777, InfoNCE 0.708, SuNCEt 0.733, PAWS 0.691. The
 # smallest gap, PAWS' 0.053, is 19 of the 359 test images; 0.03 (11 images) leaves room for another
 # machine's rounding (about 0.01 on the demo) and still fails an encoder that did not learn.
 MARGIN = 0.03
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git + DVC clone of this project with a tiny digits params.yaml, reproduced once."""
-    repo = tmp_path_factory.mktemp("repo")
-    git_project(repo, TINY)
-    run(repo, "dvc", "repro")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "first results")
-    return repo
+def repo(trained_repo, tmp_path_factory) -> Path:
+    """This module's copy of the session's git + DVC repository, every stage of every method reproduced
+    on a tiny digits budget (tests/conftest.py `trained_repo`)."""
+    return copy_repo(trained_repo, tmp_path_factory.mktemp("e2e") / "repo")
 
 
 @pytest.mark.slow

@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from semisup.config import load_params
 from semisup.data.folder import decode_file
 from semisup.data.images import decode_image, resize_rgb
 from semisup.data.subsets import parse_run, run_subset_path
 from semisup.errors import DataError
 from semisup.predict import predict_folder
-from tests.support import BIN, TINY_PARAMS, git_project, run, tool_env
+from tests.support import BIN, copy_repo, run, tool_env
 
 RUN = "paws-all-0"
+TRAINED = "crossentropy-all-0, infonce-all-0, paws-all-0, suncet-all-0"  # sorted, as the message lists them
 
 
 def semisup(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -33,11 +35,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git + DVC copy of the project with the tiny digits profile, paws-all-0 trained and scored by knn,
-    and test/NNNNN.png: the test split's images, in the split's order."""
-    repo = git_project(tmp_path_factory.mktemp("repo"), TINY_PARAMS | {"method_names": ["paws"]})
-    run(repo, "dvc", "repro", f"knn@{RUN}")
+def repo(trained_repo, tmp_path_factory) -> Path:
+    """A copy of the session's git + DVC repository on the tests' digits data (tests/conftest.py
+    `trained_repo`: paws-all-0 trained and scored by its knn stage, as every run), and test/NNNNN.png: the
+    test split's images, in the split's order."""
+    repo = copy_repo(trained_repo, tmp_path_factory.mktemp("predict") / "repo")
     from semisup.data.readers import load_split
 
     images, _ = load_split(repo / "data" / "shards", "test")
@@ -56,7 +58,7 @@ def test_plain_vote_agrees_with_the_knn_stage_image_for_image(repo):
     stage = read_csv(repo / "metrics" / "runs" / RUN / "confusion.csv")  # the knn stage's own votes
     assert [r["file"] for r in rows] == [f"{i:05d}.png" for i in range(len(stage))]
     assert [r["predicted"] for r in rows] == [r["predicted"] for r in stage]
-    k = min(TINY_PARAMS.get("knn.k", [20, 200]))
+    k = min(load_params(repo / "params.yaml").knn.k)
     shares = np.array([float(r["confidence"]) for r in rows])
     assert np.allclose(shares * k, np.round(shares * k), atol=1e-3)  # a count of neighbours out of k
     assert shares.min() >= 1 / 10 - 1e-6  # the winner has at least its share of 10 classes
@@ -110,10 +112,10 @@ def test_unreadable_file_follows_on_bad_image(repo, tmp_path):
     [
         (
             ["paws-all-9", "test"],
-            "run 'paws-all-9': no models/paws-all-9/encoder.keras; trained runs here: paws-all-0",
+            f"run 'paws-all-9': no models/paws-all-9/encoder.keras; trained runs here: {TRAINED}",
         ),
         (["paws-all", "test"], "run 'paws-all': not a run name: METHOD-BUDGET-SEED"),
-        (["paws", "test"], "run 'paws': no models/paws/encoder.keras; trained runs here: paws-all-0"),
+        (["paws", "test"], f"run 'paws': no models/paws/encoder.keras; trained runs here: {TRAINED}"),
         ([RUN, "empty"], "empty: no PNG or JPEG images"),
         ([RUN, "nowhere"], "nowhere: not a folder"),
     ],

@@ -15,14 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.support import ENV, ROOT, make_shards, write_params
+from tests.support import DATA, ENV, ROOT, write_params
 
 # Small enough to train in seconds, large enough to have several steps per epoch.
-TINY = {
-    "data.source": "digits",
-    "data.image_size": 32,
-    "data.labeled_per_class": 25,
-    "data.num_shards": 2,
+TINY = DATA | {
     "train.epochs": 4,
     "train.shuffle_buffer": 500,
     "encoder.filters": 8,
@@ -42,10 +38,9 @@ def _pretrain(params: Path, shard_dir: Path, out: Path, cwd: Path = ROOT) -> sub
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> tuple[Path, Path]:
-    tmp = tmp_path_factory.mktemp("digits")
-    params = _write_params(tmp / "params.yaml")
-    return params, make_shards(tmp, params)
+def shards(tmp_path_factory, digits_shards) -> tuple[Path, Path]:
+    """(TINY's params file, the session's digits shards: TINY's data, tests/conftest.py)."""
+    return _write_params(tmp_path_factory.mktemp("digits") / "params.yaml"), digits_shards
 
 
 def _pretrain_cmd(params: Path, shard_dir: Path, out: Path) -> list[str]:

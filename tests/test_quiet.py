@@ -14,7 +14,7 @@ import pytest
 
 from stages import console
 from stages.console import done, elapsed, filter_noise, is_noise
-from tests.support import ROOT, make_shards, write_params
+from tests.support import DATA, ROOT, write_params
 
 NOISE = re.compile(r"^[IWE]0000 |absl::InitializeLog", re.M)
 
@@ -75,14 +75,13 @@ def _marks(steps: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_pretrain_stage_without_terminal_prints_progress_every_tenth_and_no_startup_lines(tmp_path):
+def test_pretrain_stage_without_terminal_prints_progress_every_tenth_and_no_startup_lines(
+    tmp_path, digits_shards
+):
     params = write_params(
         tmp_path / "params.yaml",
-        {
-            "data.source": "digits",
-            "data.image_size": 32,
-            "data.labeled_per_class": 25,
-            "data.num_shards": 2,
+        DATA
+        | {
             "train.epochs": 2,
             "train.shuffle_buffer": 500,
             "encoder.filters": 8,
@@ -91,7 +90,7 @@ def test_pretrain_stage_without_terminal_prints_progress_every_tenth_and_no_star
             "methods.paws.labeled_batch": 50,
         },
     )
-    shards = make_shards(tmp_path, params)
+    shards = digits_shards  # DATA's (tests/conftest.py)
     cmd = [sys.executable, "-m", "stages.pretrain", "--run", "paws", "--params", str(params)]
     cmd += ["--shards", str(shards), "--models", str(tmp_path / "m"), "--metrics", str(tmp_path / "x")]
     cmd += ["--checkpoints", str(tmp_path / "ck")]

@@ -20,19 +20,15 @@ from semisup.data.subsets import (
     subset_path,
 )
 from semisup.errors import DataError, UserError
-from tests.support import ENV, ROOT, make_shards, write_params
+from tests.support import ENV, ROOT, write_params
 
 LABELS = np.repeat(np.arange(4), [7, 9, 8, 12])[np.random.default_rng(3).permutation(36)]
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("subsets")
-    params = write_params(
-        root / "params.yaml",
-        {"data.source": "digits", "data.image_size": 32, "data.labeled_per_class": 12, "data.num_shards": 2},
-    )
-    return make_shards(root, params)
+def shards(digits_shards):
+    """The session's digits shards (tests/conftest.py): 25 labeled images per class."""
+    return digits_shards
 
 
 def test_example_label_reads_what_tensorflow_wrote():
@@ -50,7 +46,7 @@ def test_labels_without_tensorflow_match_the_reader(shards):
     labels, manifest = labeled_split_labels(shards)
     _, reference = load_split(shards, "labeled")
     np.testing.assert_array_equal(labels, reference)
-    assert len(labels) == 120 and manifest["num_classes"] == 10
+    assert len(labels) == 250 and manifest["num_classes"] == 10
 
 
 def test_stratified_deterministic_and_nested():
@@ -103,18 +99,18 @@ def run_stage(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_stage_writes_each_budget_and_refuses_too_many(shards, tmp_path):
     labels, _ = labeled_split_labels(shards)
-    for budget in ("3", "12", "all"):
+    for budget in ("3", "25", "all"):
         proc = run_stage("--budget", budget, "--seed", "4", "--shards", str(shards), "--out", str(tmp_path))
         assert proc.returncode == 0, proc.stderr
-    written = {b: json.loads((tmp_path / f"{b}-4.json").read_text()) for b in ("3", "12", "all")}
+    written = {b: json.loads((tmp_path / f"{b}-4.json").read_text()) for b in ("3", "25", "all")}
     assert written["3"]["per_class"] == [3] * 10 and written["3"]["count"] == 30
-    assert written["all"]["ids"] == list(range(120))
+    assert written["all"]["ids"] == list(range(250))
     np.testing.assert_array_equal(written["3"]["ids"], draw_subset(labels, 10, 3, seed=4))
-    assert set(written["3"]["ids"]) < set(written["12"]["ids"])
-    proc = run_stage("--budget", "13", "--seed", "0", "--shards", str(shards), "--out", str(tmp_path))
+    assert set(written["3"]["ids"]) < set(written["25"]["ids"])
+    proc = run_stage("--budget", "26", "--seed", "0", "--shards", str(shards), "--out", str(tmp_path))
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "study.labeled_per_class: 13" in proc.stderr
-    assert not (tmp_path / "13-0.json").exists()
+    assert proc.stderr.strip().count("\n") == 0 and "study.labeled_per_class: 26" in proc.stderr
+    assert not (tmp_path / "26-0.json").exists()
 
 
 @pytest.mark.parametrize(
