@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from semisup.config import EncoderParams, Params
 from semisup.errors import DataError, UserError
 from semisup.io import check_free_space, probe_writable
@@ -96,6 +94,8 @@ def check_supports(
     spc, cpb = getattr(mp, "supports_per_class", None), getattr(mp, "classes_per_batch", None)
     if spc is None and cpb is None:
         return
+    import numpy as np  # here: the linear stage imports this module before it pins BLAS's threads
+
     from semisup.data import stratified
     from semisup.data.subsets import labeled_split_labels
 

@@ -348,7 +348,9 @@ for epoch in saves[index]:
 for w in encoder.weights:
     w.assign(tf.zeros(w.shape))
 trainer = SimpleNamespace(optimizer=optimizer, variables=encoder.trainable_variables)
-run = SimpleNamespace(strategy=strategy, method=SimpleNamespace(name="paws"), worker=index, workers=2)
+run = SimpleNamespace(
+    strategy=strategy, name="paws", method=SimpleNamespace(name="paws"), worker=index, workers=2
+)
 epoch, history = resume(run, {"encoder": encoder}, trainer, checkpoints)
 weights = sorted({float(v) for w in encoder.weights for v in np.asarray(w).ravel()})
 print(json.dumps({"epoch": epoch, "history": [r["epoch"] for r in history], "weights": weights}))

@@ -187,7 +187,13 @@ def test_page_is_drawn_offline_in_chromium(study):
 def test_report_params_and_maps_stage_in_dvc_yaml():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert "metrics/maps" in stages["report"]["deps"] and "metrics/maps" in stages["maps"]["outs"]
+    # Each depends on the digest of the code it runs (semisup.codedeps), which holds the module named here.
+    from semisup import codedeps
+
     assert (
-        "semisup/maps.py" in stages["maps"]["deps"] and "semisup/report_page.py" in stages["report"]["deps"]
+        "data/code/maps.json" in stages["maps"]["deps"]
+        and "data/code/report.json" in stages["report"]["deps"]
     )
+    assert "semisup/maps.py" in codedeps.closure("stages.maps")
+    assert "semisup/report_page.py" in codedeps.closure("stages.report")
     assert any("metrics/report.html" in out for out in stages["report"]["outs"] if isinstance(out, dict))

@@ -201,7 +201,7 @@ def test_dvc_repro_download_and_shard(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "data" / "shards" / "manifest.json").read_text())
     assert manifest["counts"]["labeled"] == 100 and manifest["source"] == "digits"
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"download", "shard"}
+    assert set(lock["stages"]) == {"code", "download", "shard"}  # (code: the digests of what they run)
     first = {p.name: p.read_bytes() for p in (tmp_path / "data" / "shards").iterdir()}
     # Forcing both stages again reproduces the same bytes, so DVC sees nothing changed.
     run(str(bin_dir / "dvc"), "repro", "-f", "download", "shard")

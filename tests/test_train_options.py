@@ -143,7 +143,17 @@ def test_options_off_is_the_reference_adam():
 def _run(method: str, encoder: EncoderParams, tmp_path) -> pretrain.Run:
     params = replace(Params(), encoder=encoder)
     return pretrain.Run(
-        method, METHODS[method], params, tmp_path, 4, (32, 32, 3), None, tf.distribute.get_strategy(), False, 0, 1
+        method,
+        METHODS[method],
+        params,
+        tmp_path,
+        4,
+        (32, 32, 3),
+        None,
+        tf.distribute.get_strategy(),
+        False,
+        0,
+        1,
     )
 
 
