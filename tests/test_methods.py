@@ -71,18 +71,27 @@ def ref_snn_supervised(z, labels, tau):
     return np.mean(losses) if losses else 0.0
 
 
+def _snn(v, s, onehot, tau):
+    """PAWS's soft nearest-neighbour prediction of anchors `v` from supports `s` (their label rows)."""
+    logits = np_normalize(v) @ np_normalize(s).T / tau
+    w = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (w / w.sum(axis=1, keepdims=True)) @ onehot
+
+
+def _sharpen(p, T):
+    q = p ** (1 / T)
+    return q / q.sum(axis=1, keepdims=True)
+
+
 def ref_paws(v1, v2, s, labels, num_classes, tau, T, me_max, ls):
     onehot = np.full((len(labels), num_classes), ls / num_classes)
     onehot[np.arange(len(labels)), labels] += 1 - ls
 
     def predict(v):
-        logits = np_normalize(v) @ np_normalize(s).T / tau
-        w = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (w / w.sum(axis=1, keepdims=True)) @ onehot
+        return _snn(v, s, onehot, tau)
 
     def sharp(p):
-        q = p ** (1 / T)
-        return q / q.sum(axis=1, keepdims=True)
+        return _sharpen(p, T)
 
     p1, p2 = predict(v1), predict(v2)
     ce = 0.5 * (np.mean(-(sharp(p2) * np.log(p1)).sum(1)) + np.mean(-(sharp(p1) * np.log(p2)).sum(1)))
@@ -414,13 +423,10 @@ def ref_paws_official(views, crops, s, labels, num_classes, tau, T, me_max, ls, 
     onehot[np.arange(len(labels)), labels] += 1 - ls
 
     def predict(v):
-        logits = np_normalize(v) @ np_normalize(s).T / tau
-        w = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (w / w.sum(axis=1, keepdims=True)) @ onehot
+        return _snn(v, s, onehot, tau)
 
     def sharp(p):
-        q = p ** (1 / T)
-        return q / q.sum(axis=1, keepdims=True)
+        return _sharpen(p, T)
 
     b = len(views[0])
     probs = predict(np.concatenate([*views, *crops]))

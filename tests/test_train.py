@@ -149,11 +149,9 @@ def test_nan_loss_stops_with_epoch_and_step():
         trainer.train_epoch(_batches(4), epoch=3, steps_per_epoch=4)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_each_method_encodes_only_what_it_declares(name, monkeypatch):
-    method = METHODS[name]
-    trainer = _trainer(method)
-    seen = []
+def _spy_on_encoder(trainer) -> list[int]:
+    """Make `trainer` run eagerly and record the batch size of every encoder call; -> that record."""
+    seen: list[int] = []
     encode = trainer._encode_fn
 
     def spy(images):
@@ -162,6 +160,14 @@ def test_each_method_encodes_only_what_it_declares(name, monkeypatch):
 
     trainer._encode = spy
     trainer._step = trainer._distributed_step  # eager, so the spy sees every call
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_method_encodes_only_what_it_declares(name, monkeypatch):
+    method = METHODS[name]
+    trainer = _trainer(method)
+    seen = _spy_on_encoder(trainer)
     logs = trainer.train_epoch(_batches(1), epoch=1, steps_per_epoch=1)
     assert np.isfinite(logs["loss"])
     expected = 8 * method.unlabeled_views + (8 if method.uses_labeled else 0)
@@ -171,15 +177,7 @@ def test_each_method_encodes_only_what_it_declares(name, monkeypatch):
 def test_suncet_encodes_no_labeled_batch_after_its_supervised_epochs(monkeypatch):
     params = replace(Params().method("suncet"), supervised_epochs=1)
     trainer = _trainer(METHODS["suncet"], params=params)
-    seen = []
-    encode = trainer._encode_fn
-
-    def spy(images):
-        seen.append(int(images.shape[0]))
-        return encode(images)
-
-    trainer._encode = spy
-    trainer._step = trainer._distributed_step  # eager, so the spy sees every call
+    seen = _spy_on_encoder(trainer)
     first = trainer.train_epoch(_batches(1), epoch=1, steps_per_epoch=1)
     second = trainer.train_epoch(_batches(1), epoch=2, steps_per_epoch=1)
     assert seen == [2 * 8 + 8, 2 * 8]
