@@ -96,7 +96,8 @@ def main(dry_run: bool, sets: tuple[str, ...]) -> None:
         return
     exp = dvcexp.finished(name)
     if exp is None:
-        seconds = run_experiment(name, profile)
+        with dvcexp.compile_cache():
+            seconds = run_experiment(name, profile)
         exp = dvcexp.finished(name)
         ran = f"pipeline wall time: {seconds:.0f} s"
     else:

@@ -141,7 +141,8 @@ def paper_study(jobs: int, sets: tuple[str, ...]) -> None:
     start = time.monotonic()
     if any(dvcexp.finished(n) is None for n in names):
         try:
-            run_parts(PAPER_PARTS, names, extra, jobs)
+            with dvcexp.compile_cache():
+                run_parts(PAPER_PARTS, names, extra, jobs)
         except KeyboardInterrupt:
             click.echo("study: interrupted: stopping its experiments", err=True)
             stop_experiments(names)
@@ -193,7 +194,8 @@ def main(jobs: int, sets: tuple[str, ...], profile: str) -> None:
     names = (f"{name}-part", name)
     if dvcexp.finished(name) is None:
         try:
-            run_study(names, extra, jobs)
+            with dvcexp.compile_cache():
+                run_study(names, extra, jobs)
         except KeyboardInterrupt:
             click.echo("study: interrupted: stopping its experiments", err=True)
             stop_experiments(names)

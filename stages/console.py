@@ -6,7 +6,9 @@ CUDA stub and cuInit lines, written to fd 2 before Python logging applies and re
 TF_CPP_MIN_LOG_LEVEL) are filtered out of the process's stderr; every other line passes through. The
 numerics are untouched (no TF_ENABLE_ONEDNN_OPTS). A worker of a cluster (TF_CONFIG) also leaves out
 TensorFlow's native error lines (TF_CPP_MIN_LOG_LEVEL=3 where it is 2, the project's default): a lost peer
-is reported by the stage's one line. SEMISUP_VERBOSE=1 turns all this off and shows TensorFlow's logs again
+is reported by the stage's one line. So does a process with XLA's persistent compile cache on (TF_XLA_FLAGS
+names --tf_xla_persistent_cache_directory, as `make test` sets it): every load of a cached program writes
+E lines ("Error parsing text-format", "Target machine feature") that are not errors. SEMISUP_VERBOSE=1 turns all this off and shows TensorFlow's logs again
 (TF_CPP_MIN_LOG_LEVEL=0 unless set).
 """
 
@@ -102,15 +104,22 @@ class _QuietTensorFlow(importlib.abc.MetaPathFinder):
         return spec
 
 
+def xla_cache_on() -> bool:
+    """Whether TF_XLA_FLAGS turns on XLA's persistent compile cache (a directory of compiled programs that
+    later processes load instead of compiling again: the same programs, so the same numbers)."""
+    return "--tf_xla_persistent_cache_directory=" in os.environ.get("TF_XLA_FLAGS", "")
+
+
 def install() -> None:
     """Quiet TensorFlow's start unless SEMISUP_VERBOSE is set (idempotent; no-op once TF is imported)."""
     if VERBOSE:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("TF_CONFIG") and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2":
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2" and (os.environ.get("TF_CONFIG") or xla_cache_on()):
         # A worker of a cluster: when a peer dies, TensorFlow's runtime writes its own error lines about
         # it (heartbeats, aborted collectives) before the stage's one line says the same; keep them out.
+        # XLA's persistent cache: its loads write E lines about a working cache; keep them out too.
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
         return

@@ -8,17 +8,48 @@ folder, as pytest-xdist's documentation shows), and read-only for the tests that
   reproduced and committed.
 A test that runs DVC in one of them, or changes a file, works on its own copy (`copy_repo`).
 Every test leaves Keras' global dtype policy at its default, float32 (`_keras_policy_reset`).
+
+The run shares one XLA persistent compile cache (`XLA_CACHE`): the first process to compile a program
+(augmentation, a jit-compiled step) writes it, and every later process of the run, in-process or a stage's
+subprocess, loads it instead of compiling again. The same programs, so the same numbers; a tiny pretrain
+process takes about half the CPU. Made fresh for each run and removed after it, so that no run depends on
+an earlier one. stages/console.py keeps the cache's load lines out of a stage's output.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+# Before anything imports TensorFlow, and before tests.support copies the environment: set in the run's
+# first process (pytest-xdist's controller, or the only one), inherited by its workers and their
+# subprocesses. A TF_XLA_FLAGS of the user's own is left alone.
+if "PYTEST_XDIST_WORKER" not in os.environ and "TF_XLA_FLAGS" not in os.environ:
+    XLA_CACHE: str | None = tempfile.mkdtemp(prefix="semisup-tests-xla-")
+    os.environ["TF_XLA_FLAGS"] = f"--tf_xla_persistent_cache_directory={XLA_CACHE}"
+else:
+    XLA_CACHE = None
 
-from tests.support import DATA, E2E_PARAMS, built_once, copy_repo, git_project, run, write_params
+import pytest  # noqa: E402
+
+from tests.support import (  # noqa: E402
+    DATA,
+    E2E_PARAMS,
+    built_once,
+    copy_repo,
+    git_project,
+    run,
+    write_params,
+)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if XLA_CACHE:
+        shutil.rmtree(XLA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -35,8 +35,30 @@ Failed call to cuInit: UNKNOWN ERROR (303)
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "SEMISUP_VERBOSE")}
-    return env | extra
+    """A user's environment: without the suite's log level and XLA cache (tests/conftest.py)."""
+    unset = ("TF_CPP_MIN_LOG_LEVEL", "SEMISUP_VERBOSE", "TF_XLA_FLAGS")
+    return {k: v for k, v in os.environ.items() if k not in unset} | extra
+
+
+@pytest.mark.parametrize(
+    ("env", "level"),
+    [
+        ({}, "2"),
+        ({"TF_XLA_FLAGS": "--tf_xla_persistent_cache_directory=/c"}, "3"),  # its load lines are not errors
+        ({"TF_XLA_FLAGS": "--tf_xla_persistent_cache_directory=/c", "TF_CPP_MIN_LOG_LEVEL": "0"}, "0"),
+        ({"TF_XLA_FLAGS": "--tf_xla_auto_jit=2"}, "2"),
+        ({"TF_CONFIG": "{}"}, "3"),  # a cluster's worker: a lost peer is the stage's one line
+    ],
+)
+def test_native_error_lines_are_left_out_where_they_are_not_errors(monkeypatch, env, level):
+    for key in ("TF_XLA_FLAGS", "TF_CPP_MIN_LOG_LEVEL", "TF_CONFIG"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(console, "VERBOSE", False)
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))  # the import hook, if installed, goes too
+    console.install()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == level
 
 
 def test_startup_lines_are_noise_and_other_lines_are_kept():
