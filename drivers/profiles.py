@@ -152,7 +152,10 @@ def parse_sets(
 # subsets and seeds, so its paired tests pair them): the four methods with the papers' PAWS and SuNCEt at
 # 5, 10 and 25 labels per class; PAWS with each paper option added alone at 5 and 10; each method in float32
 # beside its default precision (bfloat16 where the machine is fast at it) at 10. A run two parts share
-# (paws-10-0 ...) is trained once: the other part restores it from DVC's run cache.
+# (paws-10-0 ...) is trained once: the other part restores it from DVC's run cache. The parts run at once
+# (one queue worker each); DVC trains a part's runs in method_names order, so a part reaches the runs it
+# shares with another after that one has trained them (paws-options starts with paws and the methods part
+# reaches it fourth; precision starts with the float32 runs).
 
 # PAWS with one of the paper's options each (named configurations defined by the profile, `+` as DVC's -S
 # needs for a key params.yaml lacks); its batches as the study's PAWS.
@@ -206,7 +209,7 @@ PAPER_PARTS: tuple[Part, ...] = (
     ),
     Part(
         "precision",
-        (*METHODS, *FLOAT32),
+        (*FLOAT32, *METHODS),  # float32 first: by then the methods part has trained the defaults at 10
         "[10]",
         {
             k: v

@@ -101,6 +101,48 @@ def aggregate(scores: Scores, metrics: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def versus_methods(scores: Scores, metrics: Sequence[str], configured: Mapping[str, str]) -> dict[str, Any]:
+    """What each configuration's own settings buy: its paired difference with the method it configures
+    (configuration - method, paired t-test over seeds on the same label subsets), at each budget and
+    metric, where the study runs that method too. budget -> metric -> configuration -> test + "method"."""
+    out: dict[str, Any] = {}
+    for config, method in configured.items():
+        if method not in scores or config not in scores:
+            continue
+        for b, by_seed in scores[config].items():
+            seeds = sorted(by_seed)
+            for metric in metrics:
+                test = paired_test(
+                    [by_seed[s][metric] for s in seeds], [scores[method][b][s][metric] for s in seeds]
+                )
+                out.setdefault(b, {}).setdefault(metric, {})[config] = {"method": method, **test}
+    return out
+
+
+def versus_method_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+    """The report's cells of `versus_methods`: budget, metric, configuration, method, difference (marked
+    when beyond seed noise: p < 0.05), interval, p."""
+    rows = []
+    for b, by_metric in summary.get("versus_methods", {}).items():
+        for metric in summary["metrics"]:
+            for config, test in by_metric.get(metric, {}).items():
+                if test["p_value"] is None:
+                    continue
+                mark = " *" if test["p_value"] < ALPHA else ""
+                rows.append(
+                    [
+                        b,
+                        metric_label(metric),
+                        config,
+                        test["method"],
+                        f"{test['mean_diff']:+.3f}{mark}",
+                        f"[{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]",
+                        f"{test['p_value']:.3g}",
+                    ]
+                )
+    return rows
+
+
 def table_file_name(method: str, budget: str) -> str:
     """A study row's file name: "<method>-<budget>", the budget zero-padded to 4 digits ("paws-0005",
     "paws-all"). `dvc metrics show` sorts its rows by path, so the padding lists budgets in numeric
@@ -230,6 +272,17 @@ def markdown(summary: Mapping[str, Any], title: str = "Study results") -> str:
         ]
         for row in difference_rows(summary):
             out.append("| " + " | ".join(row) + " |")
+        versus = versus_method_rows(summary)
+        if versus:
+            out += ["", "## Paired differences with each configuration's method", ""]
+            out += [
+                "What a configuration's own settings buy: configuration - method on the same label subsets "
+                f"and seeds, its {pct}% t-interval and the paired t-test's p (* p < {ALPHA:.2f}).",
+                "",
+                "| labels/class | metric | configuration | method | difference | interval | p |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            out += ["| " + " | ".join(row) + " |" for row in versus]
     return "\n".join(out) + "\n"
 
 

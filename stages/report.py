@@ -41,6 +41,7 @@ from semisup.report import (
     read_curve,
     run_scores,
     table_files,
+    versus_methods,
     write_csv,
 )
 from semisup.report_page import RunDetails, page
@@ -141,8 +142,11 @@ def main(params_path: str, runs: str, splits: str, maps: str, out: str) -> None:
                 ]
     summary = aggregate(scores, metric_names(ks)) | {"versions": merge_versions(versions)}
     configured = {m: params.method_of(m) for m in methods if m in params.configurations}
-    if configured:  # rows of configurations: which method each runs
+    if configured:  # rows of configurations: which method each runs, and what its settings buy over it
         summary["configurations"] = configured
+        versus = versus_methods(scores, metric_names(ks), configured)
+        if versus:
+            summary["versus_methods"] = versus
     budget_x = {b: labels_per_class(Path(splits), b, seeds[0]) for b in budgets}
     curve_metrics = [f"knn_k{k}" for k in ks] + ["loss"] if params.knn.monitor_every > 0 else ["loss"]
     curves = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -109,6 +111,11 @@ def test_sigkill_mid_run_resumes_and_matches_uninterrupted(shards, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "resuming" not in proc.stderr
     assert not any((straight / "ckpt").iterdir()), "a finished run removes its checkpoints"
+    # The suite's XLA cache (tests/conftest.py) holds the compiled augmentation now: the runs below load
+    # it instead of compiling, and still equal the straight run bit for bit.
+    cache = re.search(r"--tf_xla_persistent_cache_directory=(\S+)", os.environ.get("TF_XLA_FLAGS", ""))
+    if cache:
+        assert list(Path(cache.group(1)).glob("xla_compile_cache__*")), "no compiled program was cached"
 
     _kill_after_epoch(params, shard_dir, resumed, epoch=2)
     proc = _pretrain(params, shard_dir, resumed)

@@ -39,21 +39,32 @@ def score(method: str, budget: str, seed: int, metric: str) -> float:
     return base + (0.05 + 0.001 * (seed % 2) if method == "paws" else 0.0)
 
 
-def write_inputs(root, seeds=SEEDS, monitor_every: int = 1, epochs: int = 3, ks=KS) -> None:
-    """params.yaml, data/splits/ and metrics/runs/<run>/ as the study's stages write them."""
+def write_inputs(
+    root,
+    seeds=SEEDS,
+    monitor_every: int = 1,
+    epochs: int = 3,
+    ks=KS,
+    methods=METHODS,
+    score=score,
+    extra=None,
+) -> None:
+    """params.yaml (with `extra` sections), data/splits/ and metrics/runs/<run>/ as the study's stages
+    write them, with `score`'s scores."""
     (root / "params.yaml").write_text(
         yaml.safe_dump(
             {
-                "method_names": METHODS,
+                "method_names": list(methods),
                 "knn": {"k": list(ks), "monitor_every": monitor_every},
                 "study": {"seeds": list(seeds), "labeled_per_class": [5, "all"]},
+                **(extra or {}),
             }
         )
     )
     (root / "data" / "splits").mkdir(parents=True)
     for seed in seeds:
         (root / "data" / "splits" / f"all-{seed}.json").write_text(json.dumps({"per_class": POOL}))
-    for method in METHODS:
+    for method in methods:
         for budget in BUDGETS:
             for seed in seeds:
                 run = root / "metrics" / "runs" / f"{method}-{budget}-{seed}"
@@ -107,6 +118,44 @@ def test_statistics_over_seeds_and_paired_tests(tmp_path):
     # A steady 0.05 gap over three paired seeds is distinguishable although the intervals overlap.
     assert versus["indistinguishable_from_best"] is False and versus["p_value"] < 0.05
     assert comparison["vs_best"]["paws"]["indistinguishable_from_best"] is True
+
+
+def test_each_configuration_is_compared_with_its_own_method(tmp_path):
+    # paws_x (a configuration of paws) gains 0.02, 0.03, 0.04 over paws on seeds 0, 1, 2 at every budget;
+    # crossentropy is the best method but not paws_x's baseline.
+    def gains(method: str, budget: str, seed: int, metric: str) -> float:
+        if method == "paws_x":
+            return score("paws", budget, seed, metric) + 0.02 + 0.01 * seed
+        return score(method, budget, seed, metric) + (0.2 if method == "crossentropy" else 0.0)
+
+    methods = [*METHODS, "paws_x"]
+    write_inputs(tmp_path, methods=methods, score=gains, extra={"methods": {"paws_x": {"method": "paws"}}})
+    result = invoke(tmp_path)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["configurations"] == {"paws_x": "paws"}
+    x = [gains("paws_x", "all", s, "linear") for s in SEEDS]
+    paws = [gains("paws", "all", s, "linear") for s in SEEDS]
+    versus = summary["versus_methods"]["all"]["linear"]["paws_x"]
+    assert versus["method"] == "paws" and versus["mean_diff"] == pytest.approx(0.03)
+    assert versus["p_value"] == pytest.approx(sps.ttest_rel(x, paws).pvalue)
+    low, high = sps.t.interval(0.95, df=2, loc=0.03, scale=sps.sem(np.subtract(x, paws)))
+    assert (versus["ci_low"], versus["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert set(summary["versus_methods"]) == set(BUDGETS)  # every budget; only configurations have rows
+    assert all(
+        set(by_config) == {"paws_x"} for b in BUDGETS for by_config in summary["versus_methods"][b].values()
+    )
+    report = (tmp_path / "out" / "report.md").read_text()
+    section = report.split("## Paired differences with each configuration's method")[1]
+    p = sps.ttest_rel(x, paws).pvalue
+    assert f"| all | linear | paws_x | paws | +0.030{' *' if p < 0.05 else ''} |" in section
+
+
+def test_no_configuration_no_comparison_with_a_method(tmp_path):
+    write_inputs(tmp_path)
+    assert invoke(tmp_path).exit_code == 0
+    assert "versus_methods" not in json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "configuration's method" not in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_table_report_and_metrics_files(tmp_path):

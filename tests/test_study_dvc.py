@@ -8,6 +8,7 @@ change to one method's params.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -234,6 +235,27 @@ def test_experiments_are_read_from_dvcs_json(tmp_path, monkeypatch):
     again = json.loads(run(repo, "dvc", "exp", "show", "--json", "--hide-workspace").stdout)
     again[0]["experiments"].append(failed)
     assert dvcexp.parse_experiments(again)["waiting"].state == "queued"  # the queued one, not the failure
+
+
+def test_a_command_gives_its_stages_one_compile_cache_and_removes_it(monkeypatch):
+    from drivers import dvcexp
+
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    with dvcexp.compile_cache():
+        flag, _, folder = os.environ["TF_XLA_FLAGS"].partition("=")
+        assert flag == "--tf_xla_persistent_cache_directory" and Path(folder).is_dir()
+        seen = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.environ['TF_XLA_FLAGS'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout  # what dvc, its queue's workers and the stages inherit
+        assert seen.strip() == os.environ["TF_XLA_FLAGS"]
+    assert "TF_XLA_FLAGS" not in os.environ and not Path(folder).exists()
+    monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_auto_jit=2")  # the user's own: left alone
+    with dvcexp.compile_cache():
+        assert os.environ["TF_XLA_FLAGS"] == "--tf_xla_auto_jit=2"
+    assert os.environ["TF_XLA_FLAGS"] == "--tf_xla_auto_jit=2"
 
 
 @pytest.mark.parametrize(
