@@ -63,6 +63,7 @@ def states(names: tuple[str, ...]) -> tuple[dict[str, str], dict[str, dvcexp.Exp
 # wait between polls is at least POLL_S and at least POLL_SHARE times what the last poll took, so that
 # polling costs at most a tenth of the time.
 POLL_S, POLL_SHARE = 5.0, 9.0
+STALLED_S = 60.0  # queued with no experiment running this long: DVC's workers left it behind
 
 
 def wait_for_queue(names: tuple[str, ...], poll_s: float = POLL_S, every_s: float = 60.0) -> None:
@@ -70,10 +71,22 @@ def wait_for_queue(names: tuple[str, ...], poll_s: float = POLL_S, every_s: floa
     many stages are done and the time left (drivers.progress); exit 1 when one of them failed."""
     start = last = time.monotonic()
     progress = StudyProgress(Path.cwd(), names, main=names[-1])
+    stalled: float | None = None  # since when experiments are queued and none is running
     while True:
         polled = time.monotonic()
         now, shown = states(names)
         took = time.monotonic() - polled
+        queued = [n for n, state in now.items() if state == "queued"]
+        if not queued or "running" in now.values():
+            stalled = None
+        elif stalled is None:
+            stalled = polled
+        elif polled - stalled >= STALLED_S:
+            # DVC's queue workers stop once they see no task of their own, and can leave a queued one
+            # behind (with fewer workers than experiments, the last part of the papers' study stayed
+            # queued with none): start workers for what is left.
+            dvcexp.dvc("queue", "start", "-j", str(len(queued)), capture=True)
+            stalled = None
         progress.poll(shown)
         failed = sorted(name for name, state in now.items() if state == "failed")
         if failed:

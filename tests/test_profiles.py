@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from drivers.profiles import FLOAT32, PAPER_PARTS, PAWS_OPTIONS, STUDY, parse_sets
+from drivers.profiles import FLOAT32, PAPER_PARTS, PAPER_WITHOUT, PAWS_OPTIONS, STUDY, parse_sets
 from semisup.config import parse_params, read_params, to_dict, with_overrides
 from semisup.errors import UserError
 from semisup.methods import METHODS
@@ -55,6 +55,23 @@ def test_each_paws_option_is_paws_with_that_option_alone():
         assert {k: v[0] for k, v in got.items()} == own, name
         sections = {k: v for k, v in settings.items() if "." in k}
         assert {k: v[0] for k, v in _differences(run, paws).items()} == sections, name
+
+
+def test_the_papers_paws_without_an_option_differs_from_it_in_that_option_alone():
+    params = _params(PAPER_PARTS[1])
+    paper = params.for_run("paws_paper")
+    for name, changes in PAPER_WITHOUT.items():
+        run = params.for_run(name)
+        own = {k: v for k, v in changes.items() if "." not in k}
+        method = {
+            f.name: getattr(run.method(name), f.name)
+            for f in dataclasses.fields(run.method(name))
+            if getattr(run.method(name), f.name) != getattr(paper.method("paws_paper"), f.name)
+        }
+        assert method == own, name
+        assert {k: v[0] for k, v in _differences(run, paper).items()} == {
+            k: v for k, v in changes.items() if "." in k
+        }, name
 
 
 def test_each_float32_run_is_its_method_in_float32():

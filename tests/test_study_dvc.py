@@ -333,3 +333,29 @@ def test_a_linear_param_reruns_only_the_probes_and_the_report(repo):
     assert ran(run(repo, "dvc", "repro")) == probes | {"report"}
     linear = json.loads((repo / "metrics" / "runs" / "paws-5-0" / "linear.json").read_text())
     assert linear["selected_by"] == "cv" and set(linear["cv_accuracy"]) == {"0.5", "1.0"}
+
+
+def test_a_queued_experiment_left_without_a_worker_gets_one(monkeypatch, tmp_path):
+    # DVC's workers stopped with the papers' study's third part still queued: the wait starts a worker
+    # for it after a minute with none running, and returns once it has finished.
+    from drivers import dvcexp, study
+
+    seen = iter(
+        [
+            {"a": "running", "b": "queued"},
+            {"a": "success", "b": "queued"},
+            {"a": "success", "b": "queued"},
+            {"a": "success", "b": "running"},
+            {"a": "success", "b": "success"},
+        ]
+    )
+    calls = []
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setattr(study, "states", lambda names: (next(seen), {}))
+    monkeypatch.setattr(dvcexp, "dvc", lambda *args, **kw: calls.append(args))
+    clock = iter(range(0, 10_000, 40))  # a poll every 40 s: the second one in a row without a running
+    monkeypatch.setattr(study.time, "monotonic", lambda: next(clock))  # experiment is 80 s after the first
+    monkeypatch.setattr(study.time, "sleep", lambda s: None)
+    study.wait_for_queue(("a", "b"))
+    assert calls == [("queue", "start", "-j", "1")]
