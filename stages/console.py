@@ -8,8 +8,8 @@ numerics are untouched (no TF_ENABLE_ONEDNN_OPTS). A worker of a cluster (TF_CON
 TensorFlow's native error lines (TF_CPP_MIN_LOG_LEVEL=3 where it is 2, the project's default): a lost peer
 is reported by the stage's one line. So does a process with XLA's persistent compile cache on (TF_XLA_FLAGS
 names --tf_xla_persistent_cache_directory, as `make test` sets it): every load of a cached program writes
-E lines ("Error parsing text-format", "Target machine feature") that are not errors. SEMISUP_VERBOSE=1 turns all this off and shows TensorFlow's logs again
-(TF_CPP_MIN_LOG_LEVEL=0 unless set).
+E lines ("Error parsing text-format", "Target machine feature") that are not errors. SEMISUP_VERBOSE=1
+turns all this off and shows TensorFlow's logs again (TF_CPP_MIN_LOG_LEVEL=0 unless set).
 """
 
 from __future__ import annotations
