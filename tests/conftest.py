@@ -13,7 +13,8 @@ The run shares one XLA persistent compile cache (`XLA_CACHE`): the first process
 (augmentation, a jit-compiled step) writes it, and every later process of the run, in-process or a stage's
 subprocess, loads it instead of compiling again. The same programs, so the same numbers; a warm tiny
 pretrain process takes about 0.7 of the CPU (`python bench/compile_cache.py`). Made fresh for each run and
-removed after it, so that no run depends on an earlier one. stages/console.py keeps the cache's load lines out of a stage's output.
+removed after it, so that no run depends on an earlier one. stages/console.py keeps the cache's load
+lines out of a stage's output.
 """
 
 from __future__ import annotations
