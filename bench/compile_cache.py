@@ -64,19 +64,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from tests.support import DATA, make_shards, write_params
+    from tests.support import make_shards, write_params
+    from tests.test_pretrain import TINY  # the resume tests' tiny run: 4 epochs of an 8-filter encoder
 
-    tiny = DATA | {
-        "train.epochs": 4,
-        "train.shuffle_buffer": 500,
-        "encoder.filters": 8,
-        "encoder.embedding_dim": 32,
-        "methods.paws.unlabeled_batch": 128,
-        "methods.paws.labeled_batch": 50,
-    }
     with tempfile.TemporaryDirectory(prefix="bench-xla-") as tmp:
         root = Path(tmp)
-        params = write_params(root / "params.yaml", tiny)
+        params = write_params(root / "params.yaml", TINY)
         shards = make_shards(root, params)
         runs: dict[str, list[tuple[float, float, str]]] = {"off": [], "cold": [], "warm": []}
         for r in range(args.repeats):
