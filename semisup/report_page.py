@@ -2,7 +2,8 @@
 
 The table with 95% intervals and paired tests (report.md's cells, each also carrying its exact numbers in
 data- attributes), the label-efficiency figure, the per-epoch curves of every run, per-class accuracy and
-a confusion matrix per method at each budget, and a t-SNE map per method. Figures are PNGs inline (data:
+a confusion matrix per method at each budget, a t-SNE map per method, and the paired differences
+(with the best method; each configuration with its own method). Figures are PNGs inline (data:
 URIs) and the page loads nothing, so it reads the same offline.
 """
 
@@ -18,7 +19,15 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from semisup.report import Curve, difference_rows, metric_label, seeds_note, table_rows
+from semisup.report import (
+    ALPHA,
+    Curve,
+    difference_rows,
+    metric_label,
+    seeds_note,
+    table_rows,
+    versus_method_rows,
+)
 
 DPI = 72
 STYLE = """
@@ -87,8 +96,23 @@ def differences_html(summary: Mapping[str, Any]) -> str:
         return ""
     pct = round(100 * summary["confidence"])
     head = ["labels/class", "metric", "best", "method", "difference", f"{pct}% interval", "p"]
-    out = ['<table id="differences"><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
-    for cells in difference_rows(summary):
+    return rows_html("differences", head, difference_rows(summary))
+
+
+def versus_html(summary: Mapping[str, Any]) -> str:
+    """Each configuration's paired difference with its own method (report.md's third table), or ""."""
+    rows = versus_method_rows(summary) if len(summary["seeds"]) >= 2 else []
+    if not rows:
+        return ""
+    pct = round(100 * summary["confidence"])
+    head = ["labels/class", "metric", "configuration", "method", "difference", f"{pct}% interval", "p"]
+    return rows_html("versus-methods", head, rows)
+
+
+def rows_html(table_id: str, head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table of text cells."""
+    out = [f'<table id="{table_id}"><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for cells in rows:
         out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return "\n".join(out + ["</table>"])
 
@@ -236,6 +260,14 @@ def page(
     differences = differences_html(summary)
     if differences:
         parts += ["<h2>Paired differences with the best method</h2>", differences]
+    versus = versus_html(summary)
+    if versus:
+        parts += [
+            "<h2>Paired differences with each configuration's method</h2>",
+            f'<p class="note">What a configuration\'s own settings buy: configuration - method on the same label '
+            f"subsets and seeds (* p &lt; {ALPHA:.2f}).</p>",
+            versus,
+        ]
     body = "\n".join(parts)
     return (
         f'<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 
 import numpy as np
 import pytest
@@ -149,6 +151,16 @@ def test_each_configuration_is_compared_with_its_own_method(tmp_path):
     section = report.split("## Paired differences with each configuration's method")[1]
     p = sps.ttest_rel(x, paws).pvalue
     assert f"| all | linear | paws_x | paws | +0.030{' *' if p < 0.05 else ''} |" in section
+    # The study page shows the same rows, cell for cell.
+    page = (tmp_path / "out" / "report.html").read_text()
+    table = page.split('<table id="versus-methods">')[1].split("</table>")[0]
+    rows = [re.findall(r"<td>([^<]*)</td>", row) for row in table.split("</tr>")[1:-1]]
+    md_rows = [
+        [html.escape(c.strip()) for c in line.split("|")[1:-1]]
+        for line in section.splitlines()
+        if line.startswith("| ") and "paws_x" in line
+    ]
+    assert rows == md_rows and len(rows) == len(BUDGETS) * len(summary["metrics"])
 
 
 def test_no_configuration_no_comparison_with_a_method(tmp_path):
@@ -156,6 +168,7 @@ def test_no_configuration_no_comparison_with_a_method(tmp_path):
     assert invoke(tmp_path).exit_code == 0
     assert "versus_methods" not in json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "configuration's method" not in (tmp_path / "out" / "report.md").read_text()
+    assert "versus-methods" not in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_table_report_and_metrics_files(tmp_path):
