@@ -147,15 +147,18 @@ def parse_sets(
     return extra
 
 
-# --- the papers' study: `make study PROFILE=paper` ---------------------------------------------------------
-# Three parts, each one DVC experiment with its own report (a part's rows are trained on the same label
-# subsets and seeds, so its paired tests pair them): the four methods with the papers' PAWS and SuNCEt at
-# 5, 10 and 25 labels per class; PAWS with each paper option added alone at 5 and 10; each method in float32
-# beside its default precision (bfloat16 where the machine is fast at it) at 10. A run two parts share
-# (paws-10-0 ...) is trained once: the other part restores it from DVC's run cache. The parts run at once
-# (one queue worker each); DVC trains a part's runs in method_names order, so a part reaches the runs it
-# shares with another after that one has trained them (paws-options starts with paws and the methods part
-# reaches it fourth; precision starts with the float32 runs).
+# --- the papers' study: `make study PROFILE=paper` and `PROFILE=paper-extra` ------------------------------
+# A profile is a few parts, each one DVC experiment with its own report (a part's rows are trained on the
+# same label subsets and seeds, so its paired tests pair them). `paper`: the four methods with the papers'
+# PAWS and SuNCEt at 5, 10 and 25 labels per class; PAWS with each paper option added alone at 5 and 10.
+# `paper-extra`: each method in float32 beside its default precision (bfloat16 where the machine is fast at
+# it) at 10; the papers' PAWS with multi-crop taken out again beside it and PAWS at 5 and 10. Together they
+# took 50.5 minutes on 2 cores, over the 40 a study gets, so they are two commands. A run two parts share
+# (paws-10-0 ...) is trained once: the other part, or the other profile run later, restores it from DVC's
+# run cache. A profile's parts run at once (one queue worker each); DVC trains a part's runs in
+# method_names order, so a part reaches the runs it shares with another after that one has trained them
+# (paws-options starts with paws and the methods part reaches it fourth; precision starts with the float32
+# runs).
 
 # PAWS with one of the paper's options each (named configurations defined by the profile, `+` as DVC's -S
 # needs for a key params.yaml lacks); its batches as the study's PAWS.
@@ -237,20 +240,15 @@ PAPER_PARTS: tuple[Part, ...] = (
     Part("methods", (*METHODS, "paws_paper", "suncet_paper"), "[5,10,25]", {}),
     Part(
         "paws-options",
-        ("paws", *PAWS_OPTIONS, "paws_paper", *PAPER_WITHOUT),
+        ("paws", *PAWS_OPTIONS, "paws_paper"),
         "[5,10]",
-        {
-            **{k: v for name, s in PAWS_OPTIONS.items() for k, v in defined(name, "paws", s).items()},
-            **{
-                k: v
-                for name, changes in PAPER_WITHOUT.items()
-                for k, v in defined(name, "paws", paper_without("paws_paper", changes)).items()
-            },
-        },
+        {k: v for name, s in PAWS_OPTIONS.items() for k, v in defined(name, "paws", s).items()},
     ),
+)
+EXTRA_PARTS: tuple[Part, ...] = (
     Part(
         "precision",
-        (*FLOAT32, *METHODS),  # float32 first: by then the methods part has trained the defaults at 10
+        (*FLOAT32, *METHODS),  # float32 first: by then the other part has left the core to them
         "[10]",
         {
             k: v
@@ -258,4 +256,16 @@ PAPER_PARTS: tuple[Part, ...] = (
             for k, v in defined(name, method, {"train.mixed_precision": "false"}).items()
         },
     ),
+    Part(
+        "paws-ablation",
+        ("paws", "paws_paper", *PAPER_WITHOUT),
+        "[5,10]",
+        {
+            k: v
+            for name, changes in PAPER_WITHOUT.items()
+            for k, v in defined(name, "paws", paper_without("paws_paper", changes)).items()
+        },
+    ),
 )
+# `make study PROFILE=<name>`: a profile's parts.
+PAPER_PROFILES: dict[str, tuple[Part, ...]] = {"paper": PAPER_PARTS, "paper-extra": EXTRA_PARTS}

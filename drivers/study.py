@@ -24,7 +24,7 @@ import click
 
 from drivers import dvcexp
 from drivers.dvcexp import ACTIVE, EXIT_FAILED, EXIT_INTERRUPTED, fail
-from drivers.profiles import PAPER_PARTS, STUDY, Part, method_of, parse_sets
+from drivers.profiles import PAPER_PROFILES, STUDY, Part, method_of, parse_sets
 from drivers.progress import StudyProgress
 from semisup.errors import UserError
 from semisup.methods import METHODS
@@ -149,32 +149,33 @@ def run_parts(parts: tuple[Part, ...], names: tuple[str, ...], extra: dict[str, 
     wait_for_queue(names)
 
 
-def paper_study(jobs: int, sets: tuple[str, ...]) -> None:
-    """`make study PROFILE=paper`: its three parts (drivers.profiles.PAPER_PARTS), each an experiment with
-    its own table."""
+def paper_study(profile: str, jobs: int, sets: tuple[str, ...]) -> None:
+    """`make study PROFILE=paper` (or paper-extra): the profile's parts (drivers.profiles.PAPER_PROFILES),
+    each an experiment with its own table."""
+    parts = PAPER_PROFILES[profile]
     try:
         extra = {}
-        for part in PAPER_PARTS:
-            extra = parse_sets(sets, part.profile(), f"paper study's {part.name} part", True)
+        for part in parts:
+            extra = parse_sets(sets, part.profile(), f"{profile} study's {part.name} part", True)
     except UserError as exc:
         fail(str(exc))
-    key = dvcexp.code_key({p.name: p.profile() for p in PAPER_PARTS} | {"extra": extra})
-    names = tuple(f"study-paper-{key}-{part.name}" for part in PAPER_PARTS)
+    key = dvcexp.code_key({p.name: p.profile() for p in parts} | {"extra": extra})
+    names = tuple(f"study-{profile}-{key}-{part.name}" for part in parts)
     start = time.monotonic()
     if any(dvcexp.finished(n) is None for n in names):
         try:
             with dvcexp.compile_cache():
-                run_parts(PAPER_PARTS, names, extra, jobs)
+                run_parts(parts, names, extra, jobs)
         except KeyboardInterrupt:
             click.echo("study: interrupted: stopping its experiments", err=True)
             stop_experiments(names)
             fail(
-                "interrupted: the study's experiments are stopped; `make study PROFILE=paper` again reuses "
-                "every stage they finished (DVC's run cache)",
+                f"interrupted: the study's experiments are stopped; `make study PROFILE={profile}` again "
+                "reuses every stage they finished (DVC's run cache)",
                 EXIT_INTERRUPTED,
             )
         click.echo(f"study wall time: {time.monotonic() - start:.0f} s")
-    for part, name in zip(PAPER_PARTS, names, strict=True):
+    for part, name in zip(parts, names, strict=True):
         exp = dvcexp.finished(name)
         if exp is None:
             fail(
@@ -193,25 +194,26 @@ def paper_study(jobs: int, sets: tuple[str, ...]) -> None:
 @click.option(
     "--jobs",
     type=click.IntRange(min=1),
-    help="Queue workers (default: one per experiment: 2, or 3 with --profile paper).",
+    help="Queue workers (default: one per experiment: 2).",
 )
 @click.option(
     "-S", "--set", "sets", multiple=True, help="KEY=VALUE on top of the study profile, as dvc's -S."
 )
 @click.option(
     "--profile",
-    type=click.Choice(["reference", "paper"]),
+    type=click.Choice(["reference", *PAPER_PROFILES]),
     default="reference",
     show_default=True,
-    help="reference: the four methods' recipe; paper: the papers' PAWS and SuNCEt, PAWS's options, precision.",
+    help="reference: the four methods' recipe; paper: the papers' PAWS and SuNCEt, PAWS's options one by "
+    "one; paper-extra: float32 vs the default precision, the papers' PAWS without multi-crop.",
 )
 def main(jobs: int | None, sets: tuple[str, ...], profile: str) -> None:
     """Run the digits study and print its table (method x budget, mean and 95% interval over seeds)."""
     dvcexp.check_repository("make study")
-    if profile == "paper":
+    if profile in PAPER_PROFILES:
         # Every part at once: a part's evaluation stages and DVC's bookkeeping leave a core idle that
         # another part's training fills, and no part runs alone at the end.
-        paper_study(jobs or len(PAPER_PARTS), sets)
+        paper_study(profile, jobs or len(PAPER_PROFILES[profile]), sets)
         return
     jobs = jobs or 2
     try:

@@ -1,5 +1,5 @@
-"""The papers' study profile (`make study PROFILE=paper`): each part validates, and each configuration it
-defines differs from the run it is compared with in exactly the option it names."""
+"""The papers' study profiles (`make study PROFILE=paper`, `PROFILE=paper-extra`): each part validates, and
+each configuration it defines differs from the run it is compared with in exactly the option it names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ import dataclasses
 
 import pytest
 
-from drivers.profiles import FLOAT32, PAPER_PARTS, PAPER_WITHOUT, PAWS_OPTIONS, STUDY, parse_sets
+from drivers.profiles import (
+    EXTRA_PARTS,
+    FLOAT32,
+    PAPER_PARTS,
+    PAPER_PROFILES,
+    PAPER_WITHOUT,
+    PAWS_OPTIONS,
+    STUDY,
+    parse_sets,
+)
 from semisup.config import parse_params, read_params, to_dict, with_overrides
 from semisup.errors import UserError
 from semisup.methods import METHODS
@@ -28,9 +37,11 @@ def _differences(a, b) -> dict[str, tuple]:
 
 
 def test_every_part_validates_and_shares_the_study_profiles_seeds():
-    names = [part.name for part in PAPER_PARTS]
-    assert names == ["methods", "paws-options", "precision"]
-    for part in PAPER_PARTS:
+    assert {p: [part.name for part in parts] for p, parts in PAPER_PROFILES.items()} == {
+        "paper": ["methods", "paws-options"],
+        "paper-extra": ["precision", "paws-ablation"],
+    }
+    for part in (*PAPER_PARTS, *EXTRA_PARTS):
         params = _params(part)
         assert params.study.seeds == (0, 1, 2) and params.train.epochs == int(STUDY["train.epochs"])
         assert list(params.method_names) == list(part.method_names)
@@ -58,7 +69,9 @@ def test_each_paws_option_is_paws_with_that_option_alone():
 
 
 def test_the_papers_paws_without_an_option_differs_from_it_in_that_option_alone():
-    params = _params(PAPER_PARTS[1])
+    params = _params(EXTRA_PARTS[1])
+    assert [str(b) for b in params.study.labeled_per_class] == ["5", "10"]
+    assert {"paws", "paws_paper"} <= set(params.method_names)
     paper = params.for_run("paws_paper")
     for name, changes in PAPER_WITHOUT.items():
         run = params.for_run(name)
@@ -75,7 +88,7 @@ def test_the_papers_paws_without_an_option_differs_from_it_in_that_option_alone(
 
 
 def test_each_float32_run_is_its_method_in_float32():
-    params = _params(PAPER_PARTS[2])
+    params = _params(EXTRA_PARTS[0])
     for name, method in FLOAT32.items():
         assert params.method(name) == params.method(method)
         assert _differences(params.for_run(name), params.for_run(method)) == {
