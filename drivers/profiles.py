@@ -248,7 +248,9 @@ PAPER_PARTS: tuple[Part, ...] = (
 EXTRA_PARTS: tuple[Part, ...] = (
     Part(
         "precision",
-        (*FLOAT32, *METHODS),  # float32 first: by then the other part has left the core to them
+        # float32 first: the defaults at 10 come last, restored from the run cache where `PROFILE=paper`
+        # trained them (its methods part) or the ablation part has (paws)
+        (*FLOAT32, *METHODS),
         "[10]",
         {
             k: v

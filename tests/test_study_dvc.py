@@ -266,6 +266,10 @@ def test_a_command_gives_its_stages_one_compile_cache_and_removes_it(monkeypatch
         (["-S", "study.labeled_per_class=[5,ALL]"], "study.labeled_per_class[1]: 'ALL' is not"),
         (["-S", "linear.folds=1"], "linear.folds: 1 is out of range"),
         (["-S", "study.seeds"], "-S 'study.seeds': expected KEY=VALUE"),
+        (
+            ["--profile", "paper-extra", "-S", "linear.folds=1"],
+            "(params.yaml with the paper-extra study's precision part profile and -S linear.folds=1)",
+        ),
     ],
 )
 def test_make_study_checks_its_settings_before_queueing(tmp_path, sets, message):
