@@ -152,13 +152,13 @@ def parse_sets(
 # same label subsets and seeds, so its paired tests pair them). `paper`: the four methods with the papers'
 # PAWS and SuNCEt at 5, 10 and 25 labels per class; PAWS with each paper option added alone at 5 and 10.
 # `paper-extra`: each method in float32 beside its default precision (bfloat16 where the machine is fast at
-# it) at 10; the papers' PAWS with multi-crop taken out again beside it and PAWS at 5 and 10. Together they
-# took 50.5 minutes on 2 cores, over the 40 a study gets, so they are two commands. A run two parts share
-# (paws-10-0 ...) is trained once: the other part, or the other profile run later, restores it from DVC's
-# run cache. A profile's parts run at once (one queue worker each); DVC trains a part's runs in
-# method_names order, so a part reaches the runs it shares with another after that one has trained them
-# (paws-options starts with paws and the methods part reaches it fourth; precision starts with the float32
-# runs).
+# it) at 10; PAWS with the pooled encoder alone, and the papers' PAWS with multi-crop taken out again, at 5
+# and 10. Together they took 50.5 minutes on 2 cores, over the 40 a study gets, so they are two commands. A
+# run two parts share (paws-10-0 ...) is trained once: the other part, or the other profile run later,
+# restores it from DVC's run cache. A profile's parts run at once (one queue worker each); DVC trains a
+# part's runs in method_names order, so a part reaches the runs it shares with another after that one has
+# trained them (the options parts end with paws and paws_paper, which the methods parts reach fourth and
+# fifth; precision starts with the float32 runs).
 
 # PAWS with one of the paper's options each (named configurations defined by the profile, `+` as DVC's -S
 # needs for a key params.yaml lacks); its batches as the study's PAWS.
@@ -166,10 +166,14 @@ PAWS_OPTIONS: dict[str, dict[str, object]] = {
     "paws_stratified": {"supports_per_class": 5},  # 5 of each of the 10 classes: the study's 50 supports
     "paws_views": {"support_views": 2},
     "paws_smoothing": {"label_smoothing": 0.1},
-    "paws_pooling": {"encoder.padding": "same", "encoder.pooling": "average"},  # what multi-crop needs, alone
     "paws_multicrop": {"multicrop": 6, "encoder.padding": "same", "encoder.pooling": "average"},
     "paws_head": {"encoder.projection_layers": 3},  # the PAWS code's 3-layer head (hidden 512, out 128)
     "paws_schedule": {"train.lr_schedule": "cosine", "train.warmup_epochs": 1},
+}
+# The encoder multi-crop needs (its own option, not the PAWS paper's), alone on PAWS: whether it, rather
+# than the small crops, moves anything.
+POOLING: dict[str, dict[str, object]] = {
+    "paws_pooling": {"encoder.padding": "same", "encoder.pooling": "average"},
 }
 FLOAT32 = {f"{m}_fp32": m for m in METHODS}  # each method in float32 (train.mixed_precision: false)
 # The papers' PAWS with one of its options taken out again (-S settings over paws_paper's section of
@@ -236,13 +240,20 @@ class Part:
         }
 
 
+# One experiment per budget: DVC's bookkeeping per stage grows with the experiment's pipeline (it reads
+# and writes the whole dvc.lock after each stage: 240 stages of `echo` take 1.4 s of CPU each, 60 take
+# 0.4 s), and the paired tests pair within a budget anyway. The options parts train the runs they share
+# with the methods parts (paws, paws_paper) last, restored from the run cache by then.
 PAPER_PARTS: tuple[Part, ...] = (
-    Part("methods", (*METHODS, "paws_paper", "suncet_paper"), "[5,10,25]", {}),
-    Part(
-        "paws-options",
-        ("paws", *PAWS_OPTIONS, "paws_paper"),
-        "[5,10]",
-        {k: v for name, s in PAWS_OPTIONS.items() for k, v in defined(name, "paws", s).items()},
+    *(Part(f"methods-{b}", (*METHODS, "paws_paper", "suncet_paper"), f"[{b}]", {}) for b in (5, 10, 25)),
+    *(
+        Part(
+            f"paws-options-{b}",
+            (*PAWS_OPTIONS, "paws", "paws_paper"),
+            f"[{b}]",
+            {k: v for name, s in PAWS_OPTIONS.items() for k, v in defined(name, "paws", s).items()},
+        )
+        for b in (5, 10)
     ),
 )
 EXTRA_PARTS: tuple[Part, ...] = (
@@ -260,12 +271,15 @@ EXTRA_PARTS: tuple[Part, ...] = (
     ),
     Part(
         "paws-ablation",
-        ("paws", "paws_paper", *PAPER_WITHOUT),
+        ("paws", *POOLING, "paws_paper", *PAPER_WITHOUT),
         "[5,10]",
         {
-            k: v
-            for name, changes in PAPER_WITHOUT.items()
-            for k, v in defined(name, "paws", paper_without("paws_paper", changes)).items()
+            **{k: v for name, s in POOLING.items() for k, v in defined(name, "paws", s).items()},
+            **{
+                k: v
+                for name, changes in PAPER_WITHOUT.items()
+                for k, v in defined(name, "paws", paper_without("paws_paper", changes)).items()
+            },
         },
     ),
 )

@@ -61,8 +61,8 @@ def states(names: tuple[str, ...]) -> tuple[dict[str, str], dict[str, dvcexp.Exp
 # `dvc exp show --json` over a running study takes seconds of CPU (6 s of CPU, 11 s of wall on 2 busy
 # cores, with 3 experiments of 300 stages): polling every 5 s took a third of a core from the study. The
 # wait between polls is at least POLL_S and at least POLL_SHARE times what the last poll took, so that
-# polling costs at most a tenth of the time.
-POLL_S, POLL_SHARE = 5.0, 9.0
+# polling costs at most a twentieth of the time.
+POLL_S, POLL_SHARE = 5.0, 19.0
 STALLED_S = 60.0  # queued with no experiment running this long: DVC's workers left it behind
 
 

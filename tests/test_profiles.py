@@ -14,6 +14,7 @@ from drivers.profiles import (
     PAPER_PROFILES,
     PAPER_WITHOUT,
     PAWS_OPTIONS,
+    POOLING,
     STUDY,
     parse_sets,
 )
@@ -38,34 +39,40 @@ def _differences(a, b) -> dict[str, tuple]:
 
 def test_every_part_validates_and_shares_the_study_profiles_seeds():
     assert {p: [part.name for part in parts] for p, parts in PAPER_PROFILES.items()} == {
-        "paper": ["methods", "paws-options"],
+        "paper": ["methods-5", "methods-10", "methods-25", "paws-options-5", "paws-options-10"],
         "paper-extra": ["precision", "paws-ablation"],
     }
     for part in (*PAPER_PARTS, *EXTRA_PARTS):
         params = _params(part)
         assert params.study.seeds == (0, 1, 2) and params.train.epochs == int(STUDY["train.epochs"])
         assert list(params.method_names) == list(part.method_names)
-    methods = _params(PAPER_PARTS[0])
-    assert set(METHODS) | {"paws_paper", "suncet_paper"} == set(methods.method_names)
-    assert [str(b) for b in methods.study.labeled_per_class] == ["5", "10", "25"]
+    # The issue's study: the methods and the papers' configurations at 5, 10 and 25, each option at 5, 10.
+    budgets: dict[str, list[str]] = {}
+    for part in PAPER_PARTS:
+        params = _params(part)
+        for name in params.method_names:
+            budgets.setdefault(name, []).extend(str(b) for b in params.study.labeled_per_class)
+    for name in (*METHODS, "paws_paper", "suncet_paper"):
+        assert set(budgets[name]) == {"5", "10", "25"}, name
+    assert all(sorted(budgets[n], key=int) == ["5", "10"] for n in PAWS_OPTIONS)
 
 
 def test_each_paws_option_is_paws_with_that_option_alone():
-    part = PAPER_PARTS[1]
-    params = _params(part)
-    paws = params.for_run("paws")
-    assert [str(b) for b in params.study.labeled_per_class] == ["5", "10"]
-    for name, settings in PAWS_OPTIONS.items():
-        run = params.for_run(name)
-        own = {k: v for k, v in settings.items() if "." not in k}
-        got = {
-            f.name: (getattr(run.method(name), f.name), getattr(paws.method("paws"), f.name))
-            for f in dataclasses.fields(run.method(name))
-            if getattr(run.method(name), f.name) != getattr(paws.method("paws"), f.name)
-        }
-        assert {k: v[0] for k, v in got.items()} == own, name
-        sections = {k: v for k, v in settings.items() if "." in k}
-        assert {k: v[0] for k, v in _differences(run, paws).items()} == sections, name
+    parts = [(part, PAWS_OPTIONS) for part in PAPER_PARTS if part.name.startswith("paws-options")]
+    for part, options in [*parts, (EXTRA_PARTS[1], POOLING)]:
+        params = _params(part)
+        paws = params.for_run("paws")
+        for name, settings in options.items():
+            run = params.for_run(name)
+            own = {k: v for k, v in settings.items() if "." not in k}
+            got = {
+                f.name: (getattr(run.method(name), f.name), getattr(paws.method("paws"), f.name))
+                for f in dataclasses.fields(run.method(name))
+                if getattr(run.method(name), f.name) != getattr(paws.method("paws"), f.name)
+            }
+            assert {k: v[0] for k, v in got.items()} == own, name
+            sections = {k: v for k, v in settings.items() if "." in k}
+            assert {k: v[0] for k, v in _differences(run, paws).items()} == sections, name
 
 
 def test_the_papers_paws_without_an_option_differs_from_it_in_that_option_alone():
@@ -98,11 +105,11 @@ def test_each_float32_run_is_its_method_in_float32():
 
 def test_a_bad_setting_names_the_part_before_anything_runs():
     with pytest.raises(
-        UserError, match=r"methods\.paws_views\.support_views: .*paper study's paws-options part"
+        UserError, match=r"methods\.paws_views\.support_views: .*paper study's paws-options-5 part"
     ):
         parse_sets(
             ("+methods.paws_views.support_views=0",),
-            PAPER_PARTS[1].profile(),
-            "paper study's paws-options part",
+            PAPER_PARTS[3].profile(),
+            "paper study's paws-options-5 part",
             True,
         )
