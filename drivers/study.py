@@ -194,7 +194,7 @@ def paper_study(profile: str, jobs: int, sets: tuple[str, ...]) -> None:
 @click.option(
     "--jobs",
     type=click.IntRange(min=1),
-    help="Queue workers (default: one per experiment: 2).",
+    help="Queue workers (default: one per experiment: 2; 5 with --profile paper).",
 )
 @click.option(
     "-S", "--set", "sets", multiple=True, help="KEY=VALUE on top of the study profile, as dvc's -S."

@@ -36,6 +36,7 @@ table { border-collapse: collapse; margin: 8px 0 16px; font-size: 14px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
 td.best { font-weight: bold; background: #eef6ee; } td.tie { background: #f6f9f6; }
+#versus-methods td:nth-child(3), #versus-methods td:nth-child(4) { text-align: left; }
 img { max-width: 100%; display: block; margin: 8px 0 20px; }
 .note { color: #666; font-size: 13px; }
 """

@@ -168,7 +168,7 @@ def test_no_configuration_no_comparison_with_a_method(tmp_path):
     assert invoke(tmp_path).exit_code == 0
     assert "versus_methods" not in json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "configuration's method" not in (tmp_path / "out" / "report.md").read_text()
-    assert "versus-methods" not in (tmp_path / "out" / "report.html").read_text()
+    assert '<table id="versus-methods">' not in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_table_report_and_metrics_files(tmp_path):
