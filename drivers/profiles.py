@@ -220,6 +220,13 @@ def defined(name: str, method: str, settings: Mapping[str, object]) -> dict[str,
     return out | {f"+methods.{name}.{key}": value for key, value in settings.items()}
 
 
+def defined_all(method: str, configurations: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
+    """`-S` settings that define each of `configurations` (name -> settings) as a configuration of `method`."""
+    return {
+        k: v for name, settings in configurations.items() for k, v in defined(name, method, settings).items()
+    }
+
+
 @dataclass(frozen=True)
 class Part:
     """One experiment of a study: the runs it holds (method_names x budgets x the study's seeds) and the
@@ -251,7 +258,7 @@ PAPER_PARTS: tuple[Part, ...] = (
             f"paws-options-{b}",
             (*PAWS_OPTIONS, "paws", "paws_paper"),
             f"[{b}]",
-            {k: v for name, s in PAWS_OPTIONS.items() for k, v in defined(name, "paws", s).items()},
+            defined_all("paws", PAWS_OPTIONS),
         )
         for b in (5, 10)
     ),
@@ -273,14 +280,10 @@ EXTRA_PARTS: tuple[Part, ...] = (
         "paws-ablation",
         ("paws", *POOLING, "paws_paper", *PAPER_WITHOUT),
         "[5,10]",
-        {
-            **{k: v for name, s in POOLING.items() for k, v in defined(name, "paws", s).items()},
-            **{
-                k: v
-                for name, changes in PAPER_WITHOUT.items()
-                for k, v in defined(name, "paws", paper_without("paws_paper", changes)).items()
-            },
-        },
+        defined_all(
+            "paws",
+            POOLING | {name: paper_without("paws_paper", changes) for name, changes in PAPER_WITHOUT.items()},
+        ),
     ),
 )
 # `make study PROFILE=<name>`: a profile's parts.
