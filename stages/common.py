@@ -62,6 +62,23 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _redeliver(unraisable: Any) -> None:
+    """sys.unraisablehook: an interrupt raised where Python cannot propagate it is delivered again.
+
+    A signal's handler runs wherever the main thread is, finalisers included (TensorFlow's garbage
+    collector of traced functions runs `__del__` at any step). Python prints an exception raised there as
+    "Exception ignored" and drops it: the Ctrl-C or SIGTERM was lost and the run trained on to the end.
+    The signal is sent again, from another thread a moment later (sent from here, its handler would run in
+    this hook and be dropped the same way), and lands in the code that runs once the finaliser returns."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        again.daemon = True
+        again.start()
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a fault of the user or the machine into one line on stderr and exit status 2; Ctrl-C and
     SIGTERM into one line and the shell's status for the signal (128 + 2, 128 + 15)."""
@@ -72,6 +89,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         if threading.current_thread() is threading.main_thread():
             if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, _terminate)
+            if sys.unraisablehook is sys.__unraisablehook__:  # a test runner's own stays
+                sys.unraisablehook = _redeliver
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt as exc:

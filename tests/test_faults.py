@@ -597,3 +597,43 @@ main()
         assert_one_line_error(proc, f"{tmp_path / 'models'}: read-only file system")
     else:
         assert proc.returncode == 1 and proc.stderr.rstrip().endswith("RuntimeError: a bug of ours")
+
+
+@pytest.mark.parametrize(
+    ("sig", "status", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_signal_that_lands_in_a_finaliser_still_stops_the_stage(sig: int, status: int, word: str) -> None:
+    """Its handler ran inside a `__del__` (TensorFlow's garbage collector of traced functions runs them at
+    any step): Python printed "Exception ignored", dropped the interrupt, and the run trained to its end."""
+    code = f"""
+import signal, time
+from stages.common import user_errors
+
+class Finalised:
+    def __del__(self):
+        signal.raise_signal({int(sig)})  # its handler runs here, inside the finaliser
+        sum(range(100))
+
+@user_errors
+def main():
+    Finalised()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        pass
+    print("ran to the end")
+
+main()
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        # As from a terminal (a suite started in the background passes SIGINT on ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
+    assert "ran to the end" not in proc.stdout
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr == f"error: {word}: nothing was half-written; run it again (a training resumes)\n"
