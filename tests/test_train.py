@@ -24,7 +24,9 @@ from semisup.train import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Runs in a fresh interpreter: logical devices must be configured before TensorFlow initialises.
+# Runs in a fresh interpreter (logical devices must be configured before TensorFlow initialises), one for
+# every configuration of argv[1:]: one JSON line each, in order. One interpreter, not one per
+# configuration: each would spend its first ~6 s of CPU importing TensorFlow.
 MIRRORED = textwrap.dedent(
     """
     import json, sys
@@ -40,67 +42,87 @@ MIRRORED = textwrap.dedent(
     from semisup.projection import get_projector
     from semisup.train import Trainer
 
-    name, projected = sys.argv[1].split("+")[0], sys.argv[1].endswith("+projection")
-    method = METHODS[name]
-
-    def build(strategy):
-        keras.utils.set_random_seed(0)
-        with strategy.scope():
-            encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
-            projector = get_projector(16, layers=3, hidden=12, output_dim=8) if projected else None
-            head = get_head(4, input_dim=8 if projected else 16) if method.has_head else None
-            optimizer = keras.optimizers.Adam()
-        return Trainer(method, Params().method(name), encoder=encoder, head=head, optimizer=optimizer,
-                       augment_kwargs=aug.from_params(AugmentParams()), num_classes=4, seed=0, strategy=strategy,
-                       projector=projector)
-
-    rng = np.random.default_rng(1)
-    views = tuple(tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32) for _ in range(method.unlabeled_views))
-    labeled = tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32) if method.uses_labeled else None
-    labels = tf.constant(np.arange(8) % 4, tf.int64) if method.uses_labeled else None
-
-    one = build(tf.distribute.get_strategy())
-    loss1, _, grads1 = one.loss_and_grads(views, labeled, labels)
-
+    # One strategy for every check: a second one in the same process reuses its collectives' instance keys.
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    two = build(strategy)
-    for a, b in zip(one.variables, two.variables):
-        b.assign(a)
 
-    def shard(t):
-        if t is None:
-            return None
-        return strategy.experimental_distribute_values_from_function(
-            lambda ctx: t[4 * ctx.replica_id_in_sync_group: 4 * (ctx.replica_id_in_sync_group + 1)])
+    def check(name, projected):
+        method = METHODS[name]
 
-    @tf.function
-    def step(views, labeled, labels):
-        loss, _, grads = strategy.run(two.loss_and_grads, args=(views, labeled, labels))
-        summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
-        return strategy.experimental_local_results(loss), summed
+        def build(strategy):
+            keras.utils.set_random_seed(0)
+            with strategy.scope():
+                encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
+                projector = get_projector(16, layers=3, hidden=12, output_dim=8) if projected else None
+                head = get_head(4, input_dim=8 if projected else 16) if method.has_head else None
+                optimizer = keras.optimizers.Adam()
+            return Trainer(method, Params().method(name), encoder=encoder, head=head, optimizer=optimizer,
+                           augment_kwargs=aug.from_params(AugmentParams()), num_classes=4, seed=0, strategy=strategy,
+                           projector=projector)
 
-    losses2, grads2 = step(tuple(shard(v) for v in views), shard(labeled), shard(labels))
-    print(json.dumps({
-        "replicas": strategy.num_replicas_in_sync,
-        "loss1": float(loss1),
-        "losses2": [float(x) for x in losses2],
-        "max_grad_diff": max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(grads1, grads2)),
-        "max_grad": max(float(tf.reduce_max(tf.abs(a))) for a in grads1),
-    }))
+        rng = np.random.default_rng(1)
+        views = tuple(tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32) for _ in range(method.unlabeled_views))
+        labeled = tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32) if method.uses_labeled else None
+        labels = tf.constant(np.arange(8) % 4, tf.int64) if method.uses_labeled else None
+
+        one = build(tf.distribute.get_strategy())
+        loss1, _, grads1 = one.loss_and_grads(views, labeled, labels)
+
+        two = build(strategy)
+        for a, b in zip(one.variables, two.variables):
+            b.assign(a)
+
+        def shard(t):
+            if t is None:
+                return None
+            return strategy.experimental_distribute_values_from_function(
+                lambda ctx: t[4 * ctx.replica_id_in_sync_group: 4 * (ctx.replica_id_in_sync_group + 1)])
+
+        @tf.function
+        def step(views, labeled, labels):
+            loss, _, grads = strategy.run(two.loss_and_grads, args=(views, labeled, labels))
+            summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
+            return strategy.experimental_local_results(loss), summed
+
+        losses2, grads2 = step(tuple(shard(v) for v in views), shard(labeled), shard(labels))
+        print(json.dumps({
+            "replicas": strategy.num_replicas_in_sync,
+            "loss1": float(loss1),
+            "losses2": [float(x) for x in losses2],
+            "max_grad_diff": max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(grads1, grads2)),
+            "max_grad": max(float(tf.reduce_max(tf.abs(a))) for a in grads1),
+        }))
+
+    for arg in sys.argv[1:]:
+        check(arg.split("+")[0], arg.endswith("+projection"))
     """
 )
 
 
-@pytest.mark.slow
 # "+projection": with a projection head, whose BatchNorm must see the global batch on any replica count
 # (CrossEntropy, a per-example method, then gathers too; SuNCEt projects views and labeled rows together).
-@pytest.mark.parametrize("name", [*sorted(METHODS), "crossentropy+projection", "suncet+projection"])
-def test_mirrored_two_replicas_match_one_device(name):
+MIRRORED_NAMES = [*sorted(METHODS), "crossentropy+projection", "suncet+projection"]
+
+
+@pytest.fixture(scope="module")
+def mirrored() -> dict[str, dict]:
+    """MIRRORED's result for every name of MIRRORED_NAMES, from one interpreter."""
     proc = subprocess.run(
-        [sys.executable, "-c", MIRRORED, name], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", MIRRORED, *MIRRORED_NAMES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(MIRRORED_NAMES), proc.stdout[-3000:]
+    return dict(zip(MIRRORED_NAMES, map(json.loads, lines), strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MIRRORED_NAMES)
+def test_mirrored_two_replicas_match_one_device(mirrored, name):
+    out = mirrored[name]
     assert out["replicas"] == 2
     # Each replica computes the loss of the whole (gathered) batch.
     np.testing.assert_allclose(out["losses2"], [out["loss1"]] * 2, rtol=1e-5, atol=1e-6)
