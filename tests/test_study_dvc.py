@@ -18,17 +18,13 @@ import yaml
 
 from semisup.config import with_overrides
 from semisup.methods import METHODS as REGISTRY
-from tests.support import git_project, params_with, run, tool_env
+from tests.support import DATA, copy_repo, git_project, params_with, run, tool_env, write_params
 
 METHODS = tuple(REGISTRY)  # every method of the registry
 RUN_STAGES = ("pretrain", "embed", "knn", "linear")
 
 # Every stage runs for real, as small as it gets: 1 epoch of 8-filter encoders, a 5-per-class budget.
-TINY = {
-    "data.source": "digits",
-    "data.image_size": 32,
-    "data.labeled_per_class": 10,
-    "data.num_shards": 1,
+TINY = DATA | {
     "train.epochs": 1,
     "train.shuffle_buffer": 200,
     "encoder.filters": 8,
@@ -62,10 +58,12 @@ def runs(*names: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git + DVC copy of this project with the tiny profile and method_names [paws], reproduced once."""
-    repo = tmp_path_factory.mktemp("study")
-    git_project(repo, TINY)
+def repo(tmp_path_factory, digits_repo) -> Path:
+    """A git + DVC copy of this project with the tiny profile and method_names [paws], reproduced once: a
+    copy of the session's `digits_repo` (tests/conftest.py: TINY's data, downloaded and sharded)."""
+    repo = copy_repo(digits_repo, tmp_path_factory.mktemp("study") / "r")
+    write_params(repo / "params.yaml", TINY)
+    run(repo, "git", "commit", "-qam", "the study's tiny profile")
     repo.joinpath("first_repro.txt").write_text(run(repo, "dvc", "repro").stdout)
     return repo
 
@@ -73,20 +71,16 @@ def repo(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_one_method_runs_end_to_end(repo):
     out = (repo / "first_repro.txt").read_text()
-    assert ran(subprocess.CompletedProcess([], 0, out)) == {
-        "code",
-        "download",
-        "shard",
-        "splits@5-0",
-        "maps",
-        "report",
-    } | runs("paws-5-0")
+    # download and shard are digits_repo's, reproduced on the same data params and code.
+    assert ran(subprocess.CompletedProcess([], 0, out)) == {"code", "splits@5-0", "maps", "report"} | runs(
+        "paws-5-0"
+    )
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert summary["methods"] == ["paws"] and summary["budgets"] == ["5"] and summary["seeds"] == [0]
     stats = summary["results"]["paws"]["5"]["linear"]
     linear = json.loads((repo / "metrics" / "runs" / "paws-5-0" / "linear.json").read_text())
     assert stats["mean"] == linear["accuracy"] and stats["n"] == 1 and stats["ci_low"] is None
-    assert linear["train_images"] == 50  # the 5-per-class subset, not the 100-image labeled split
+    assert linear["train_images"] == 50  # the 5-per-class subset, not the 250-image labeled split
     assert "One seed (0)" in (repo / "metrics" / "report.md").read_text()
     shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
     assert set(next(iter(shown.values()))["data"]) == {"metrics/study/paws-0005.json"}
