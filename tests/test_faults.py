@@ -632,7 +632,7 @@ main()
         text=True,
         timeout=120,
         # As from a terminal (a suite started in the background passes SIGINT on ignored).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert "ran to the end" not in proc.stdout
     assert proc.returncode == status, proc.stderr
