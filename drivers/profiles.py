@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from semisup.config import Configuration, parse_params, read_params, with_overrides
 from semisup.errors import UserError
+from semisup.few_labels import fit_method
 from semisup.methods import METHODS, Method
 
 BatchRule = Callable[[Method, Any], int]
@@ -62,6 +65,14 @@ def scaled_unlabeled(size: int) -> BatchRule:
     return lambda method, defaults: round(defaults.unlabeled_batch * size / 250)
 
 
+def fitted_labeled(per_class: int) -> BatchRule:
+    """Each method's labeled batch by the few-labels rule (semisup.few_labels) for a labeled subset of
+    `per_class` images of each digit class: the recipe's where the subset fills it, else the subset (a
+    method that never encodes labeled images keeps its own)."""
+    counts = np.full(DIGITS_CLASSES, per_class)
+    return lambda method, defaults: fit_method(method, defaults, counts, "")[0].labeled_batch
+
+
 def labeled_if_used(size: int, otherwise: int | None = None) -> BatchRule:
     """`size` labeled images for a method that encodes them; one that only draws them keeps its default
     (or `otherwise`)."""
@@ -72,18 +83,19 @@ DIGITS_CLASSES = 10
 REFERENCE_EPOCHS = 25  # params.yaml's train.epochs, which the configurations' epoch counts are written for
 
 
-def configuration_scaling(labeled: int, epochs: int) -> dict[str, int]:
-    """`-S` settings that keep each configuration of params.yaml what it is at a profile's labeled batch
-    (`labeled` images on digits) and length (`epochs`): class-stratified supports fill the labeled batch
-    (supports_per_class = labeled / classes per step), and epoch counts (SuNCEt's supervised_epochs, a
+def configuration_scaling(per_class: int, epochs: int) -> dict[str, int]:
+    """`-S` settings that keep each configuration of params.yaml what it is at a profile's labeled subset
+    (`per_class` images of each digit class) and length (`epochs`): class-stratified supports as the
+    few-labels rule fits them (semisup.few_labels), and epoch counts (SuNCEt's supervised_epochs, a
     warmup) keep their share of the run."""
     out: dict[str, int] = {}
     share = lambda n: max(1, round(n * epochs / REFERENCE_EPOCHS))  # noqa: E731
+    counts = np.full(DIGITS_CLASSES, per_class)
     for name, config in CONFIGURATIONS.items():
         p = config.params
         if getattr(p, "supports_per_class", None) is not None:
-            per_step = getattr(p, "classes_per_batch", None) or DIGITS_CLASSES
-            out[f"methods.{name}.supports_per_class"] = labeled // per_step
+            fitted = fit_method(METHODS[config.method], p, counts, "")[0]
+            out[f"methods.{name}.supports_per_class"] = fitted.supports_per_class
         if getattr(p, "supervised_epochs", None) is not None:
             out[f"methods.{name}.supervised_epochs"] = share(p.supervised_epochs)
         warmup = config.overrides.get("train", {}).get("warmup_epochs")
@@ -106,17 +118,19 @@ DEMO: dict[str, object] = {
     "encoder.filters": 32,
     "augment.flip": "false",
     "augment.crop_scale": "[0.5,1.0]",
-    # The reference batches scaled to 128 unlabeled images (InfoNCE's 256), 100 labeled where encoded.
-    **method_batches(scaled_unlabeled(128), labeled_if_used(100)),
-    **configuration_scaling(100, 25),
+    # The reference batches scaled to 128 unlabeled images (InfoNCE's 256); the labeled ones as the
+    # few-labels rule fits them to 10 images of each class (100 where encoded).
+    **method_batches(scaled_unlabeled(128), fitted_labeled(10)),
+    **configuration_scaling(10, 25),
 }
 
-# The study: the demo at 10 epochs, with labeled batches that the 5-per-class budget (50 labeled images)
-# can fill, k = 20 (a bank of 50 cannot vote with 200 neighbours), 3 budgets x 3 seeds.
+# The study: the demo at 10 epochs, with the labeled batches the few-labels rule gives its smallest budget
+# (5 per class: 50 labeled images), the same at every budget; k = 20 (a bank of 50 cannot vote with 200
+# neighbours), 3 budgets x 3 seeds.
 STUDY: dict[str, object] = DEMO | {
     "train.epochs": 10,
-    **method_batches(scaled_unlabeled(128), labeled_if_used(50)),
-    **configuration_scaling(50, 10),
+    **method_batches(scaled_unlabeled(128), fitted_labeled(5)),
+    **configuration_scaling(5, 10),
     "knn.k": "[20]",
     "study.labeled_per_class": "[5,10,25]",
     "study.seeds": "[0,1,2]",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,9 +248,10 @@ def save(
     metrics_dir: str | Path,
     history: list[dict[str, Any]],
     start: int,
+    records: Mapping[str, Any] | None = None,
 ) -> None:
     """The chief writes model_dir/encoder.keras (the same bytes for the same weights) and metrics_dir/train
-    (dvclive's curves of every epoch, and the library versions) together: both appear at once, or neither
+    (dvclive's curves of every epoch, the library versions and `records`: file name -> JSON) together: both appear at once, or neither
     if the run stops first (its checkpoints hold the finished epochs and their history). Then, once every
     worker is done, each removes its checkpoints. `start`: the epoch this process resumed after."""
     if run.chief:
@@ -262,6 +263,8 @@ def save(
                 _log_epoch(live, record)
             live.end()
             write_json(train_tmp / "versions.json", library_versions())
+            for file, record in (records or {}).items():
+                write_json(train_tmp / file, record)
     last = history[-1]["epoch"] if history else 0
     # No worker removes its checkpoints before every worker finished: a run that dies now still resumes.
     with peers(run, f"during epoch {last}" if last > start else AGREEING, resume_after=last):
@@ -279,19 +282,21 @@ def pretrain(
     checkpoint_root: str | Path,
     labeled_ids: Sequence[int] | None = None,
     on_step: StepCallback | None = None,
+    records: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train `method_name` with `params`; write model_dir/encoder.keras and per-epoch curves; -> history.
 
     labeled_ids: 0-based positions in the labeled split's manifest order of the labeled images to train
     on and to use as the kNN monitor's bank (None: all). on_step(step, steps, loss) runs after every step.
-    Under a multi-worker strategy only the chief writes model_dir and metrics_dir.
+    Under a multi-worker strategy only the chief writes model_dir and metrics_dir. records: more JSON
+    files for metrics_dir/train (file name -> content), such as the batches the run used.
     """
     run = set_up(method_name, params, shard_dir, labeled_ids)
     models, trainer = build(run)
     checkpoints = open_checkpoints(run, checkpoint_root)
     start, history = resume(run, models, trainer, checkpoints)
     history = train_epochs(run, models, trainer, checkpoints, start, history, on_step)
-    save(run, models, checkpoints, model_dir, metrics_dir, history, start)
+    save(run, models, checkpoints, model_dir, metrics_dir, history, start, records)
     return history
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from semisup.data.splits import class_counts
 from semisup.data.subsets import parse_run, read_subset
 from semisup.errors import DataError, UserError
+from semisup.few_labels import fit_k
 from semisup.io import output_set, write_json
 from semisup.knn import accuracy_metrics, knn_predict, per_class_accuracy
 from semisup.preflight import check_outputs
@@ -103,23 +105,27 @@ def main(run: str, params_path: str, embeddings: str, shards: str, out: str, sub
     if subset:  # the bank is the run's labeled subset, the images it trained with
         ids = read_subset(subset, num_labeled=len(bank_labels))
         bank, bank_labels = bank[ids], bank_labels[ids]
+    # A k larger than the bank: the few-labels rule's (each result keeps the key of the k asked for).
+    ks, fitted = fit_k(knn.k, class_counts(bank_labels, len(names)))
     predictions = knn_predict(
         bank,
         bank_labels,
         queries,
-        ks=knn.k,
+        ks=ks,
         num_classes=len(names),
         temperature=knn.temperature,
         query_chunk=knn.query_chunk,
     )
     scores = accuracy_metrics(predictions, query_labels)
-    smallest = predictions[min(knn.k)][0]  # unweighted votes at the smallest k
+    if fitted:
+        scores = {f"k{k}": scores[f"k{used}"] | {"k": used} for k, used in zip(knn.k, ks, strict=True)}
+    smallest = predictions[min(ks)][0]  # unweighted votes at the smallest k
     per_class = dict(zip(names, per_class_accuracy(smallest, query_labels, len(names)), strict=True))
     # Per-class scores live in their own file so that `dvc metrics show` on knn.json stays a method x k table.
     outputs = [Path(out) / name / file for file in ("knn.json", "per_class.json", "confusion.csv")]
     with output_set(*outputs) as (scores_json, per_class_json, confusion_csv):
         write_json(scores_json, scores | {"versions": library_versions()})
-        write_json(per_class_json, {"k": min(knn.k), "per_class_accuracy": per_class})
+        write_json(per_class_json, {"k": min(ks), "per_class_accuracy": per_class})
         write_confusion(confusion_csv, query_labels, smallest, names)
     done(f"{name}: " + " ".join(f"{k}={v['accuracy']:.4f}" for k, v in scores.items()) + f" -> {out}/{name}")
 

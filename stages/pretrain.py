@@ -105,8 +105,12 @@ def main(
     logging.basicConfig(level=logging.INFO if worker == 0 else logging.WARNING, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its per-collective INFO lines
     configure_devices(cpu_replicas)
+    from semisup.few_labels import fit_run, subset_counts
     from semisup.preflight import check_pretrain
 
+    # A labeled subset smaller than the recipe's labeled batch (or kNN bank) gets them by one rule.
+    params, fitted = fit_run(params, method, subset_counts(shards, labeled_ids))
+    logging.getLogger("semisup").info(fitted.describe(name))
     # Everything that can fail before training fails here: manifest, knn.k, writable folders, free disk.
     check_pretrain(params, method, shards, f"{models}/{name}", f"{metrics}/{name}", checkpoints, labeled_ids)
 
@@ -133,6 +137,7 @@ def main(
             checkpoint_root=checkpoints,  # the fingerprint holds the run's seed and subset
             labeled_ids=None if labeled_ids is None else [int(i) for i in labeled_ids],
             on_step=on_step,
+            records={"batches.json": fitted.record()},
         )
     except UserError as exc:
         if not isinstance(exc, WorkerLost) and not spec:

@@ -136,6 +136,9 @@ class SuNCEtParams:
     temperature: float = param(0.1, gt=0.0)
     supervised_weight: float = param(1.0, ge=0.0)
     symmetric: bool = False
+    # Augmented views of each labeled image, its label repeated per view (the paper's supervised_views);
+    # few labels (semisup.few_labels): 2 where a class has a single image, so that it has a partner.
+    support_views: int = param(1, ge=1)
     # The last epoch with the supervised term (the paper switches it off); after it, plain InfoNCE and the
     # labeled batch is no longer encoded. None: every epoch.
     supervised_epochs: int | None = param(None, ge=0)
