@@ -302,3 +302,71 @@ EXTRA_PARTS: tuple[Part, ...] = (
 )
 # `make study PROFILE=<name>`: a profile's parts.
 PAPER_PROFILES: dict[str, tuple[Part, ...]] = {"paper": PAPER_PARTS, "paper-extra": EXTRA_PARTS}
+
+
+# --- your own folder: `make study DATA=path/to/folder` ------------------------------------------------------
+# The study's settings for an image folder (a sub-folder per class, unlabeled/ optional): the budgets every
+# class can give after its test share, the study's length and encoder at 32 px (a few minutes a run on a CPU),
+# the recipe's labeled batches and k (fitted to each run's labeled subset: semisup.few_labels), and each
+# method's unlabeled batch scaled to what the folder holds. Any of it can be changed with -S.
+FOLDER_BUDGETS = (1, 5, 10, 25)
+FOLDER_IMAGE_SIZE, FOLDER_EPOCHS = 32, 10
+
+
+@dataclass(frozen=True)
+class FolderStudy:
+    """What the folder study picked: its -S profile and the facts it picked them from."""
+
+    profile: dict[str, object]
+    classes: int
+    labeled: int  # images in the class sub-folders
+    unlabeled: int  # images the unlabeled split will hold (unlabeled/ and what the budgets leave)
+    budgets: tuple[int, ...]
+
+    def lines(self) -> list[str]:
+        """The study's first lines: what it found and what it picked (each overridable with -S)."""
+        p = self.profile
+        return [
+            f"study: {p['data.path']}: {self.classes} classes, {self.labeled} labeled images, "
+            f"{self.unlabeled} for the unlabeled split",
+            f"study: budgets {list(self.budgets)} labels per class (study.labeled_per_class), seeds "
+            f"{p['study.seeds']}, images {p['data.image_size']} px (data.image_size), {p['train.epochs']} "
+            "epochs (train.epochs); change any with -S KEY=VALUE",
+        ]
+
+
+def folder_study(path: str | Path, test_fraction: float = 0.2) -> FolderStudy:
+    """The study of image folder `path`; a UserError, before any training, when it cannot make one (no
+    such folder, no images, one class, a class smaller than 1 label plus its test share, nothing to
+    train the unlabeled methods on)."""
+    from semisup.data.folder import scan_folder
+    from semisup.data.splits import check_class_sizes, class_counts, test_counts
+
+    root = Path(path).expanduser().resolve()
+    names, labeled, unlabeled = scan_folder(root)
+    counts = class_counts(np.array([y for _, y in labeled]), len(names))
+    check_class_sizes(counts, names, need=2, why="a study (1 label per class and 1 test image)")
+    available = counts - test_counts(counts, test_fraction)
+    budgets = tuple(b for b in FOLDER_BUDGETS if b <= int(available.min()))
+    left = int((available - budgets[-1]).sum()) + len(unlabeled)
+    if left < 4:
+        raise UserError(
+            f"data.path: {root}: {left} images would be left for the unlabeled split (4 at least: InfoNCE "
+            f"contrasts 2 x 2): add images to {root / 'unlabeled'} or to the classes"
+        )
+    size = min(128, left // 2)  # InfoNCE's unlabeled batch is twice the others'
+    profile = {
+        "data.source": "folder",
+        "data.path": str(root),
+        "data.image_size": FOLDER_IMAGE_SIZE,
+        "data.labeled_per_class": budgets[-1],
+        "data.test_fraction": test_fraction,
+        "data.num_shards": 2,
+        "train.epochs": FOLDER_EPOCHS,
+        "train.shuffle_buffer": 2000,
+        "encoder.filters": 32,
+        **method_batches(scaled_unlabeled(size), lambda method, defaults: defaults.labeled_batch, {}),
+        "study.labeled_per_class": "[" + ",".join(map(str, budgets)) + "]",
+        "study.seeds": "[0,1,2]",
+    }
+    return FolderStudy(profile, len(names), len(labeled), left, budgets)

@@ -24,7 +24,7 @@ import click
 
 from drivers import dvcexp
 from drivers.dvcexp import ACTIVE, EXIT_FAILED, EXIT_INTERRUPTED, fail
-from drivers.profiles import PAPER_PROFILES, STUDY, Part, method_of, parse_sets
+from drivers.profiles import PAPER_PROFILES, STUDY, Part, folder_study, method_of, parse_sets
 from drivers.progress import StudyProgress
 from semisup.errors import UserError
 from semisup.methods import METHODS
@@ -46,9 +46,15 @@ MAIN = tuple(m for m in METHODS if m not in BESIDE) + BESIDE
 PAGE = Path("study") / "report.html"  # git-ignored: a copy of the experiment's study page
 
 
-def overrides(methods: tuple[str, ...], extra: dict[str, str]) -> list[str]:
-    """`-S key=value` arguments of the study profile, then `extra`, with these methods."""
-    settings = {**STUDY, **extra, "method_names": "[" + ",".join(methods) + "]"}
+def overrides(
+    methods: tuple[str, ...], extra: dict[str, str], profile: dict[str, object] | None = None
+) -> list[str]:
+    """`-S key=value` arguments of the study profile (or `profile`), then `extra`, with these methods."""
+    settings = {
+        **(STUDY if profile is None else profile),
+        **extra,
+        "method_names": "[" + ",".join(methods) + "]",
+    }
     return [f"-S{key}={value}" for key, value in settings.items()]
 
 
@@ -116,7 +122,9 @@ def stop_experiments(names: tuple[str, ...]) -> None:
     dvcexp.dvc("queue", "remove", *names, check=False, capture=True)
 
 
-def run_study(names: tuple[str, ...], extra: dict[str, str], jobs: int) -> None:
+def run_study(
+    names: tuple[str, ...], extra: dict[str, str], jobs: int, profile: dict[str, object] | None = None
+) -> None:
     """Queue the study's two experiments (unless an earlier make study's are still queued or running),
     start the queue and wait for them."""
     now = states(names)[0]
@@ -128,9 +136,9 @@ def run_study(names: tuple[str, ...], extra: dict[str, str], jobs: int) -> None:
     if stale:
         dvcexp.dvc("queue", "remove", *stale, check=False, capture=True)
     if now.get(names[0]) not in (*ACTIVE, "success"):  # (an interrupted study may have finished it)
-        dvcexp.dvc("exp", "run", "--queue", "-n", names[0], *overrides(BESIDE, extra))
+        dvcexp.dvc("exp", "run", "--queue", "-n", names[0], *overrides(BESIDE, extra, profile))
     if names[1] not in active:
-        dvcexp.dvc("exp", "run", "--queue", "-n", names[1], *overrides(MAIN, extra))
+        dvcexp.dvc("exp", "run", "--queue", "-n", names[1], *overrides(MAIN, extra, profile))
     dvcexp.dvc("queue", "start", "-j", str(jobs))
     wait_for_queue(names)
 
@@ -207,26 +215,64 @@ def paper_study(profile: str, jobs: int, sets: tuple[str, ...]) -> None:
     help="reference: the four methods' recipe; paper: the papers' PAWS and SuNCEt, PAWS's options one by "
     "one; paper-extra: float32 vs the default precision, the papers' PAWS without multi-crop.",
 )
-def main(jobs: int | None, sets: tuple[str, ...], profile: str) -> None:
-    """Run the digits study and print its table (method x budget, mean and 95% interval over seeds)."""
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Your image folder (a sub-folder of images per class, unlabeled/ optional) instead of digits: "
+    "the study picks its budgets, image size and epochs and says so first.",
+)
+def main(jobs: int | None, sets: tuple[str, ...], profile: str, data_path: str | None) -> None:
+    """Run the study (digits, or your image folder with --data) and print its table (method x budget,
+    mean and 95% interval over seeds)."""
     dvcexp.check_repository("make study")
     if profile in PAPER_PROFILES:
+        if data_path:
+            fail(f"--data: the {profile} profile is the papers' study on digits: leave out one of them")
         # Every part at once: a part's evaluation stages and DVC's bookkeeping leave a core idle that
         # another part's training fills, and no part runs alone at the end.
         paper_study(profile, jobs or len(PAPER_PROFILES[profile]), sets)
         return
-    jobs = jobs or 2
+    base, title, key_extra = STUDY, "The digits study", {}
+    if data_path:
+        try:
+            folder = folder_study(data_path)
+        except UserError as exc:
+            fail(str(exc))
+        for line in folder.lines():
+            click.echo(line, err=True)
+        base, title = folder.profile, f"The study of {folder.profile['data.path']}"
+        key_extra = {"folder": folder_digest(Path(str(folder.profile["data.path"])))}
     try:
-        extra = parse_sets(sets, {**STUDY, "method_names": "[" + ",".join(METHODS) + "]"}, "study", True)
+        extra = parse_sets(sets, {**base, "method_names": "[" + ",".join(METHODS) + "]"}, "study", True)
     except UserError as exc:
         fail(str(exc))
-    name = f"study-{dvcexp.code_key({**STUDY, **extra})}"
+    name = f"study-{dvcexp.code_key({**base, **extra, **key_extra})}"
+    reference_study(name, extra, jobs or 2, None if base is STUDY else base, title)
+
+
+def folder_digest(root: Path) -> str:
+    """A digest of a folder's files (names, sizes, times): the study's key changes when the images do."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def reference_study(
+    name: str, extra: dict[str, str], jobs: int, profile: dict[str, object] | None, title: str
+) -> None:
+    """Run (or show, when this code already ran it) the study's experiments; print the table, copy the page."""
     start = time.monotonic()
     names = (f"{name}-part", name)
     if dvcexp.finished(name) is None:
         try:
             with dvcexp.compile_cache():
-                run_study(names, extra, jobs)
+                run_study(names, extra, jobs, profile)
         except KeyboardInterrupt:
             click.echo("study: interrupted: stopping its experiments", err=True)
             stop_experiments(names)
@@ -246,7 +292,7 @@ def main(jobs: int | None, sets: tuple[str, ...], profile: str) -> None:
             f"{name}: the queue finished but recorded no experiment: see `dvc queue logs {name}`", EXIT_FAILED
         )
     summary = json.loads(dvcexp.read(exp, "metrics/summary.json"))
-    click.echo(f"\nThe digits study (experiment {name}):")
+    click.echo(f"\n{title} (experiment {name}):")
     click.echo(format_table(summary))
     if dvcexp.files(exp, "metrics/report.html"):  # the study page, to open without touching the workspace
         PAGE.parent.mkdir(exist_ok=True)

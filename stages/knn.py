@@ -118,7 +118,10 @@ def main(run: str, params_path: str, embeddings: str, shards: str, out: str, sub
     )
     scores = accuracy_metrics(predictions, query_labels)
     if fitted:
-        scores = {f"k{k}": scores[f"k{used}"] | {"k": used} for k, used in zip(knn.k, ks, strict=True)}
+        scores = {
+            f"k{k}": scores[f"k{used}"] | ({"k": used} if used != k else {})
+            for k, used in zip(knn.k, ks, strict=True)
+        }
     smallest = predictions[min(ks)][0]  # unweighted votes at the smallest k
     per_class = dict(zip(names, per_class_accuracy(smallest, query_labels, len(names)), strict=True))
     # Per-class scores live in their own file so that `dvc metrics show` on knn.json stays a method x k table.

@@ -427,11 +427,15 @@ def test_encoder_weights_match_keras() -> None:
 
 
 @pytest.mark.slow
-def test_pretrain_refuses_k_over_the_bank_and_a_stale_manifest_before_training(workspace, tmp_path):
+def test_pretrain_refuses_a_batch_over_the_split_and_a_stale_manifest_before_training(workspace, tmp_path):
     params, src, _ = workspace
-    big_k = write_params(tmp_path / "k.yaml", TINY | {"knn.k": "[5, 251]"})
-    proc = run_stage("pretrain", big_k, src, tmp_path)
-    line = assert_one_line_error(proc, "knn.k: 251 is larger than the bank (250 labeled examples")
+    # A labeled batch or k over the labeled subset is fitted to it (tests/test_few_labels.py); an
+    # unlabeled batch stays the recipe's, and one over the unlabeled split is refused.
+    big = write_params(tmp_path / "k.yaml", TINY | {"methods.paws.unlabeled_batch": 5000})
+    proc = run_stage("pretrain", big, src, tmp_path)
+    line = assert_one_line_error(
+        proc, "methods.paws.unlabeled_batch: 5000 is larger than the unlabeled split"
+    )
     assert "epoch" not in proc.stderr, line  # no training step ran
     other = write_params(tmp_path / "s.yaml", TINY | {"data.image_size": 40})
     assert_one_line_error(

@@ -286,11 +286,16 @@ def test_stage_bank_is_the_runs_subset_not_the_pool(tmp_path):
     # The whole pool as the bank scores otherwise here, so the figures above tell the two apart.
     pool = reference_votes(bank, bank_labels, queries, 10, 3).argmax(axis=1)
     assert np.mean(pool == query_labels) != pytest.approx(metrics["k10"]["accuracy"])
-    # The bank's size is the subset's: a k between the subset (15) and the pool (90) is refused.
+    # The bank's size is the subset's: a k between the subset (15) and the pool (90) is the few-labels
+    # rule's, the subset's smallest class (5), under the key of the k asked for.
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"knn": {"k": [20], "query_chunk": 16}}))
     result = CliRunner().invoke(knn_stage.main, [*stage_args(tmp_path, "paws"), *args])
-    assert result.exit_code == 2
-    assert "knn.k: 20 is larger than the bank (15 labeled examples)" in result.stderr
+    assert result.exit_code == 0, result.output
+    fitted = json.loads((tmp_path / "metrics" / "paws-5-0" / "knn.json").read_text())
+    assert fitted["k20"]["k"] == 5
+    sk = KNeighborsClassifier(n_neighbors=5, metric="cosine", algorithm="brute")
+    expected = sk.fit(bank[ids], bank_labels[ids]).predict(queries)
+    assert fitted["k20"]["accuracy"] == pytest.approx(np.mean(expected == query_labels))
 
 
 def test_stage_missing_embeddings_names_the_stage(tmp_path):
@@ -302,12 +307,15 @@ def test_stage_missing_embeddings_names_the_stage(tmp_path):
     assert "test.npz: not found" in result.stderr and "dvc repro embed@suncet" in result.stderr
 
 
-def test_stage_k_larger_than_bank(tmp_path):
-    write_stage_inputs(tmp_path, ks=(3, 500))
+def test_stage_k_larger_than_bank_is_its_smallest_class(tmp_path):
+    bank, bank_labels, queries, query_labels = write_stage_inputs(tmp_path, ks=(3, 500))
     result = run_stage(tmp_path)
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: knn.k: 500 is larger than the bank (90 labeled examples)")
-    assert not (tmp_path / "metrics").exists()
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics" / "suncet" / "knn.json").read_text())
+    smallest = int(np.bincount(bank_labels).min())
+    assert metrics["k500"]["k"] == smallest and "k" not in metrics["k3"]
+    plain = reference_votes(bank, bank_labels, queries, smallest, 3).argmax(axis=1)
+    assert metrics["k500"]["accuracy"] == pytest.approx(np.mean(plain == query_labels))
 
 
 def test_stage_labels_outside_manifest_classes(tmp_path):
