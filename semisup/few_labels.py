@@ -115,8 +115,10 @@ def fit_k(ks: Sequence[int], counts: np.ndarray) -> tuple[tuple[int, ...], dict[
 
 
 def fit_run(params: Any, name: str, counts: np.ndarray) -> tuple[Any, Fitted]:
-    """`params` (semisup.config.Params, as `for_run(name)` gives them) with run `name`'s (a method or configuration) labeled batches and
-    knn.k fitted to its labeled subset of `counts` images per class (C,); -> (params, what changed)."""
+    """`params` (semisup.config.Params, as `for_run(name)` gives them) with run `name`'s (a method or
+    configuration) labeled batches fitted to its labeled subset of `counts` images per class (C,); -> (params,
+    what changed). knn.k stays as asked (results are keyed by it): the monitor and the knn stage fit it to
+    their bank with fit_k; the record says the k's they use."""
     method = METHODS[params.method_of(name)]
     mp, changes = fit_method(method, params.method(name), counts, f"methods.{name}")
     ks, k_changes = fit_k(params.knn.k, counts)
@@ -131,11 +133,7 @@ def fit_run(params: Any, name: str, counts: np.ndarray) -> tuple[Any, Fitted]:
     if not changes:
         return params, fitted
     # As `Params.for_run(name)` gives them: a configuration's params stand in its method's section too.
-    out = dataclasses.replace(
-        params,
-        knn=dataclasses.replace(params.knn, k=ks),
-        methods=dataclasses.replace(params.methods, **{method.name: mp}),
-    )
+    out = dataclasses.replace(params, methods=dataclasses.replace(params.methods, **{method.name: mp}))
     if name in params.configurations:
         config = dataclasses.replace(params.configurations[name], params=mp)
         out = dataclasses.replace(out, configurations={**params.configurations, name: config})

@@ -14,7 +14,9 @@ import tensorflow as tf
 
 from semisup.config import Params
 from semisup.data import readers
+from semisup.data.splits import class_counts
 from semisup.embed import embed
+from semisup.few_labels import fit_k
 from semisup.knn import knn_accuracy
 
 
@@ -33,14 +35,16 @@ def monitor(
     bank_data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
     bank, bank_labels = embed(encoder, bank_data, jit_compile=jit)
     queries, query_labels = embed(encoder, readers.eval_dataset(shard_dir, "test", batch), jit_compile=jit)
+    # A k not smaller than the bank: the few-labels rule's, logged under the key of the k asked for.
+    ks, _ = fit_k(params.knn.k, class_counts(bank_labels, num_classes))
     scores = knn_accuracy(
         bank,
         bank_labels,
         queries,
         query_labels,
-        ks=params.knn.k,
+        ks=ks,
         num_classes=num_classes,
         temperature=params.knn.temperature,
         query_chunk=params.knn.query_chunk,
     )
-    return {f"knn_{k}": v["accuracy"] for k, v in scores.items()}
+    return {f"knn_k{k}": scores[f"k{used}"]["accuracy"] for k, used in zip(params.knn.k, ks, strict=True)}

@@ -18,16 +18,6 @@ from semisup.methods import METHODS
 _SLACK = 2**20  # file headers, JSON, dvclive's few lines
 
 
-def check_k_vs_bank(ks: Sequence[int], bank_size: int, where: str, fix: str = "") -> None:
-    """The one rule for k: a DataError when a k of knn.k exceeds the kNN bank of `bank_size` labeled
-    images (a run's bank is its labeled subset, which both the monitor and the knn stage search)."""
-    if max(ks) > bank_size:
-        raise DataError(
-            f"knn.k: {max(ks)} is larger than the bank ({bank_size} labeled examples in {where}); "
-            f"use k <= {bank_size}, or {fix or 'label more images (data.labeled_per_class)'}"
-        )
-
-
 def check_batches(
     manifest: dict[str, Any],
     method_name: str,
@@ -125,10 +115,9 @@ def check_run(
     where: str,
     shard_dir: str | os.PathLike | None = None,
 ) -> None:
-    """What a run (a method or configuration, its labeled subset) can fail on, from the manifest alone: its batches, and
-    knn.k against its bank, the labeled subset (checked even without the monitor: the knn stage searches
-    the same bank after the training); multi-crop against the encoder, and with `shard_dir`,
-    class-stratified supports against the subset's labels."""
+    """What a run (a method or configuration, its labeled subset) can fail on, from the manifest alone: its
+    batches; multi-crop against the encoder, and with `shard_dir`, class-stratified supports against the
+    subset's labels."""
     check_crops(params, method, int(manifest["image_shape"][0]))
     if shard_dir is not None:
         check_supports(shard_dir, manifest, params, method, labeled_ids)
@@ -140,10 +129,8 @@ def check_run(
         None if labeled_ids is None else labeled,
         params.method_of(method),
     )
-    subset = "the run's labeled subset" if labeled_ids is not None else where
-    check_k_vs_bank(
-        params.knn.k, labeled, subset, "raise the label budget" if labeled_ids is not None else ""
-    )
+    # knn.k is not checked against the bank: the monitor and the knn stage fit a k not smaller than the
+    # bank to it (semisup.few_labels.fit_k).
 
 
 def check_manifest_matches(manifest: dict[str, Any], params: Params, where: str | os.PathLike) -> None:

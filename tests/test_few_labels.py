@@ -75,7 +75,7 @@ def test_fit_run_replaces_a_configurations_params_where_the_trainer_reads_them()
     fitted, record = fit_run(params, "paws_paper", np.full(10, 2))
     assert fitted.method("paws_paper").labeled_batch == 20
     assert fitted.methods.paws.labeled_batch == 20  # for_run's stand-in of the configuration
-    assert fitted.knn.k == (2, 2)
+    assert fitted.knn.k == (20, 200)  # as asked: the monitor and the knn stage fit k to their bank
     assert record.record()["used"] == {
         "methods.paws_paper.unlabeled_batch": 250,
         "methods.paws_paper.labeled_batch": 20,
