@@ -377,18 +377,25 @@ def _images(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return unlabeled, labeled, np.array([0, 1, 2, 3])
 
 
-def test_options_add_views_of_their_own_and_leave_the_reference_views_as_they_are():
+def test_options_add_views_of_their_own_and_keep_the_reference_views_seeds():
+    # Multi-crop on: the two views and the supports are the reference's draws (same seeds) at the preset's
+    # raised area scale (CIFAR10's (0.75, 1.0) at 32 px); the second support view and the small crops (the
+    # preset's area (0.3, 0.75), OPTIONS' own 12 px) come from seed streams of their own.
     unlabeled, labeled, _ = _images()
     step = tf.constant(17, tf.int64)
     views, labeled_views, crops = _options_trainer()._augment(unlabeled, labeled, step, True)
-    ref_views, ref_labeled, _ = _paws_trainer(PAWSParams())._augment(unlabeled, labeled, step, True)
-    for a, b in zip(views + labeled_views[:1], ref_views + ref_labeled, strict=True):
-        np.testing.assert_array_equal(a, b)
-    kwargs = dict(EAGER_AUGMENT)
+    seeds = aug.step_seeds(0, 17)
+    large = EAGER_AUGMENT | {"crop_scale": (0.75, 1.0)}
+    for i, view in enumerate(views):
+        np.testing.assert_array_equal(view, aug.augment(unlabeled, seeds[i], **large))
+    np.testing.assert_array_equal(labeled_views[0], aug.augment(labeled, seeds[2], **large))
     extra = aug.step_seeds(0, 17, 1, aug.SUPPORT_VIEWS)
-    np.testing.assert_array_equal(labeled_views[1], aug.augment(labeled, extra[0], **kwargs))
+    np.testing.assert_array_equal(labeled_views[1], aug.augment(labeled, extra[0], **large))
+    ref_views, _, _ = _paws_trainer(PAWSParams())._augment(unlabeled, labeled, step, True)
+    np.testing.assert_array_equal(ref_views[0], aug.augment(unlabeled, seeds[0], **EAGER_AUGMENT))
+    assert not np.array_equal(views[0], ref_views[0])  # the scale, not the seed, differs
     small = aug.step_seeds(0, 17, 2, aug.SMALL_CROPS)
-    kwargs["crop_scale"] = OPTIONS.multicrop_scale
+    kwargs = EAGER_AUGMENT | {"crop_scale": (0.3, 0.75)}
     assert len(crops) == 2
     for k, crop in enumerate(crops):
         assert crop.shape == (6, 12, 12, 3)
@@ -444,7 +451,7 @@ def test_support_views_and_crops_reach_the_loss_as_the_official_paws():
         ({}, r"methods\.paws\.multicrop: 2 small crops need .*encoder\.pooling: average"),
         (
             {"encoder.pooling": "average"},
-            r"multicrop_size: small crops of 14 pixels do not survive encoder\.depth=4",
+            r"multicrop_size: small crops of 18 pixels \(the cifar10 preset's\) do not survive encoder\.depth=4",
         ),
         (
             {"encoder.pooling": "average", "methods.paws.multicrop_size": 40},
@@ -459,7 +466,7 @@ def test_multicrop_settings_the_encoder_cannot_take_are_refused_before_compute(o
 
     raw = with_overrides({}, {"methods.paws.multicrop": 2, **overrides})
     with pytest.raises(UserError, match=message):
-        check_crops(parse_params(raw), "paws", 32)  # 3/7 of 32 is 14: too small for 4 valid convolutions
+        check_crops(parse_params(raw), "paws", 32)  # CIFAR10's 18 px: too small for 4 valid convolutions
     fine = with_overrides(
         raw, {"encoder.pooling": "average", "encoder.padding": "same", "methods.paws.multicrop_size": 14}
     )
