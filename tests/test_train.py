@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # configuration: each would spend its first ~6 s of CPU importing TensorFlow.
 MIRRORED = textwrap.dedent(
     """
-    import json, sys
+    import dataclasses, json, sys
     import numpy as np
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -45,17 +45,21 @@ MIRRORED = textwrap.dedent(
     # One strategy for every check: a second one in the same process reuses its collectives' instance keys.
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
-    def check(name, projected):
+    def check(name, projected, cropped):
         method = METHODS[name]
+        params = Params().method(name)
+        if cropped:  # two 12-pixel crops on a pooled encoder: the head's BatchNorm per resolution group
+            params = dataclasses.replace(params, multicrop=2, multicrop_size=12)
+        pooled = {"padding": "same", "pooling": "average"} if cropped else {}
 
         def build(strategy):
             keras.utils.set_random_seed(0)
             with strategy.scope():
-                encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
+                encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16, **pooled)
                 projector = get_projector(16, layers=3, hidden=12, output_dim=8) if projected else None
                 head = get_head(4, input_dim=8 if projected else 16) if method.has_head else None
                 optimizer = keras.optimizers.Adam()
-            return Trainer(method, Params().method(name), encoder=encoder, head=head, optimizer=optimizer,
+            return Trainer(method, params, encoder=encoder, head=head, optimizer=optimizer,
                            augment_kwargs=aug.from_params(AugmentParams()), num_classes=4, seed=0, strategy=strategy,
                            projector=projector)
 
@@ -63,9 +67,10 @@ MIRRORED = textwrap.dedent(
         views = tuple(tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32) for _ in range(method.unlabeled_views))
         labeled = tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32) if method.uses_labeled else None
         labels = tf.constant(np.arange(8) % 4, tf.int64) if method.uses_labeled else None
+        crops = tuple(tf.constant(rng.uniform(0.5, 1.0, (8, 12, 12, 3)), tf.float32) for _ in range(2 * cropped))
 
         one = build(tf.distribute.get_strategy())
-        loss1, _, grads1 = one.loss_and_grads(views, labeled, labels)
+        loss1, _, grads1 = one.loss_and_grads(views, labeled, labels, crops)
 
         two = build(strategy)
         for a, b in zip(one.variables, two.variables):
@@ -78,12 +83,13 @@ MIRRORED = textwrap.dedent(
                 lambda ctx: t[4 * ctx.replica_id_in_sync_group: 4 * (ctx.replica_id_in_sync_group + 1)])
 
         @tf.function
-        def step(views, labeled, labels):
-            loss, _, grads = strategy.run(two.loss_and_grads, args=(views, labeled, labels))
+        def step(views, labeled, labels, crops):
+            loss, _, grads = strategy.run(two.loss_and_grads, args=(views, labeled, labels, crops))
             summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
             return strategy.experimental_local_results(loss), summed
 
-        losses2, grads2 = step(tuple(shard(v) for v in views), shard(labeled), shard(labels))
+        losses2, grads2 = step(
+            tuple(shard(v) for v in views), shard(labeled), shard(labels), tuple(shard(c) for c in crops))
         print(json.dumps({
             "replicas": strategy.num_replicas_in_sync,
             "loss1": float(loss1),
@@ -93,14 +99,15 @@ MIRRORED = textwrap.dedent(
         }))
 
     for arg in sys.argv[1:]:
-        check(arg.split("+")[0], arg.endswith("+projection"))
+        check(arg.split("+")[0], arg.endswith("+projection"), "+crops" in arg)
     """
 )
 
 
 # "+projection": with a projection head, whose BatchNorm must see the global batch on any replica count
-# (CrossEntropy, a per-example method, then gathers too; SuNCEt projects views and labeled rows together).
-MIRRORED_NAMES = [*sorted(METHODS), "crossentropy+projection", "suncet+projection"]
+# (CrossEntropy, a per-example method, then gathers too; SuNCEt projects views and labeled rows together);
+# "+crops": PAWS with two small crops, which the head normalises apart from the views and supports.
+MIRRORED_NAMES = [*sorted(METHODS), "crossentropy+projection", "suncet+projection", "paws+crops+projection"]
 
 
 @pytest.fixture(scope="module")
