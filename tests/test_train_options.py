@@ -347,3 +347,15 @@ def test_the_head_normalises_the_small_crops_apart_as_the_official_forward_pass(
         loss, _, grads = trainer.loss_and_grads(views, (labeled,), tf.constant(labels), crops)
         np.testing.assert_allclose(float(loss), value, rtol=1e-5, atol=1e-6, err_msg=grouping)
         assert all(np.isfinite(g.numpy()).all() for g in grads)
+
+
+def test_a_run_with_crops_logs_the_settings_it_resolved(caplog):
+    from semisup.methods import PAWSParams
+
+    with caplog.at_level("INFO", logger=pretrain.log.name):
+        pretrain._log_crops("paws", PAWSParams(), 96)  # no crops: nothing to say
+        pretrain._log_crops("paws_paper", PAWSParams(multicrop=6), 96)
+    assert [r.getMessage() for r in caplog.records] == [
+        "paws_paper: multi-crop with the imagenet preset at 96 px: 6 crops of 41 px at area [0.05, 0.14], "
+        "the views at [0.14, 1.0], the head's BatchNorm per_resolution"
+    ]
