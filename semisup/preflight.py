@@ -61,15 +61,16 @@ def check_crops(params: Params, method: str, image_size: int) -> None:
             f"{key}.multicrop: {mp.multicrop} small crops need an encoder that takes several image sizes: "
             "set encoder.pooling: average (Flatten takes one size only), or multicrop: 0"
         )
-    size = mp.crop_size(image_size)
+    size = mp.multicrop_settings(image_size).size
     if size > image_size:
         raise UserError(
             f"{key}.multicrop_size: {size} is larger than the images ({image_size}): use at most {image_size}"
         )
     if conv_side(size, enc) < 1:
+        given = "" if mp.multicrop_size else f" (the {mp.multicrop_settings(image_size).preset} preset's)"
         raise UserError(
-            f"{key}.multicrop_size: small crops of {size} pixels do not survive encoder.depth={enc.depth} "
-            f"(kernel {enc.kernel_size}, stride {enc.stride}, padding {enc.padding}): set encoder.padding: "
+            f"{key}.multicrop_size: small crops of {size} pixels{given} do not survive "
+            f"encoder.depth={enc.depth} (kernel {enc.kernel_size}, stride {enc.stride}, padding {enc.padding}): set encoder.padding: "
             "same, or raise multicrop_size"
         )
 

@@ -96,6 +96,7 @@ def set_up(
         distribute.describe_devices(strategy),
         f", worker {worker} of {workers}" if workers > 1 else "",
     )
+    _log_crops(method_name, params.method(method_name), int(manifest["image_shape"][0]))
     return Run(
         method_name,
         METHODS[params.method_of(method_name)],
@@ -108,6 +109,25 @@ def set_up(
         mixed,
         worker,
         workers,
+    )
+
+
+def _log_crops(method_name: str, method_params: Any, image_size: int) -> None:
+    """One line with the multi-crop settings a run resolved for its image size (when it has crops)."""
+    if not getattr(method_params, "multicrop", 0):
+        return
+    c = method_params.multicrop_settings(image_size)
+    log.info(
+        "%s: multi-crop with the %s preset at %d px: %d crops of %d px at area %s, the views at %s, "
+        "the head's BatchNorm %s",
+        method_name,
+        c.preset,
+        image_size,
+        c.count,
+        c.size,
+        list(c.scale),
+        list(c.global_scale),
+        method_params.multicrop_batchnorm,
     )
 
 

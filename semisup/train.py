@@ -3,10 +3,11 @@
 A method declares what it encodes (semisup.methods.Method); the trainer augments exactly those images,
 runs them through the encoder in one call (a second one for multi-crop's small crops), gathers the
 features of every replica so the loss sees the global batch, passes them through the projection head (if
-any) and applies the optimizer. A method's params may ask for more views (PAWS's `support_views`,
-`multicrop`): each comes from its own seed stream, so the reference's views stay as they are. Randomness
-comes from stateless ops seeded by (seed, step), and the input order of epoch e from (seed, e), so a
-resumed run repeats the uninterrupted one step for step.
+any; its BatchNorm per resolution group: the views and labeled rows, the crops apart) and applies the
+optimizer. A method's params may ask for more views (PAWS's `support_views`, `multicrop`): each comes from
+its own seed stream, so the reference's views stay as they are (multi-crop raises their crop scale, as
+the paper does). Randomness comes from stateless ops seeded by (seed, step), and the input order of epoch
+e from (seed, e), so a resumed run repeats the uninterrupted one step for step.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class Trainer:
         # Options a params section may hold (PAWS's today); absent, the reference: one labeled view, no crops.
         self.support_views = int(getattr(method_params, "support_views", 1))
         self.multicrop = int(getattr(method_params, "multicrop", 0))
+        # How the projection head's BatchNorm groups the rows when there are small crops (see _project).
+        self.head_groups = getattr(method_params, "multicrop_batchnorm", "per_resolution")
         # Adam creates its slots lazily, inside the first distributed step, unless they exist: with several
         # replicas that fails (a placeholder of the cond branch never fed). Create them here, in the scope.
         with self.strategy.scope():
@@ -105,33 +108,35 @@ class Trainer:
         replica's rows are part (replica id, replicas) of the global batch, and `augment` draws every
         image's parameters for the whole global batch, so 1, 2 or N replicas see the same views.
         The labeled batch has `support_views` views (the first from the reference's seed), and each
-        unlabeled image `multicrop` small crops (size and area scale of the method's params). The views
-        do not depend on whether the labeled batch is encoded: each part has its own seed.
+        unlabeled image `multicrop` small crops (size and area scales: the method's multicrop_settings for
+        the image size). The views do not depend on whether the labeled batch is encoded: each part has
+        its own seed.
         """
         ctx = tf.distribute.get_replica_context()
         part = (ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync)
         seeds = aug.step_seeds(self.seed, step)
+        crop = self.method_params.multicrop_settings(int(unlabeled.shape[1])) if self.multicrop else None
+        # With multi-crop the large views and the supports take the preset's area scale (the official code
+        # raises its crop_scale with multicrop > 0); the seeds stay the reference's.
+        large = self.augment_kwargs | ({"crop_scale": crop.global_scale} if crop else {})
         views = tuple(
-            aug.augment(unlabeled, seeds[i], part=part, **self.augment_kwargs)
-            for i in range(self.method.unlabeled_views)
+            aug.augment(unlabeled, seeds[i], part=part, **large) for i in range(self.method.unlabeled_views)
         )
         labeled_views: tuple[tf.Tensor, ...] = ()
         if encode_labeled:
-            labeled_views = (aug.augment(labeled, seeds[2], part=part, **self.augment_kwargs),)
+            labeled_views = (aug.augment(labeled, seeds[2], part=part, **large),)
             if self.support_views > 1:
                 extra = aug.step_seeds(self.seed, step, self.support_views - 1, aug.SUPPORT_VIEWS)
                 labeled_views += tuple(
-                    aug.augment(labeled, extra[i], part=part, **self.augment_kwargs)
-                    for i in range(self.support_views - 1)
+                    aug.augment(labeled, extra[i], part=part, **large) for i in range(self.support_views - 1)
                 )
         crops: tuple[tf.Tensor, ...] = ()
-        if self.multicrop:
-            p = self.method_params
-            small = self.augment_kwargs | {"crop_scale": tuple(p.multicrop_scale)}
-            size = p.crop_size(int(unlabeled.shape[1]))
-            seeds = aug.step_seeds(self.seed, step, self.multicrop, aug.SMALL_CROPS)
+        if crop:
+            small = self.augment_kwargs | {"crop_scale": crop.scale}
+            seeds = aug.step_seeds(self.seed, step, crop.count, aug.SMALL_CROPS)
             crops = tuple(
-                aug.augment(unlabeled, seeds[k], part=part, size=size, **small) for k in range(self.multicrop)
+                aug.augment(unlabeled, seeds[k], part=part, size=crop.size, **small)
+                for k in range(crop.count)
             )
         return views, labeled_views, crops
 
@@ -139,16 +144,26 @@ class Trainer:
         return _to_f32(self.encoder(images, training=True))
 
     def _project(self, views, labeled, crops):
-        """The projection head over every part in one call, as the encoder runs: BatchNorm's statistics
-        span the whole global batch (the views, the labeled rows and the small crops), the same on any
-        replica count."""
-        parts = list(views) + ([labeled] if labeled is not None else []) + list(crops)
-        sizes = [tf.shape(p)[0] for p in parts]
-        joined = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
-        out = tf.split(_to_f32(self.projector(joined, training=True)), sizes, axis=0)
+        """The projection head per resolution group, as the official forward pass runs it (src/resnet.py,
+        `forward`: consecutive inputs of one size through the network together): the views with the
+        labeled rows, then the small crops. BatchNorm's statistics span a group of the global batch, the
+        same on any replica count; its moving statistics update once per group, as torch's do.
+        `multicrop_batchnorm: joint` puts every row in one group."""
+        large = list(views) + ([labeled] if labeled is not None else [])
+        if self.head_groups == "joint" or not crops:
+            groups = [large + list(crops)]
+        else:
+            groups = [large, list(crops)]
+        out = [part for group in groups for part in self._project_group(group)]
         n = len(views)
         projected_labeled = out[n] if labeled is not None else None
         return tuple(out[:n]), projected_labeled, tuple(out[n + (labeled is not None) :])
+
+    def _project_group(self, parts: list[tf.Tensor]) -> list[tf.Tensor]:
+        """The head over `parts` in one call (one set of BatchNorm statistics): (N_i, D) each -> (N_i, P) each."""
+        sizes = [tf.shape(p)[0] for p in parts]
+        joined = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+        return tf.split(_to_f32(self.projector(joined, training=True)), sizes, axis=0)
 
     def _loss_fn(self, views, labeled, labels, crops=()):
         if self.projector is not None:

@@ -323,3 +323,83 @@ def test_a_stage_refuses_an_unknown_run_before_tensorflow(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.startswith("error: method: 'paws_lz' is not a method")
+
+
+# --- PAWS's multi-crop presets: the official settings per image size -------------------------------------
+# facebookresearch/suncet src/paws_train.py, main(): CIFAR10 (32-px images) mc_size = 18, mc_scale =
+# (0.3, 0.75), crop_scale = (0.75, 1.0) with multicrop; ImageNet (224-px views) mc_size = 96, mc_scale =
+# (0.05, 0.14), crop_scale = (0.14, 1.0) with multicrop.
+
+
+def _crops(image_size: int, **paws) -> tuple:
+    from semisup.methods import PAWSParams
+
+    s = PAWSParams(multicrop=6, **paws).multicrop_settings(image_size)
+    return s.preset, s.count, s.size, s.scale, s.global_scale
+
+
+def test_multicrop_settings_at_32_and_96_pixels_are_the_official_ones():
+    assert _crops(32) == ("cifar10", 6, 18, (0.3, 0.75), (0.75, 1.0))
+    # STL10's 96 px: ImageNet's setting, its 96 of 224 px scaled to the side (41.14 -> 41).
+    assert _crops(96) == ("imagenet", 6, 41, (0.05, 0.14), (0.14, 1.0))
+    assert _crops(224) == ("imagenet", 6, 96, (0.05, 0.14), (0.14, 1.0))
+
+
+def test_auto_picks_the_data_set_nearer_in_ratio_and_a_name_picks_the_other():
+    from semisup.methods import auto_preset
+
+    # The threshold is the geometric mean of 32 and 224 (84.66): 84 px is nearer CIFAR10 (84/32 = 2.6 <
+    # 224/84 = 2.7), 85 px nearer ImageNet.
+    assert [auto_preset(side) for side in (32, 64, 84, 85, 96, 224)] == ["cifar10"] * 3 + ["imagenet"] * 3
+    assert _crops(32, multicrop_preset="imagenet") == ("imagenet", 6, 14, (0.05, 0.14), (0.14, 1.0))
+    assert _crops(96, multicrop_preset="cifar10") == ("cifar10", 6, 54, (0.3, 0.75), (0.75, 1.0))
+    # A value given wins over the preset's, one key at a time.
+    assert _crops(32, multicrop_size=16, multicrop_scale=(0.1, 0.2)) == (
+        "cifar10",
+        6,
+        16,
+        (0.1, 0.2),
+        (0.75, 1.0),
+    )
+    assert _crops(96, multicrop_global_scale=(0.5, 1.0))[4] == (0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("paws", "message"),
+    [
+        (
+            {"multicrop_preset": "stl10"},
+            "methods.paws.multicrop_preset: 'stl10' is not one of auto, cifar10, imagenet",
+        ),
+        (
+            {"multicrop_global_scale": [1.0, 0.5]},
+            "methods.paws.multicrop_global_scale: [1.0, 0.5] must be [low, high] with low <= high",
+        ),
+        (
+            {"multicrop_scale": [0.0, 0.5]},
+            "methods.paws.multicrop_scale: [0.0, 0.5] is out of range (must be > 0.0)",
+        ),
+        (
+            {"multicrop_batchnorm": "shared"},
+            "methods.paws.multicrop_batchnorm: 'shared' is not one of per_resolution, joint",
+        ),
+    ],
+)
+def test_bad_multicrop_settings_name_the_key(paws, message):
+    with pytest.raises(UserError) as info:
+        parse_params({"methods": {"paws": paws}})
+    assert str(info.value) == message
+
+
+def test_the_papers_paws_takes_its_crops_from_the_image_size(tmp_path):
+    p = load_params(committed_params(tmp_path))
+    paper = p.method("paws_paper")
+    assert (paper.multicrop, paper.multicrop_preset, paper.multicrop_size, paper.multicrop_scale) == (
+        6,
+        "auto",
+        None,
+        None,
+    )
+    assert paper.multicrop_global_scale is None and paper.multicrop_batchnorm == "per_resolution"
+    settings = paper.multicrop_settings(p.data.image_size)  # params.yaml's STL10 at 96 px
+    assert (settings.preset, settings.size, settings.scale) == ("imagenet", 41, (0.05, 0.14))

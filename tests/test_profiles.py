@@ -113,3 +113,24 @@ def test_a_bad_setting_names_the_part_before_anything_runs():
             "paper study's paws-options-5 part",
             True,
         )
+
+
+def test_the_studys_multicrop_runs_take_cifar10s_setting_at_its_32_pixels():
+    """The paper's study trains on digits at 32 px: multi-crop resolves to CIFAR10's official setting (6
+    crops of 18 px at area (0.3, 0.75), the views raised to (0.75, 1.0)), the head's BatchNorm per
+    resolution; without multi-crop the views keep the profile's augment.crop_scale."""
+    methods, options, ablation = (_params(p) for p in (PAPER_PARTS[0], PAPER_PARTS[3], EXTRA_PARTS[1]))
+    assert methods.data.image_size == 32
+    for params, name in ((methods, "paws_paper"), (options, "paws_multicrop"), (ablation, "paws_paper")):
+        run = params.for_run(name).method(name)
+        s = run.multicrop_settings(params.data.image_size)
+        assert (s.preset, s.count, s.size, s.scale, s.global_scale) == (
+            "cifar10",
+            6,
+            18,
+            (0.3, 0.75),
+            (0.75, 1.0),
+        ), name
+        assert run.multicrop_batchnorm == "per_resolution", name
+    assert ablation.for_run("paws_paper_no_multicrop").method("paws_paper_no_multicrop").multicrop == 0
+    assert ablation.for_run("paws_paper_no_multicrop").augment.crop_scale == (0.5, 1.0)

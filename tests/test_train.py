@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # configuration: each would spend its first ~6 s of CPU importing TensorFlow.
 MIRRORED = textwrap.dedent(
     """
-    import json, sys
+    import dataclasses, json, sys
     import numpy as np
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -45,17 +45,21 @@ MIRRORED = textwrap.dedent(
     # One strategy for every check: a second one in the same process reuses its collectives' instance keys.
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
-    def check(name, projected):
+    def check(name, projected, cropped):
         method = METHODS[name]
+        params = Params().method(name)
+        if cropped:  # two 12-pixel crops on a pooled encoder: the head's BatchNorm per resolution group
+            params = dataclasses.replace(params, multicrop=2, multicrop_size=12)
+        pooled = {"padding": "same", "pooling": "average"} if cropped else {}
 
         def build(strategy):
             keras.utils.set_random_seed(0)
             with strategy.scope():
-                encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
+                encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16, **pooled)
                 projector = get_projector(16, layers=3, hidden=12, output_dim=8) if projected else None
                 head = get_head(4, input_dim=8 if projected else 16) if method.has_head else None
                 optimizer = keras.optimizers.Adam()
-            return Trainer(method, Params().method(name), encoder=encoder, head=head, optimizer=optimizer,
+            return Trainer(method, params, encoder=encoder, head=head, optimizer=optimizer,
                            augment_kwargs=aug.from_params(AugmentParams()), num_classes=4, seed=0, strategy=strategy,
                            projector=projector)
 
@@ -63,9 +67,10 @@ MIRRORED = textwrap.dedent(
         views = tuple(tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32) for _ in range(method.unlabeled_views))
         labeled = tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32) if method.uses_labeled else None
         labels = tf.constant(np.arange(8) % 4, tf.int64) if method.uses_labeled else None
+        crops = tuple(tf.constant(rng.uniform(0.5, 1.0, (8, 12, 12, 3)), tf.float32) for _ in range(2 * cropped))
 
         one = build(tf.distribute.get_strategy())
-        loss1, _, grads1 = one.loss_and_grads(views, labeled, labels)
+        loss1, _, grads1 = one.loss_and_grads(views, labeled, labels, crops)
 
         two = build(strategy)
         for a, b in zip(one.variables, two.variables):
@@ -78,12 +83,13 @@ MIRRORED = textwrap.dedent(
                 lambda ctx: t[4 * ctx.replica_id_in_sync_group: 4 * (ctx.replica_id_in_sync_group + 1)])
 
         @tf.function
-        def step(views, labeled, labels):
-            loss, _, grads = strategy.run(two.loss_and_grads, args=(views, labeled, labels))
+        def step(views, labeled, labels, crops):
+            loss, _, grads = strategy.run(two.loss_and_grads, args=(views, labeled, labels, crops))
             summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
             return strategy.experimental_local_results(loss), summed
 
-        losses2, grads2 = step(tuple(shard(v) for v in views), shard(labeled), shard(labels))
+        losses2, grads2 = step(
+            tuple(shard(v) for v in views), shard(labeled), shard(labels), tuple(shard(c) for c in crops))
         print(json.dumps({
             "replicas": strategy.num_replicas_in_sync,
             "loss1": float(loss1),
@@ -93,14 +99,15 @@ MIRRORED = textwrap.dedent(
         }))
 
     for arg in sys.argv[1:]:
-        check(arg.split("+")[0], arg.endswith("+projection"))
+        check(arg.split("+")[0], arg.endswith("+projection"), "+crops" in arg)
     """
 )
 
 
 # "+projection": with a projection head, whose BatchNorm must see the global batch on any replica count
-# (CrossEntropy, a per-example method, then gathers too; SuNCEt projects views and labeled rows together).
-MIRRORED_NAMES = [*sorted(METHODS), "crossentropy+projection", "suncet+projection"]
+# (CrossEntropy, a per-example method, then gathers too; SuNCEt projects views and labeled rows together);
+# "+crops": PAWS with two small crops, which the head normalises apart from the views and supports.
+MIRRORED_NAMES = [*sorted(METHODS), "crossentropy+projection", "suncet+projection", "paws+crops+projection"]
 
 
 @pytest.fixture(scope="module")
@@ -377,18 +384,25 @@ def _images(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return unlabeled, labeled, np.array([0, 1, 2, 3])
 
 
-def test_options_add_views_of_their_own_and_leave_the_reference_views_as_they_are():
+def test_options_add_views_of_their_own_and_keep_the_reference_views_seeds():
+    # Multi-crop on: the two views and the supports are the reference's draws (same seeds) at the preset's
+    # raised area scale (CIFAR10's (0.75, 1.0) at 32 px); the second support view and the small crops (the
+    # preset's area (0.3, 0.75), OPTIONS' own 12 px) come from seed streams of their own.
     unlabeled, labeled, _ = _images()
     step = tf.constant(17, tf.int64)
     views, labeled_views, crops = _options_trainer()._augment(unlabeled, labeled, step, True)
-    ref_views, ref_labeled, _ = _paws_trainer(PAWSParams())._augment(unlabeled, labeled, step, True)
-    for a, b in zip(views + labeled_views[:1], ref_views + ref_labeled, strict=True):
-        np.testing.assert_array_equal(a, b)
-    kwargs = dict(EAGER_AUGMENT)
+    seeds = aug.step_seeds(0, 17)
+    large = EAGER_AUGMENT | {"crop_scale": (0.75, 1.0)}
+    for i, view in enumerate(views):
+        np.testing.assert_array_equal(view, aug.augment(unlabeled, seeds[i], **large))
+    np.testing.assert_array_equal(labeled_views[0], aug.augment(labeled, seeds[2], **large))
     extra = aug.step_seeds(0, 17, 1, aug.SUPPORT_VIEWS)
-    np.testing.assert_array_equal(labeled_views[1], aug.augment(labeled, extra[0], **kwargs))
+    np.testing.assert_array_equal(labeled_views[1], aug.augment(labeled, extra[0], **large))
+    ref_views, _, _ = _paws_trainer(PAWSParams())._augment(unlabeled, labeled, step, True)
+    np.testing.assert_array_equal(ref_views[0], aug.augment(unlabeled, seeds[0], **EAGER_AUGMENT))
+    assert not np.array_equal(views[0], ref_views[0])  # the scale, not the seed, differs
     small = aug.step_seeds(0, 17, 2, aug.SMALL_CROPS)
-    kwargs["crop_scale"] = OPTIONS.multicrop_scale
+    kwargs = EAGER_AUGMENT | {"crop_scale": (0.3, 0.75)}
     assert len(crops) == 2
     for k, crop in enumerate(crops):
         assert crop.shape == (6, 12, 12, 3)
@@ -444,7 +458,7 @@ def test_support_views_and_crops_reach_the_loss_as_the_official_paws():
         ({}, r"methods\.paws\.multicrop: 2 small crops need .*encoder\.pooling: average"),
         (
             {"encoder.pooling": "average"},
-            r"multicrop_size: small crops of 14 pixels do not survive encoder\.depth=4",
+            r"multicrop_size: small crops of 18 pixels \(the cifar10 preset's\) do not survive encoder\.depth=4",
         ),
         (
             {"encoder.pooling": "average", "methods.paws.multicrop_size": 40},
@@ -459,7 +473,7 @@ def test_multicrop_settings_the_encoder_cannot_take_are_refused_before_compute(o
 
     raw = with_overrides({}, {"methods.paws.multicrop": 2, **overrides})
     with pytest.raises(UserError, match=message):
-        check_crops(parse_params(raw), "paws", 32)  # 3/7 of 32 is 14: too small for 4 valid convolutions
+        check_crops(parse_params(raw), "paws", 32)  # CIFAR10's 18 px: too small for 4 valid convolutions
     fine = with_overrides(
         raw, {"encoder.pooling": "average", "encoder.padding": "same", "methods.paws.multicrop_size": 14}
     )

@@ -278,3 +278,84 @@ def test_a_resumed_run_continues_the_schedule_and_the_head(tmp_path, monkeypatch
         np.testing.assert_array_equal(a, b)
     moving = models["projector"].get_layer("proj_bn1").moving_mean
     assert not np.allclose(np.asarray(moving), 0.0)  # trained statistics, not the initial zeros
+
+
+# --- the head with multi-crop: BatchNorm per resolution group, as the paper runs it ----------------------
+
+
+def _head_by_hand(projector: keras.Model, groups: list[np.ndarray]) -> list[np.ndarray]:
+    """The projection head in float64 over each group of rows on its own: Dense, BatchNorm with the
+    group's mean and biased variance (Keras's epsilon), ReLU, ..., Dense. (N_g, D) each -> (N_g, P) each."""
+    out = []
+    for h in groups:
+        for layer in projector.layers:
+            if isinstance(layer, keras.layers.Dense):
+                h = h @ np.asarray(layer.kernel, np.float64) + np.asarray(layer.bias, np.float64)
+            elif isinstance(layer, keras.layers.BatchNormalization):
+                gamma, beta = np.asarray(layer.gamma, np.float64), np.asarray(layer.beta, np.float64)
+                h = gamma * (h - h.mean(0)) / np.sqrt(h.var(0) + layer.epsilon) + beta
+            else:
+                h = np.maximum(h, 0.0)
+        out.append(h)
+    return out
+
+
+def test_the_head_normalises_the_small_crops_apart_as_the_official_forward_pass():
+    """PAWS with two small crops and a 2-layer head (BatchNorm) against the official loss on the head's
+    output computed by hand: per_resolution (the default, the paper's: views with the supports, then the
+    crops) and joint (every row at once). The crops are brighter than the views, so the groupings'
+    statistics, and losses, differ."""
+    from semisup.encoder import get_encoder
+    from semisup.methods import PAWSParams
+    from tests.test_methods import ref_paws_official
+
+    keras.utils.set_random_seed(0)
+    encoder = get_encoder((32, 32, 3), filters=8, embedding_dim=16, padding="same", pooling="average")
+    projector = get_projector(16, layers=2, hidden=12, output_dim=8)
+    rng = np.random.default_rng(5)
+    image = lambda n, side, low, high: tf.constant(rng.uniform(low, high, (n, side, side, 3)), tf.float32)  # noqa: E731
+    views = (image(6, 32, 0.0, 0.5), image(6, 32, 0.0, 0.5))
+    labeled, labels = image(4, 32, 0.0, 0.5), np.array([0, 1, 2, 3])
+    crops = (image(6, 12, 0.5, 1.0), image(6, 12, 0.5, 1.0))
+    h = lambda x: encoder(x, training=True).numpy().astype(np.float64)  # noqa: E731
+    large, small = [h(x) for x in (*views, labeled)], [h(c) for c in crops]
+
+    def official(groups: list[list[np.ndarray]]) -> float:
+        sizes = [len(x) for group in groups for x in group]
+        z = np.split(
+            np.concatenate(_head_by_hand(projector, [np.concatenate(g) for g in groups])),
+            np.cumsum(sizes)[:-1],
+        )
+        return ref_paws_official(z[:2], z[3:], z[2], labels, 4, 0.1, 0.25, True, 0.0)
+
+    expected = {"per_resolution": official([large, small]), "joint": official([large + small])}
+    assert abs(expected["per_resolution"] - expected["joint"]) > 1e-2
+    assert PAWSParams().multicrop_batchnorm == "per_resolution"
+    for grouping, value in expected.items():
+        params = PAWSParams(multicrop=2, multicrop_size=12, multicrop_batchnorm=grouping)
+        trainer = Trainer(
+            METHODS["paws"],
+            params,
+            encoder=encoder,
+            head=None,
+            optimizer=keras.optimizers.Adam(),
+            augment_kwargs=aug.from_params(AugmentParams()),
+            num_classes=4,
+            seed=0,
+            projector=projector,
+        )
+        loss, _, grads = trainer.loss_and_grads(views, (labeled,), tf.constant(labels), crops)
+        np.testing.assert_allclose(float(loss), value, rtol=1e-5, atol=1e-6, err_msg=grouping)
+        assert all(np.isfinite(g.numpy()).all() for g in grads)
+
+
+def test_a_run_with_crops_logs_the_settings_it_resolved(caplog):
+    from semisup.methods import PAWSParams
+
+    with caplog.at_level("INFO", logger=pretrain.log.name):
+        pretrain._log_crops("paws", PAWSParams(), 96)  # no crops: nothing to say
+        pretrain._log_crops("paws_paper", PAWSParams(multicrop=6), 96)
+    assert [r.getMessage() for r in caplog.records] == [
+        "paws_paper: multi-crop with the imagenet preset at 96 px: 6 crops of 41 px at area [0.05, 0.14], "
+        "the views at [0.14, 1.0], the head's BatchNorm per_resolution"
+    ]

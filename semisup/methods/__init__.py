@@ -5,18 +5,21 @@ entry in `METHODS` (what it encodes, its params dataclass) and a section `method
 Everything else (params validation, the stages' choices, the demo and study profiles, dvc.yaml's deps)
 derives from this registry. A params section may also hold keys the trainer and the reader act on for
 any method (PAWS's today): `support_views` (augmented views of the labeled batch, labels repeated),
-`multicrop` with `crop_size(image_size)` and `multicrop_scale` (small crops of the unlabeled images,
-`LossInputs.crops`), and `supports_per_class` / `classes_per_batch` (class-stratified labeled batches). The registry imports no method module and no TensorFlow: the trainer loads a
-method's module by name when it trains it (`semisup.methods.load.loss_fn`), so a run's code is its own
-method's module, and dvc.yaml reruns only the runs whose code changed. A named configuration of a method
-(another section of params.yaml's methods, semisup.config.Configuration) runs its method's entry and module.
+`multicrop` with `multicrop_settings(image_size)` (small crops of the unlabeled images, `LossInputs.crops`,
+their size and scales from the paper's preset for the image size; `multicrop_batchnorm`, how the projection
+head's BatchNorm groups them), and `supports_per_class` / `classes_per_batch` (class-stratified labeled
+batches). The registry imports no method module and no TensorFlow: the trainer loads a method's module by
+name when it trains it (`semisup.methods.load.loss_fn`), so a run's code is its own method's module, and
+dvc.yaml reruns only the runs whose code changed. A named configuration of a method (another section of
+params.yaml's methods, semisup.config.Configuration) runs its method's entry and module.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from semisup.fields import param
 
@@ -161,12 +164,71 @@ class PAWSParams:
     classes_per_batch: int | None = param(None, ge=1)  # null: every class, every step
     support_views: int = param(1, ge=1)  # augmented views of each support, its label repeated per view
     multicrop: int = param(0, ge=0)  # small crops per unlabeled image (needs encoder.pooling: average)
-    multicrop_size: int | None = param(None, ge=1)  # pixels; null: 3/7 of data.image_size (PAWS: 96 of 224)
-    multicrop_scale: tuple[float, float] = param((0.05, 0.3), gt=0.0, le=1.0, pair=True)
+    # The paper's multi-crop setting to follow: auto picks it from data.image_size (auto_preset); the three
+    # keys after it, null, take the preset's values, a value given wins.
+    multicrop_preset: Literal["auto", "cifar10", "imagenet"] = "auto"
+    multicrop_size: int | None = param(None, ge=1)  # pixels; null: the preset's, scaled to the image side
+    multicrop_scale: tuple[float, float] | None = param(None, gt=0.0, le=1.0, pair=True)  # small crops' area
+    # The two large views' and the supports' area fraction while multicrop > 0 (in place of
+    # augment.crop_scale, as the official code raises it); null: the preset's.
+    multicrop_global_scale: tuple[float, float] | None = param(None, gt=0.0, le=1.0, pair=True)
+    # The projection head's BatchNorm with small crops: per_resolution (the paper's: the views with the
+    # supports, the crops apart) or joint (every row at once, this project's before issue 27).
+    multicrop_batchnorm: Literal["per_resolution", "joint"] = "per_resolution"
 
-    def crop_size(self, image_size: int) -> int:
-        """The small crops' side in pixels for images of `image_size`: multicrop_size, or 3/7 of it."""
-        return self.multicrop_size or max(1, round(image_size * 3 / 7))
+    def multicrop_settings(self, image_size: int) -> CropSettings:
+        """The small crops and the large views' scale for images of side `image_size`: the preset's values
+        (the preset picked by name, or by auto_preset), each one given in the params instead winning."""
+        name = auto_preset(image_size) if self.multicrop_preset == "auto" else self.multicrop_preset
+        preset = MULTICROP_PRESETS[name]
+        return CropSettings(
+            preset=name,
+            count=self.multicrop,
+            size=self.multicrop_size or max(1, round(preset.size * image_size / preset.side)),
+            scale=self.multicrop_scale or preset.scale,
+            global_scale=self.multicrop_global_scale or preset.global_scale,
+        )
+
+
+@dataclass(frozen=True)
+class MulticropPreset:
+    """One data set's multi-crop setting in the official PAWS code (facebookresearch/suncet)."""
+
+    side: int  # the data set's image side in pixels, the one `size` is written for
+    size: int  # the small crops' side in pixels at `side`
+    scale: tuple[float, float]  # the small crops' area fraction (RandomResizedCrop's scale)
+    global_scale: tuple[float, float]  # the large views' area fraction when multi-crop is on
+
+
+# src/paws_train.py, main(): `if 'cifar10' in dataset_name:` crop_scale = (0.75, 1.0) if multicrop > 0,
+# mc_scale = (0.3, 0.75), mc_size = 18, for CIFAR10's 32-pixel images (src/data_manager.py,
+# _make_cifar10_transforms: RandomResizedCrop(size=32)); `else:` (ImageNet) crop_scale = (0.14, 1.0) if
+# multicrop > 0, mc_scale = (0.05, 0.14), mc_size = 96, for 224-pixel views (_make_imgnt_transforms:
+# RandomResizedCrop(size=224)). configs/paws/cifar10_train.yaml and imgnt_train.yaml set multicrop: 6.
+MULTICROP_PRESETS: dict[str, MulticropPreset] = {
+    "cifar10": MulticropPreset(side=32, size=18, scale=(0.3, 0.75), global_scale=(0.75, 1.0)),
+    "imagenet": MulticropPreset(side=224, size=96, scale=(0.05, 0.14), global_scale=(0.14, 1.0)),
+}
+# auto: CIFAR10's setting below this side, ImageNet's from it: the geometric mean of their sides
+# (sqrt(32 x 224) = 84.7), so each image size gets the setting of the data set nearer to it in ratio
+# (32 px: CIFAR10's; STL10's 96 px, 2.3 times smaller than ImageNet's 224 and 3 times CIFAR10's: ImageNet's).
+AUTO_PRESET_SIDE = math.sqrt(MULTICROP_PRESETS["cifar10"].side * MULTICROP_PRESETS["imagenet"].side)
+
+
+def auto_preset(image_size: int) -> str:
+    """The preset `multicrop_preset: auto` picks for images of side `image_size`: cifar10 up to 84 px."""
+    return "cifar10" if image_size < AUTO_PRESET_SIDE else "imagenet"
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """Multi-crop as a run trains it, resolved for its image size (PAWSParams.multicrop_settings)."""
+
+    preset: str  # the preset the unset values came from
+    count: int  # small crops per unlabeled image
+    size: int  # their side in pixels
+    scale: tuple[float, float]  # their area fraction
+    global_scale: tuple[float, float]  # the large views' and supports' area fraction (count > 0)
 
 
 # --- the registry ---------------------------------------------------------------------------------------
