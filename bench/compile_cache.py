@@ -1,5 +1,5 @@
 """What XLA's persistent compile cache saves a pretrain process (make test, make demo and make study give
-their stages one; see the README's "Determinism and precision").
+their stages one; see docs/faults.md, "XLA's persistent compile cache").
 
 One method's pretrain stage on the tests' digits data (32 pixels, 4 epochs, an 8-filter encoder), run as
 a separate process --repeats times in each of three settings, in this order per repeat:

@@ -1,6 +1,6 @@
 """How long the project takes to give up: the figures behind the tests' liveness bounds (never asserted).
 
-- probe: `stl10.host_reachable("host.invalid", timeout=1.0)` (name resolution that fails; the README's
+- probe: `stl10.host_reachable("host.invalid", timeout=1.0)` (name resolution that fails; docs/scaling.md's
   "fails within seconds" offline).
 - offline: `stl10.prepare_stl10` with no archive and the probe answering no (tfds' import included in
   the first repeat).
@@ -8,7 +8,7 @@
   `cluster.GRACE_S` = 1 s: seconds until the run returns, the stuck worker killed.
 - worker (with --worker, a few minutes): two CrossEntropy workers of the tests' tiny digits run on
   loopback (tests/test_distributed.py's set-up), worker 1 killed in epoch 2: seconds until worker 0 exits
-  (the README's "the others stop within a minute").
+  (docs/scaling.md's "the others stop within a minute").
 
     python bench/liveness.py [--repeats 3] [--worker]
 

@@ -1,7 +1,7 @@
 """A multi-worker run on one machine: N worker processes with TF_CONFIG on free loopback ports.
 
 Useful on a box with several GPUs (one process per GPU group) and for tests; across machines every
-worker is started by hand with its own TF_CONFIG (see README 'Scaling out').
+worker is started by hand with its own TF_CONFIG (see docs/scaling.md, 'Launching').
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ class EmbedParams:
 
 @dataclass(frozen=True)
 class StudyParams:
-    """The study's axes: one run per method x label budget x seed (see README, "The study")."""
+    """The study's axes: one run per method x label budget x seed (see docs/studies.md, "The study")."""
 
     seeds: tuple[int, ...] = _f((0,), ge=0, lt=2**32, nonempty=True)  # label subset, init, augmentation
     # Labels per class of each run, drawn from the labeled split; "all" (or null): the whole labeled split.

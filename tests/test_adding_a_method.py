@@ -14,7 +14,7 @@ from semisup import codedeps
 from semisup.methods import METHODS
 from tests.support import TINY_PARAMS, copy_project, params_with, run
 
-# InfoNCE under another name: what a user writes to add a method (README, "Adding a method").
+# InfoNCE under another name: what a user writes to add a method (docs/parameters.md, "Adding a method").
 TWIN_MODULE = '''"""Twin: InfoNCE under another name, a throwaway method of the test suite."""
 
 from semisup.methods.common import contrastive_loss, top1_accuracy
@@ -58,7 +58,7 @@ def _append(repo: Path, rel: str) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """A git + DVC copy of the project with a fifth method added the README's way, reproduced once."""
+    """A git + DVC copy of the project with a fifth method added as docs/parameters.md says, run once."""
     repo = copy_project(tmp_path_factory.mktemp("repo"))
     (repo / "semisup/methods/twin.py").write_text(TWIN_MODULE)
     with (repo / "semisup/methods/__init__.py").open("a") as f:

@@ -130,8 +130,8 @@ def test_demo_drops_only_dvc_warnings_nobody_can_act_on():
 
 
 def test_demo_key_changes_with_the_code_and_only_with_it(tmp_path, monkeypatch):
-    # README: "<key> is a digest of the commit, your uncommitted changes and the profile". Through the CLI's
-    # --dry-run, in a small git repository of its own.
+    # docs/studies.md: "<key> is a digest of the commit, your uncommitted changes and the profile". Through
+    # the CLI's --dry-run, in a small git repository of its own.
     from click.testing import CliRunner
 
     from drivers import demo

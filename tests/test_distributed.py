@@ -468,8 +468,8 @@ def test_local_workers_through_dvc_repro(tmp_path, digits_repo):
 
 @pytest.mark.slow
 def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path, digits_repo):
-    # README's recipe on one machine: the chief runs `dvc repro pretrain@M`; the other worker, a clone at
-    # the same commit, pulls the shards from the DVC remote and runs the stage; TF_CONFIG names both.
+    # docs/scaling.md's recipe on one machine: the chief runs `dvc repro pretrain@M`; the other worker, a
+    # clone at the same commit, pulls the shards from the DVC remote and runs the stage; TF_CONFIG names both.
     chief, worker, env = tmp_path / "chief", tmp_path / "worker", _tool_env(tmp_path)
     _project_repo(chief, digits_repo)
     _ok(chief, env, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))

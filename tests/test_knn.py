@@ -266,8 +266,8 @@ def test_stage_writes_metrics_and_confusion(tmp_path):
 
 
 def test_stage_bank_is_the_runs_subset_not_the_pool(tmp_path):
-    # README: "knn@M-B-S: kNN accuracy with the run's subset as the bank". The embeddings hold the whole
-    # labeled pool (90); the run's subset file names 5 per class of it.
+    # docs/pipeline.md: "knn@M-B-S: kNN accuracy with the run's subset as the bank". The embeddings hold the
+    # whole labeled pool (90); the run's subset file names 5 per class of it.
     bank, bank_labels, queries, query_labels = write_stage_inputs(tmp_path, ks=(3, 10), method="paws-5-0")
     rng = np.random.default_rng(3)
     ids = np.sort(

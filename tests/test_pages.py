@@ -88,7 +88,7 @@ def test_every_dvc_plot_is_drawn_offline_in_chromium(tmp_path):
     assert len(vega) == 4  # dvc.yaml's two label-efficiency plots and two per-epoch curves
     assert len([p for p in plots if p.kind == "img"]) == 3  # label_efficiency.png, knn_k20/200.png
     assert all(p.drawn for p in plots), [p for p in plots if not p.drawn]
-    # A run's confusion matrix, as the README shows it.
+    # A run's confusion matrix, as docs/pipeline.md shows it.
     csv = "metrics/runs/paws-5-0/confusion.csv"
     run(
         repo,

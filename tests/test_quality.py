@@ -14,7 +14,7 @@ from tests.support import DATA, params_with, untrained_knn
 
 # The bar is the same encoder before training, scored by the same kNN on the same bank and test split:
 # randomly initialised, it already scores 0.688 at kNN@20 here (chance is 0.1). Measured after the
-# profile's 25 epochs (seed 0; the README's demo table): CrossEntropy 0.908, InfoNCE 0.866, SuNCEt 0.930,
+# profile's 25 epochs (seed 0; docs/studies.md's demo table): CrossEntropy 0.908, InfoNCE 0.866, SuNCEt 0.930,
 # PAWS 0.942 in bfloat16, and 0.908, 0.852, 0.953, 0.953 in float32. The smallest gap, InfoNCE's 0.164 in
 # float32, is 59 of the 359 test images; a margin of 0.1 leaves room for such rounding differences and
 # fails a method that stopped learning.

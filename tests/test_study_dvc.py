@@ -305,9 +305,10 @@ def test_every_cached_output_is_git_ignored():
 
 @pytest.mark.slow
 def test_the_run_cache_restores_a_trained_run(repo):
-    # README: "DVC's run cache restores a run that any experiment already trained". paws' sharpening back
-    # to the recipe's, as the first repro trained it: its four stages come back from the run cache, not
-    # trained again (a retrained encoder.keras would differ in its bytes: the zip records write times).
+    # docs/pipeline.md: "DVC's run cache restores a run that any experiment already trained". paws'
+    # sharpening back to the recipe's, as the first repro trained it: its four stages come back from the run
+    # cache, not trained again (a retrained encoder.keras would differ in its bytes: the zip records write
+    # times).
     first = run(repo, "git", "log", "-1", "--format=%H", "--grep=^paws$").stdout.strip()
     lock_then = yaml.safe_load(run(repo, "git", "show", f"{first}:dvc.lock").stdout)["stages"]
     recipe = params_with(TINY)["methods"]["paws"]["sharpen_temperature"]
@@ -324,7 +325,7 @@ def test_the_run_cache_restores_a_trained_run(repo):
 
 @pytest.mark.slow
 def test_a_linear_param_reruns_only_the_probes_and_the_report(repo):
-    # README: "changing `linear.*` reruns only the probes and the report".
+    # docs/pipeline.md: "changing `linear.*` reruns only the probes and the report".
     set_params(repo, linear__c_grid=[0.5, 1.0])
     probes = {f"linear@{m}-5-0" for m in ("suncet", "crossentropy", "paws")}
     assert set(json.loads(run(repo, "dvc", "status", "--json").stdout)) == probes

@@ -157,7 +157,7 @@ class PAWSParams:
     sharpen_temperature: float = param(0.25, gt=0.0)
     me_max: bool = True  # mean-entropy maximisation term
     label_smoothing: float = param(0.0, ge=0.0, lt=1.0)
-    # The paper's options, off by default (README, "PAWS as the paper trains it").
+    # The paper's options, off by default (docs/parameters.md, "PAWS as the paper trains it").
     # Class-stratified supports: each step's labeled batch holds supports_per_class images of each of
     # classes_per_batch classes (null: every class); labeled_batch must then equal their product.
     supports_per_class: int | None = param(None, ge=1)  # null: a random labeled batch (the reference)
