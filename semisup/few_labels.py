@@ -130,7 +130,7 @@ def fit_run(params: Any, name: str, counts: np.ndarray) -> tuple[Any, Fitted]:
         if getattr(mp, key, None) is not None and (key == "unlabeled_batch" or method.uses_labeled)
     }
     fitted = Fitted(changes, int(counts.sum()), _smallest(counts), used | {"knn.k": list(ks)})
-    if not changes:
+    if mp is params.method(name):  # nothing of the method's changed (knn.k stays as asked)
         return params, fitted
     # As `Params.for_run(name)` gives them: a configuration's params stand in its method's section too.
     out = dataclasses.replace(params, methods=dataclasses.replace(params.methods, **{method.name: mp}))
