@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,7 +276,8 @@ def format_text(c: Comparison) -> str:
         )
         for row in table
     ]
-    return "\n".join([_title(c), "", *lines, "", *notes(c)]) + "\n"
+    wrapped = [textwrap.fill(note, width=110, subsequent_indent="  ") for note in notes(c)]
+    return "\n".join([_title(c), "", *lines, "", *wrapped]) + "\n"
 
 
 def format_markdown(c: Comparison) -> str:
