@@ -77,6 +77,11 @@ def _budget_order(budget: str) -> tuple[bool, int]:
     return budget == "all", int(budget) if budget.isdigit() else 0
 
 
+def _order(key: RunKey) -> tuple:
+    """Runs by method, then budget (numbers up, all last), then seed."""
+    return key[0], _budget_order(key[1]), key[2]
+
+
 def _open(repo: str | Path, rev: str) -> tuple[str, Any]:
     """The commit of `rev` (commit, branch, tag or experiment name) and a DVC file system at it."""
     from dvc.api import DVCFileSystem
@@ -168,48 +173,59 @@ def read_revision(repo: str | Path, rev: str) -> Revision:
     return Revision(rev, sha, scores, unread, subsets)
 
 
-def compare(a: Revision, b: Revision, confidence: float = CONFIDENCE) -> Comparison:
-    """B - A for every method x budget x metric that both revisions scored on the same seeds."""
-    paired = sorted(set(a.scores) & set(b.scores), key=lambda k: (k[0], _budget_order(k[1]), k[2]))
-    groups: dict[tuple[str, str], list[int]] = {}
-    for method, budget, seed in paired:
-        groups.setdefault((method, budget), []).append(seed)
-    ks = sorted(
-        {int(m.rsplit("_k", 1)[1]) for side in (a, b) for r in side.scores.values() for m in r if "_k" in m}
-    )
-    rows = []
-    for (method, budget), seeds in groups.items():
-        keys = [(method, budget, s) for s in seeds]
-        for metric in metric_names(ks):
-            if not all(metric in side.scores[k] for side in (a, b) for k in keys):
-                continue
-            values_a = [a.scores[k][metric] for k in keys]
-            values_b = [b.scores[k][metric] for k in keys]
-            test = paired_test(values_b, values_a, confidence)
-            rows.append(
-                {
-                    "method": method,
-                    "budget": budget,
-                    "metric": metric,
-                    "seeds": seeds,
-                    "mean_a": sum(values_a) / len(values_a),
-                    "mean_b": sum(values_b) / len(values_b),
-                    **test,
-                }
-            )
-    known = [k[1:] for k in paired if a.subsets.get(k[1:]) is not None and b.subsets.get(k[1:]) is not None]
+def _metrics(a: Revision, b: Revision) -> list[str]:
+    """Every score either revision has, in the report's column order (kNN@k, wkNN@k per k, linear)."""
+    names = {m for side in (a, b) for scores in side.scores.values() for m in scores}
+    ks = sorted(int(m.removeprefix("knn_k")) for m in names if m.startswith("knn_k"))
+    return [m for m in metric_names(ks) if m in names]
+
+
+def _row(a: Revision, b: Revision, keys: list[RunKey], metric: str, confidence: float) -> dict[str, Any]:
+    """B - A over the paired runs `keys` of one method and budget: paired_test's fields, seeds, means."""
+    values_a = [a.scores[k][metric] for k in keys]
+    values_b = [b.scores[k][metric] for k in keys]
+    method, budget, _ = keys[0]
+    return {
+        "method": method,
+        "budget": budget,
+        "metric": metric,
+        "seeds": [k[2] for k in keys],
+        "mean_a": sum(values_a) / len(values_a),
+        "mean_b": sum(values_b) / len(values_b),
+        **paired_test(values_b, values_a, confidence),
+    }
+
+
+def _other_subsets(a: Revision, b: Revision, paired: list[RunKey]) -> list[str]:
+    """The (budget, seed) label subsets, read at both revisions, that differ: budget-seed names."""
+    both = {k[1:] for k in paired if a.subsets.get(k[1:]) is not None and b.subsets.get(k[1:]) is not None}
     other = sorted(
-        {bs for bs in known if a.subsets[bs] != b.subsets[bs]},
-        key=lambda bs: (_budget_order(bs[0]), bs[1]),
+        (bs for bs in both if a.subsets[bs] != b.subsets[bs]), key=lambda bs: (_budget_order(bs[0]), bs[1])
     )
+    return [f"{budget}-{seed}" for budget, seed in other]
+
+
+def compare(a: Revision, b: Revision, confidence: float = CONFIDENCE) -> Comparison:
+    """B - A for every method x budget x score that both revisions scored on the same seeds (a score that
+    one run of the pairs lacks, another knn.k, is left out)."""
+    paired = sorted(set(a.scores) & set(b.scores), key=_order)
+    groups: dict[tuple[str, str], list[RunKey]] = {}
+    for key in paired:
+        groups.setdefault(key[:2], []).append(key)
+    rows = [
+        _row(a, b, keys, metric, confidence)
+        for keys in groups.values()
+        for metric in _metrics(a, b)
+        if all(metric in side.scores[k] for side in (a, b) for k in keys)
+    ]
     return Comparison(
         a,
         b,
         rows,
         paired=[run_name(*k) for k in paired],
-        only_a=[run_name(*k) for k in sorted(set(a.scores) - set(b.scores))],
-        only_b=[run_name(*k) for k in sorted(set(b.scores) - set(a.scores))],
-        other_subsets=[f"{budget}-{seed}" for budget, seed in other],
+        only_a=[run_name(*k) for k in sorted(set(a.scores) - set(b.scores), key=_order)],
+        only_b=[run_name(*k) for k in sorted(set(b.scores) - set(a.scores), key=_order)],
+        other_subsets=_other_subsets(a, b, paired),
     )
 
 

@@ -99,6 +99,21 @@ def test_a_run_only_at_a_is_named_and_different_subsets_are_flagged():
     assert "The label subsets of 5-0 differ" in format_markdown(found)
 
 
+def test_a_score_that_one_side_lacks_is_left_out():
+    more = {k: v | {"knn_k20": 0.3, "weighted_knn_k20": 0.31} for k, v in B.scores.items()}
+    found = compare(A, Revision("k20", "e" * 40, more))
+    assert {r["metric"] for r in found.rows} == {"knn_k5", "weighted_knn_k5", "linear"}
+    found = compare(Revision("k20", "e" * 40, more), Revision("k20b", "f" * 40, more))
+    assert [r["metric"] for r in found.rows[:5]] == [
+        "knn_k5",
+        "weighted_knn_k5",
+        "knn_k20",
+        "weighted_knn_k20",
+        "linear",
+    ]
+    assert all(r["mean_diff"] == 0.0 and r["p_value"] in (None, 1.0) for r in found.rows)
+
+
 def test_markdown_is_a_table_with_a_row_per_method_budget_and_score():
     md = format_markdown(compare(A, B))
     lines = md.splitlines()
