@@ -2,7 +2,8 @@
 
 `semisup predict RUN FOLDER` classifies new images with a trained run; `semisup plots-template` writes the
 offline page template of `dvc plots`; `semisup check-page PAGE` renders a page offline in headless
-Chromium and says which plots it drew. Like a stage (stages/), this is where argv and params.yaml are read;
+Chromium and says which plots it drew; `semisup compare REV_A REV_B` pairs two revisions' runs and prints
+B - A per method x budget x score with its 95% interval and p. Like a stage (stages/), this is where argv and params.yaml are read;
 it shares the stages' handling of user errors (one line, exit 2).
 """
 
@@ -207,6 +208,32 @@ def check_page(pages: tuple[str, ...]) -> None:
         for url in urls:
             click.echo(f"  network: {url}")
     raise SystemExit(1 if failed else 0)
+
+
+@main.command("compare")
+@click.argument("rev_a")
+@click.argument("rev_b")
+@click.option("--repo", default=".", show_default=True, type=click.Path(file_okay=False), help="The project.")
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown (for a pull request).")
+@click.option(
+    "--out", default=None, type=click.Path(dir_okay=False), help="Also write the Markdown to this file."
+)
+@user_errors
+def compare(rev_a: str, rev_b: str, repo: str, as_markdown: bool, out: str | None) -> None:
+    """Did B help over A? Pair the runs of revisions REV_A and REV_B (commits, branches, tags or DVC
+    experiments) by method, budget and seed; print B - A per method x budget x score, its 95% t-interval
+    and p, and the runs without a partner. Exit 0 whatever the result."""
+    from semisup.compare import compare as pair_up
+    from semisup.compare import format_markdown, format_text, read_revision
+    from semisup.io import probe_writable, write_text
+
+    if out:
+        probe_writable(Path(out).parent)
+    found = pair_up(read_revision(repo, rev_a), read_revision(repo, rev_b))
+    click.echo(format_markdown(found) if as_markdown else format_text(found), nl=False)
+    if out:
+        write_text(out, format_markdown(found))
+        click.echo(f"-> {out}")
 
 
 if __name__ == "__main__":
