@@ -5,8 +5,9 @@ set up (seed, precision, strategy) -> build the models and the trainer -> open t
 resume the last epoch every worker finished -> train the epochs (each: train, kNN monitor, checkpoint,
 live curves, wait for the other workers) -> save the model and the curves.
 
-Every worker of a cluster trains; only the chief writes the model and the curves (and the live ones). The checks that can run
-before compute are semisup.preflight's (the stage runs them first; `set_up` runs the run's own again).
+Every worker of a cluster trains; only the chief writes the model and the curves (and the live ones). The
+checks that can run before compute are semisup.preflight's (the stage runs them first; `set_up` runs the
+run's own again).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Training you can watch: a running pretrain's curves reach dvclive's files and DVC (`dvc exp show`, `dvc
-plots show`) as each epoch ends; a killed run leaves no output; a resumed run's curves hold each epoch once."""
+"""Training you can watch: a running pretrain's curves reach dvclive's files and DVC (`dvc exp show`,
+`dvc plots show`) as each epoch ends; a killed run leaves no output; a resumed run's curves hold each epoch
+once."""
 
 from __future__ import annotations
 
@@ -109,7 +110,8 @@ def test_a_running_pretrain_shows_each_epoch_and_a_resumed_one_continues(repo):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    # Killed: no output of the stage exists, so DVC has nothing to commit; the live folder shows where it died.
+    # Killed: no output of the stage exists, so DVC has nothing to commit; the live folder shows where it
+    # died.
     assert not any(out.exists() for out in outs)
     assert _curve(live, "loss") == loss
     untracked = run(repo, "git", "status", "--porcelain", "--untracked-files=all").stdout
@@ -144,7 +146,10 @@ def test_live_folders_of_killed_runs_go_and_a_living_ones_stays(tmp_path):
     assert _curve(curves.dir, "loss") == [(1, 2.5), (2, 2.0)]
     assert json.loads((curves.dir / "metrics.json").read_text()) == {"loss": 2.0, "knn_k20": 0.5, "step": 2}
     # Another process's remove_stale leaves a living run's folder alone; a second writer of it is refused.
-    code = "import sys; from pathlib import Path; from semisup.live import remove_stale; print(remove_stale(Path(sys.argv[1])))"
+    code = (
+        "import sys; from pathlib import Path; from semisup.live import remove_stale; "
+        "print(remove_stale(Path(sys.argv[1])))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code, str(root)], capture_output=True, text=True, env=dict(os.environ)
     )
