@@ -192,16 +192,17 @@ def check_pretrain(
     metrics_dir: str | os.PathLike,
     checkpoint_dir: str | os.PathLike,
     labeled_ids: Sequence[int] | None = None,
+    live_dir: str | os.PathLike | None = None,
 ) -> None:
     """Everything pretrain@method can check before its first step, for a run on `labeled_ids` (or all);
-    `method`: a method or a configuration."""
+    `method`: a method or a configuration; `live_dir`: where its curves appear as it trains (None: off)."""
     from semisup.data.readers import MANIFEST, read_manifest
 
     params = params.for_run(method)
     manifest, manifest_path = read_manifest(shard_dir), Path(shard_dir) / MANIFEST
     check_manifest_matches(manifest, params, manifest_path)
     check_run(manifest, params, method, labeled_ids, str(manifest_path), shard_dir)
-    for folder in (model_dir, metrics_dir, checkpoint_dir):
+    for folder in (model_dir, metrics_dir, checkpoint_dir, *([live_dir] if live_dir else [])):
         probe_writable(folder)
     need = pretrain_bytes(manifest["image_shape"], params.encoder, int(manifest["num_classes"]))
     check_free_space(model_dir, need["model"], f"the {method} encoder")

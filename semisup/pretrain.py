@@ -3,10 +3,11 @@ over named steps:
 
 set up (seed, precision, strategy) -> build the models and the trainer -> open the run's checkpoints ->
 resume the last epoch every worker finished -> train the epochs (each: train, kNN monitor, checkpoint,
-wait for the other workers) -> save the model and the curves.
+live curves, wait for the other workers) -> save the model and the curves.
 
-Every worker of a cluster trains; only the chief writes the model and the curves. The checks that can run
-before compute are semisup.preflight's (the stage runs them first; `set_up` runs the run's own again).
+Every worker of a cluster trains; only the chief writes the model and the curves (and the live ones). The
+checks that can run before compute are semisup.preflight's (the stage runs them first; `set_up` runs the
+run's own again).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from semisup.distribute import PEER_ERRORS, WorkerLost
 from semisup.encoder import get_encoder, get_head, save_encoder
 from semisup.errors import DataError
 from semisup.io import output_set, write_json
+from semisup.live import LiveCurves, log_epoch
 from semisup.methods import METHODS, Method
 from semisup.monitor import monitor
 from semisup.optim import make_optimizer
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, float], None]
+EpochCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -230,8 +233,10 @@ def train_epochs(
     start: int,
     history: list[dict[str, Any]],
     on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> list[dict[str, Any]]:
-    """Train epochs start+1 .. train.epochs, each followed by the kNN monitor (when due) and a checkpoint.
+    """Train epochs start+1 .. train.epochs, each followed by the kNN monitor (when due), a checkpoint and
+    on_epoch(its record).
 
     After each checkpoint the workers of a cluster wait for each other: the epoch every worker has saved
     is the one a rerun resumes after if a worker dies later.
@@ -256,6 +261,8 @@ def train_epochs(
             history.append(record)
             log.info("%s epoch %d/%d: %s", name, epoch, epochs, _fmt(record))
             checkpoints.save(epoch, history, models, trainer.optimizer)
+            if on_epoch is not None:  # after the checkpoint: what it shows, a rerun resumes after
+                on_epoch(record)
             distribute.agree_min(run.strategy, epoch)
     return history
 
@@ -280,7 +287,7 @@ def save(
             save_encoder(models["encoder"], model_tmp / "encoder.keras")
             live = Live(str(train_tmp), dvcyaml=False, save_dvc_exp=False)
             for record in history:
-                _log_epoch(live, record)
+                log_epoch(live, record)
             live.end()
             write_json(train_tmp / "versions.json", library_versions())
             for file, record in (records or {}).items():
@@ -303,29 +310,33 @@ def pretrain(
     labeled_ids: Sequence[int] | None = None,
     on_step: StepCallback | None = None,
     records: Mapping[str, Any] | None = None,
+    live_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train `method_name` with `params`; write model_dir/encoder.keras and per-epoch curves; -> history.
 
     labeled_ids: 0-based positions in the labeled split's manifest order of the labeled images to train
     on and to use as the kNN monitor's bank (None: all). on_step(step, steps, loss) runs after every step.
-    Under a multi-worker strategy only the chief writes model_dir and metrics_dir. records: more JSON
-    files for metrics_dir/train (file name -> content), such as the batches the run used.
+    records: more JSON files for metrics_dir/train (file name -> content), such as the batches the run
+    used. live_dir: where the curves also appear as each epoch ends, for DVC's views of a running
+    experiment (semisup.live; removed once the outputs are written). Under a multi-worker strategy only
+    the chief writes model_dir, metrics_dir and live_dir.
     """
     run = set_up(method_name, params, shard_dir, labeled_ids)
     models, trainer = build(run)
     checkpoints = open_checkpoints(run, checkpoint_root)
     start, history = resume(run, models, trainer, checkpoints)
-    history = train_epochs(run, models, trainer, checkpoints, start, history, on_step)
-    save(run, models, checkpoints, model_dir, metrics_dir, history, start, records)
+    live = LiveCurves(live_dir, run.params.train.epochs, history) if live_dir and run.chief else None
+    finished = False
+    try:
+        history = train_epochs(
+            run, models, trainer, checkpoints, start, history, on_step, live.log if live else None
+        )
+        save(run, models, checkpoints, model_dir, metrics_dir, history, start, records)
+        finished = True
+    finally:
+        if live is not None:
+            live.close(finished)
     return history
-
-
-def _log_epoch(live: Live, record: dict[str, Any]) -> None:
-    live.step = record["epoch"]
-    for key, value in record.items():
-        if key != "epoch":
-            live.log_metric(key, float(value))
-    live.make_summary()
 
 
 def _fmt(record: dict[str, Any]) -> str:

@@ -164,6 +164,24 @@ def table_files(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return files
 
 
+def compare_table(summary: Mapping[str, Any], k: int) -> dict[str, dict[str, float | None]]:
+    """The few numbers `dvc exp show` compares across experiments (metrics/table.json): per method x budget
+    (table_file_name: "paws-all", "paws-0005"), kNN@k, weighted kNN@k and the linear probe, each the mean
+    over seeds (one seed: the run's score) and, with two seeds or more, beside it <metric>_ci95, the
+    half-width of its 95% t-interval. -> {row: {column: value}}."""
+    several = len(summary["seeds"]) >= 2
+    table = {}
+    for m in summary["methods"]:
+        for b in summary["budgets"]:
+            stats, row = summary["results"][m][b], {}
+            for metric in (f"knn_k{k}", f"weighted_knn_k{k}", "linear"):
+                row[metric] = _r(stats[metric]["mean"])
+                if several:
+                    row[f"{metric}_ci95"] = _r(stats[metric]["half_width"])
+            table[table_file_name(m, b)] = row
+    return table
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 4)
 

@@ -33,6 +33,14 @@ from stages.console import done
     help="Per-epoch checkpoints, outside DVC's outputs so a killed run resumes.",
 )
 @click.option(
+    "--live",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Also write the curves as each epoch ends to <live>/<run>/ (dvclive's files and a dvc.yaml), so "
+    "`dvc exp show` and `dvc plots show` see a running experiment; removed when the run ends. "
+    "dvc.yaml passes metrics/live. [default: off]",
+)
+@click.option(
     "--cpu-replicas",
     type=click.IntRange(min=1),
     default=1,
@@ -76,6 +84,7 @@ def main(
     models: str,
     metrics: str,
     checkpoints: str,
+    live: str | None,
     cpu_replicas: int,
     local_workers: int,
     step_log: str | None,
@@ -112,7 +121,10 @@ def main(
     params, fitted = fit_run(params, method, subset_counts(shards, labeled_ids))
     logging.getLogger("semisup").info(fitted.describe(name))
     # Everything that can fail before training fails here: manifest, knn.k, writable folders, free disk.
-    check_pretrain(params, method, shards, f"{models}/{name}", f"{metrics}/{name}", checkpoints, labeled_ids)
+    live_dir = f"{live}/{name}" if live else None
+    check_pretrain(
+        params, method, shards, f"{models}/{name}", f"{metrics}/{name}", checkpoints, labeled_ids, live_dir
+    )
 
     from semisup.pretrain import pretrain
     from semisup.progress import Progress
@@ -138,6 +150,7 @@ def main(
             labeled_ids=None if labeled_ids is None else [int(i) for i in labeled_ids],
             on_step=on_step,
             records={"batches.json": fitted.record()},
+            live_dir=live_dir,
         )
     except UserError as exc:
         if not isinstance(exc, WorkerLost) and not spec:

@@ -3,8 +3,10 @@
 Reads metrics/runs/<method>-<budget>-<seed>/{knn.json,linear.json,train/} for every run of params.yaml's
 method_names (methods and configurations, each its own rows) x study.labeled_per_class x study.seeds
 (other folders there are ignored), and data/splits/ for how many labels per class "all" means. Writes
-metrics/summary.json (every statistic and paired test), metrics/study/<method>-<budget>.json (one row
-each of `dvc metrics show`, the budget zero-padded: paws-0005.json), metrics/report.md (for a pull
+metrics/summary.json (every statistic and paired test), metrics/table.json (dvc.yaml's metrics: what
+`dvc exp show` compares, kNN@20, weighted kNN@20 and linear per method x budget, their means and 95%
+intervals), metrics/study/<method>-<budget>.json (every metric's mean and interval, the budget
+zero-padded: paws-0005.json), metrics/report.md (for a pull
 request), metrics/report.html (the study page: the same table, the figures, every run's curves, per-class
 accuracy and confusion matrices from each run's per_class.json and confusion.csv, and the maps stage's
 t-SNE maps from metrics/maps/), metrics/plots/ (label_efficiency.png, knn_per_epoch/knn_k<k>.png and the
@@ -30,6 +32,7 @@ from semisup.io import output_set, write_json, write_text
 from semisup.preflight import check_outputs
 from semisup.report import (
     aggregate,
+    compare_table,
     efficiency_rows,
     epoch_rows,
     format_table,
@@ -166,10 +169,12 @@ def main(params_path: str, runs: str, splits: str, maps: str, out: str) -> None:
     k_plotted = plotted_k(ks)
     knn_plotted = f"knn_k{k_plotted}"
     note = "" if params.knn.monitor_every > 0 else "no per-epoch kNN scores (knn.monitor_every = 0)"
-    targets = [out_dir / n for n in ("summary.json", "study", "report.md", "plots", "report.html")]
+    names = ("summary.json", "table.json", "study", "report.md", "plots", "report.html")
     # The whole set appears together: a killed or failed report leaves the previous one in place.
-    with output_set(*targets) as (summary_json, study, report_md, plots, report_html):
+    with output_set(*(out_dir / n for n in names)) as targets:
+        summary_json, table, study, report_md, plots, report_html = targets
         write_json(summary_json, summary)
+        write_json(table, compare_table(summary, k_plotted))
         study.mkdir()
         for name, row in rows.items():
             write_json(study / f"{name}.json", row)
@@ -194,7 +199,8 @@ def main(params_path: str, runs: str, splits: str, maps: str, out: str) -> None:
         write_text(report_html, page(summary, efficiency, shown, details))
     click.echo(format_table(summary))
     done(
-        f"report: {out}/summary.json, report.md, report.html, study/, plots/ ({len(rows)} method x budget rows)"
+        f"report: {out}/summary.json, table.json, report.md, report.html, study/, plots/ "
+        f"({len(rows)} method x budget rows)"
     )
 
 

@@ -71,7 +71,8 @@ def test_second_repro_runs_nothing_and_status_is_clean(repo):
 def test_metrics_show_and_plots(repo):
     shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
     data = next(iter(shown.values()))["data"]
-    assert set(data) == {f"metrics/study/{m}-all.json" for m in METHODS}
+    assert set(data) == {"metrics/table.json"}  # dvc.yaml's one metrics file; metrics/study/ stays a file
+    assert set(data["metrics/table.json"]["data"]) == {f"{m}-all" for m in METHODS}
     plots = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)
     assert not plots.get("errors"), plots.get("errors")
     assert {
@@ -93,7 +94,7 @@ def test_experiment_on_one_method_reruns_only_that_method(repo):
     text = json.dumps(shown)
     assert '"sharpen_temperature": 0.5' in text
     # The experiment's new paws metrics are reported next to the baseline's.
-    assert text.count('"metrics/study/paws-all.json"') >= 2
+    assert text.count('"metrics/table.json"') >= 2
     # Back to the committed baseline: git holds params, dvc.lock and the metrics; DVC's cache the rest.
     run(repo, "git", "checkout", "HEAD", "--", ".")
     run(repo, "dvc", "checkout", "--force")
@@ -111,11 +112,12 @@ def test_metrics_diff_between_two_commits(repo):
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "weighted kNN at T=0.5")
     diff = json.loads(run(repo, "dvc", "metrics", "diff", "HEAD~1", "--all", "--json").stdout)
-    assert set(diff) == {f"metrics/study/{m}-all.json" for m in METHODS}
+    assert set(diff) == {"metrics/table.json"}
+    entry = diff["metrics/table.json"]
     # Unweighted votes do not depend on the temperature; the weighted ones do.
     for method in METHODS:
-        entry = diff[f"metrics/study/{method}-all.json"]
-        assert entry["knn_k20.mean"]["diff"] == 0
+        assert entry[f"{method}-all.knn_k20"]["diff"] == 0
         knn = json.loads((repo / f"metrics/runs/{method}-all-0/knn.json").read_text())
-        assert entry["knn_k20.mean"]["new"] == round(knn["k20"]["accuracy"], 4)
-    assert any(diff[f"metrics/study/{m}-all.json"]["weighted_knn_k200.mean"]["diff"] != 0 for m in METHODS)
+        assert entry[f"{method}-all.knn_k20"]["new"] == round(knn["k20"]["accuracy"], 4)
+        assert entry[f"{method}-all.weighted_knn_k20"]["new"] == round(knn["k20"]["weighted_accuracy"], 4)
+    assert any(entry[f"{m}-all.weighted_knn_k20"]["diff"] != 0 for m in METHODS)

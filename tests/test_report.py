@@ -333,3 +333,26 @@ def test_markdown_and_table_files_from_aggregate():
     text = markdown(summary)
     assert "| 5 | linear | paws | crossentropy |" in text
     assert format_table(summary).splitlines()[2].endswith("*")
+
+
+@pytest.mark.parametrize(("seeds", "ks"), [(SEEDS, KS), ([0], KS), (SEEDS, [5, 50])])
+def test_table_json_is_the_few_numbers_dvc_exp_show_compares(tmp_path, seeds, ks):
+    write_inputs(tmp_path, seeds=seeds, ks=ks)
+    assert invoke(tmp_path).exit_code == 0
+    table = json.loads((tmp_path / "out" / "table.json").read_text())
+    k = 20 if 20 in ks else ks[0]  # the figures' k: kNN@20, or the first k of knn.k
+    metrics = [f"knn_k{k}", f"weighted_knn_k{k}", "linear"]
+    assert list(table) == ["crossentropy-0005", "crossentropy-all", "paws-0005", "paws-all"]
+    t = sps.t.ppf(0.975, len(seeds) - 1) if len(seeds) > 1 else None
+    for method in METHODS:
+        for budget in BUDGETS:
+            row = table[table_file_name(method, budget)]
+            values = {m: [score(method, budget, s, m) for s in seeds] for m in metrics}
+            if t is None:  # one seed: the run's own scores, no interval
+                assert row == {m: round(values[m][0], 4) for m in metrics}
+                continue
+            assert list(row) == [c for m in metrics for c in (m, f"{m}_ci95")]
+            for m in metrics:
+                assert row[m] == pytest.approx(np.mean(values[m]), abs=5e-5)
+                half = t * np.std(values[m], ddof=1) / np.sqrt(len(seeds))
+                assert row[f"{m}_ci95"] == pytest.approx(half, abs=5e-5)

@@ -83,7 +83,7 @@ def test_one_method_runs_end_to_end(repo):
     assert linear["train_images"] == 50  # the 5-per-class subset, not the 250-image labeled split
     assert "One seed (0)" in (repo / "metrics" / "report.md").read_text()
     shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
-    assert set(next(iter(shown.values()))["data"]) == {"metrics/study/paws-0005.json"}
+    assert set(next(iter(shown.values()))["data"]) == {"metrics/table.json"}
     # knn.k = [5]: dvc.yaml's plots name no k, so every one finds its data (no per-epoch kNN: monitor off).
     plots = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)
     assert not plots.get("errors"), plots["errors"]
