@@ -223,12 +223,13 @@ def test_run_key_changes_with_each_of_its_parts_and_nothing_else(shards, monkeyp
 
 
 def test_batch_larger_than_split_fails_before_training(shards, tmp_path):
+    # An unlabeled batch stays as set (a labeled one is fitted to the subset: tests/test_few_labels.py).
     params, shard_dir = shards
-    bad = _write_params(tmp_path / "bad.yaml", **{"methods.paws.labeled_batch": 5000})
+    bad = _write_params(tmp_path / "bad.yaml", **{"methods.paws.unlabeled_batch": 5000})
     proc = _pretrain(bad, shard_dir, tmp_path)
     assert proc.returncode == 2
     assert (
-        proc.stderr.strip().splitlines()[-1].startswith("error: methods.paws.labeled_batch: 5000 is larger")
+        proc.stderr.strip().splitlines()[-1].startswith("error: methods.paws.unlabeled_batch: 5000 is larger")
     )
     assert "Traceback" not in proc.stderr
 
@@ -327,11 +328,16 @@ def test_labeled_ids_reach_the_checkpoint_key_batches_and_monitor(shards, monkey
     )  # InfoNCE reads no labeled image
 
     seen = {}
-    monkeypatch.setattr(pt, "knn_accuracy", lambda bank, bank_labels, *a, **k: seen.update(n=len(bank)) or {})
+
+    def spy(bank, bank_labels, *a, ks, **k):
+        seen.update(n=len(bank), ks=tuple(ks))
+        return {f"k{k}": {"accuracy": 0.0, "weighted_accuracy": 0.0} for k in ks}
+
+    monkeypatch.setattr(pt, "knn_accuracy", spy)
     from semisup.encoder import get_encoder
 
     pt.monitor(get_encoder((32, 32, 3), filters=8, embedding_dim=8), shard_dir, params, 10, [5, 6, 7, 8])
-    assert seen == {"n": 4}
+    assert seen == {"n": 4, "ks": (1, 1)}  # a bank of 4: k fitted to its smallest class, 1
 
 
 @pytest.mark.slow
