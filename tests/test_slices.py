@@ -90,7 +90,12 @@ def test_the_study_starts_one_worker_per_gpu_with_its_env(monkeypatch):
 
     calls = []
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
-    monkeypatch.setattr(study.subprocess, "run", lambda cmd, env, check: calls.append((cmd, env)))
+    real = subprocess.run
+
+    def fake(cmd, **kwargs):  # the workers' `dvc queue start`, recorded; git (identity) as it is
+        return calls.append((cmd, kwargs["env"])) if cmd[0] == "dvc" else real(cmd, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", fake)
     study.start_workers(2)
     assert [c[0] for c in calls] == [
         ["dvc", "queue", "start", "-j", "1"],
