@@ -227,7 +227,7 @@ def slice_plan(
             f"--slice {k}/{n}: this project has no default DVC remote to share its runs through: add one "
             "(`dvc remote add -d shared /shared/folder` or s3://..., committed in .dvc/config) and rerun"
         )
-    workers = min(len(runs), jobs or len(slices.gpu_ids()) or 2)
+    workers = min(len(runs), jobs or max(len(slices.gpu_ids()), 2))
     groups = [g for g in slices.balance({r: costs[r] for r in runs}, workers) if g]
     return k, n, groups, remote
 
@@ -386,7 +386,9 @@ def main(
     if slice_text:
         run_slice(slice_text, name, extra, jobs, None if base is STUDY else base)
         return
-    reference_study(name, extra, jobs or len(slices.gpu_ids()) or 2, None if base is STUDY else base, title)
+    reference_study(
+        name, extra, jobs or max(len(slices.gpu_ids()), 2), None if base is STUDY else base, title
+    )
 
 
 def folder_digest(root: Path) -> str:
