@@ -36,7 +36,7 @@ demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m drivers.demo
 
 study: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m drivers.study $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),--data "$(DATA)")
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m drivers.study $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),--data "$(DATA)") $(if $(SLICE),--slice $(SLICE))
 
 # What a person sees, offline: `dvc plots show` and the study page rendered in headless Chromium (Debian's
 # chromium), every plot drawn, no network URL. Pages of your own: `semisup check-page PAGE...`.

@@ -17,12 +17,16 @@ code shows the recorded table at once.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
+import yaml
 
-from drivers import dvcexp
+from drivers import dvcexp, slices
 from drivers.dvcexp import ACTIVE, EXIT_FAILED, EXIT_INTERRUPTED, fail
 from drivers.profiles import PAPER_PROFILES, STUDY, Part, folder_study, method_of, parse_sets
 from drivers.progress import StudyProgress
@@ -31,11 +35,12 @@ from semisup.methods import METHODS
 from semisup.report import format_table
 
 
-def images_per_step(name: str) -> int:
-    """Images a method or configuration encodes per training step in the study profile: its cost, roughly."""
+def images_per_step(name: str, profile: Mapping[str, object] = STUDY) -> int:
+    """Images a method or configuration encodes per training step in the study profile (or `profile`): its
+    cost, roughly."""
     method = METHODS[method_of(name)]
-    unlabeled = int(STUDY[f"methods.{name}.unlabeled_batch"]) * method.unlabeled_views
-    return unlabeled + (int(STUDY[f"methods.{name}.labeled_batch"]) if method.uses_labeled else 0)
+    unlabeled = int(str(profile[f"methods.{name}.unlabeled_batch"])) * method.unlabeled_views
+    return unlabeled + (int(str(profile[f"methods.{name}.labeled_batch"])) if method.uses_labeled else 0)
 
 
 # The experiment beside the main one: the cheaper half of the methods, so that it stays ahead of the main
@@ -56,6 +61,26 @@ def overrides(
         "method_names": "[" + ",".join(methods) + "]",
     }
     return [f"-S{key}={value}" for key, value in settings.items()]
+
+
+def study_methods(extra: Mapping[str, str]) -> tuple[str, ...]:
+    """The study's methods: every one of the registry, or the `-S method_names=[...]` given."""
+    given = extra.get("method_names")
+    return tuple(str(m) for m in yaml.safe_load(given)) if given else tuple(METHODS)
+
+
+def run_costs(extra: Mapping[str, str], profile: Mapping[str, object] | None = None) -> dict[str, float]:
+    """The study's runs `M-B-S` -> expected cost: images encoded per step x epochs."""
+    settings = {**(STUDY if profile is None else profile), **extra}
+    budgets = yaml.safe_load(str(settings["study.labeled_per_class"]))
+    seeds = yaml.safe_load(str(settings["study.seeds"]))
+    epochs = int(str(settings["train.epochs"]))
+    return {
+        f"{m}-{b}-{s}": float(images_per_step(m, settings) * epochs)
+        for m in study_methods(extra)
+        for b in budgets
+        for s in seeds
+    }
 
 
 def states(names: tuple[str, ...]) -> tuple[dict[str, str], dict[str, dvcexp.Experiment]]:
@@ -122,8 +147,31 @@ def stop_experiments(names: tuple[str, ...]) -> None:
     dvcexp.dvc("queue", "remove", *names, check=False, capture=True)
 
 
+def start_workers(jobs: int) -> None:
+    """`dvc queue start` for `jobs` workers; on a machine with GPUs, one at a time, worker i with
+    CUDA_VISIBLE_DEVICES of GPU i (a worker inherits the environment of the command that starts it, and
+    `-j k` starts workers up to k in all)."""
+    envs = slices.worker_envs(jobs, slices.gpu_ids())
+    if not any(envs):
+        dvcexp.dvc("queue", "start", "-j", str(jobs))
+        return
+    for i, env in enumerate(envs):
+        click.echo(
+            f"$ CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} dvc queue start -j {i + 1}", err=True
+        )
+        subprocess.run(
+            ["dvc", "queue", "start", "-j", str(i + 1)],
+            env={**os.environ, **dvcexp.git_identity(), **env},
+            check=False,
+        )
+
+
 def run_study(
-    names: tuple[str, ...], extra: dict[str, str], jobs: int, profile: dict[str, object] | None = None
+    names: tuple[str, ...],
+    extra: dict[str, str],
+    jobs: int,
+    profile: dict[str, object] | None = None,
+    pull: bool = False,
 ) -> None:
     """Queue the study's two experiments (unless an earlier make study's are still queued or running),
     start the queue and wait for them."""
@@ -135,11 +183,16 @@ def run_study(
     stale = [n for n in names if now.get(n) == "failed"]
     if stale:
         dvcexp.dvc("queue", "remove", *stale, check=False, capture=True)
+    # `--pull` with a remote: DVC restores from the remote's run cache, outputs pulled, every run it holds.
+    pulls = ["--pull"] if pull else []
+    chosen = study_methods(extra)  # -S method_names=[...] narrows the study to these methods
+    beside = tuple(m for m in BESIDE if m in chosen) or chosen[:1]
+    main = tuple(m for m in MAIN if m in chosen)
     if now.get(names[0]) not in (*ACTIVE, "success"):  # (an interrupted study may have finished it)
-        dvcexp.dvc("exp", "run", "--queue", "-n", names[0], *overrides(BESIDE, extra, profile))
+        dvcexp.dvc("exp", "run", "--queue", *pulls, "-n", names[0], *overrides(beside, extra, profile))
     if names[1] not in active:
-        dvcexp.dvc("exp", "run", "--queue", "-n", names[1], *overrides(MAIN, extra, profile))
-    dvcexp.dvc("queue", "start", "-j", str(jobs))
+        dvcexp.dvc("exp", "run", "--queue", *pulls, "-n", names[1], *overrides(main, extra, profile))
+    start_workers(jobs)
     wait_for_queue(names)
 
 
@@ -155,6 +208,75 @@ def run_parts(parts: tuple[Part, ...], names: tuple[str, ...], extra: dict[str, 
             dvcexp.dvc("exp", "run", "--queue", "-n", name, *[f"-S{k}={v}" for k, v in settings.items()])
     dvcexp.dvc("queue", "start", "-j", str(jobs))
     wait_for_queue(names)
+
+
+def slice_plan(
+    text: str, extra: dict[str, str], profile: dict[str, object] | None, jobs: int | None
+) -> tuple[int, int, list[list[str]], str]:
+    """Check a slice before anything runs (exit 2 on a bad K/N, N over the study's runs, no default remote):
+    -> (K, N, its runs in one group per queue worker, the remote's name)."""
+    try:
+        k, n = slices.parse_slice(text)
+        costs = run_costs(extra, profile)
+        runs = slices.slice_runs(costs, k, n)
+    except UserError as exc:
+        fail(str(exc))
+    remote = slices.default_remote()
+    if remote is None:
+        fail(
+            f"--slice {k}/{n}: this project has no default DVC remote to share its runs through: add one "
+            "(`dvc remote add -d shared /shared/folder` or s3://..., committed in .dvc/config) and rerun"
+        )
+    workers = min(len(runs), jobs or max(len(slices.gpu_ids()), 2))
+    groups = [g for g in slices.balance({r: costs[r] for r in runs}, workers) if g]
+    return k, n, groups, remote
+
+
+def run_slice(
+    text: str, key: str, extra: dict[str, str], jobs: int | None, profile: dict[str, object] | None
+) -> None:
+    """`make study SLICE=K/N`: restore what the remote's run cache holds, train the rest of slice K's runs
+    (one queued experiment per worker, each of its runs' stage targets), push outputs and run cache."""
+    k, n, groups, remote = slice_plan(text, extra, profile, jobs)
+    runs = [r for g in groups for r in g]
+    click.echo(f"study slice {k}/{n}: {len(runs)} runs: {' '.join(sorted(runs))}", err=True)
+    names = tuple(f"{key}-slice{k}of{n}-{i + 1}" for i in range(len(groups)))
+    brought = slices.pretrained_runs(slices.pull_run_cache()) & set(runs)
+    before = slices.entries(slices.run_cache_dir())
+    methods = study_methods(extra)
+    start = time.monotonic()
+    try:
+        with dvcexp.compile_cache():
+            now = states(names)[0]
+            stale = [n for n in names if now.get(n) == "failed"]
+            if stale:
+                dvcexp.dvc("queue", "remove", *stale, check=False, capture=True)
+            for name, group in zip(names, groups, strict=True):
+                if now.get(name) not in (*ACTIVE, "success"):
+                    sets = overrides(methods, extra, profile)
+                    dvcexp.dvc("exp", "run", "--queue", "--pull", "-n", name, *sets, *slices.targets(group))
+            start_workers(len(names))
+            wait_for_queue(names)
+    except KeyboardInterrupt:
+        click.echo("study: interrupted: stopping the slice's experiments", err=True)
+        stop_experiments(names)
+        fail(
+            f"interrupted: `make study SLICE={k}/{n}` again resumes it (run cache, checkpoints)",
+            EXIT_INTERRUPTED,
+        )
+    finished = [dvcexp.finished(name) for name in names]
+    if any(exp is None for exp in finished):
+        fail(
+            f"slice {k}/{n}: the queue finished but recorded no experiment: see `dvc queue logs`", EXIT_FAILED
+        )
+    click.echo(f"$ dvc push --run-cache (the slice's {len(finished)} experiments' outputs)", err=True)
+    slices.push_results([exp.rev for exp in finished if exp is not None])
+    trained = slices.pretrained_runs(slices.entries(slices.run_cache_dir()) - before) & set(runs)
+    click.echo(
+        f"study slice {k}/{n}: {len(runs) - len(trained)} runs restored from the run cache "
+        f"({len(brought)} brought from remote {remote}), {len(trained)} trained here, in "
+        f"{time.monotonic() - start:.0f} s; pushed to remote {remote}"
+    )
 
 
 def paper_study(profile: str, jobs: int, sets: tuple[str, ...]) -> None:
@@ -216,6 +338,14 @@ def paper_study(profile: str, jobs: int, sets: tuple[str, ...]) -> None:
     "one; paper-extra: float32 vs the default precision, the papers' PAWS without multi-crop.",
 )
 @click.option(
+    "--slice",
+    "slice_text",
+    default=None,
+    metavar="K/N",
+    help="Train only slice K (from 1) of N of the study's runs here, then push them to the default DVC "
+    "remote; a plain `make study` with that remote restores them.",
+)
+@click.option(
     "--data",
     "data_path",
     type=click.Path(file_okay=False),
@@ -223,11 +353,15 @@ def paper_study(profile: str, jobs: int, sets: tuple[str, ...]) -> None:
     help="Your image folder (a sub-folder of images per class, unlabeled/ optional) instead of digits: "
     "the study picks its budgets, image size and epochs and says so first.",
 )
-def main(jobs: int | None, sets: tuple[str, ...], profile: str, data_path: str | None) -> None:
+def main(
+    jobs: int | None, sets: tuple[str, ...], profile: str, data_path: str | None, slice_text: str | None
+) -> None:
     """Run the study (digits, or your image folder with --data) and print its table (method x budget,
     mean and 95% interval over seeds)."""
     dvcexp.check_repository("make study")
     if profile in PAPER_PROFILES:
+        if slice_text:
+            fail(f"--slice: slices are of the reference study (and --data), not of --profile {profile}")
         if data_path:
             fail(f"--data: the {profile} profile is the papers' study on digits: leave out one of them")
         # Every part at once: a part's evaluation stages and DVC's bookkeeping leave a core idle that
@@ -249,7 +383,12 @@ def main(jobs: int | None, sets: tuple[str, ...], profile: str, data_path: str |
     except UserError as exc:
         fail(str(exc))
     name = f"study-{dvcexp.code_key({**base, **extra, **key_extra})}"
-    reference_study(name, extra, jobs or 2, None if base is STUDY else base, title)
+    if slice_text:
+        run_slice(slice_text, name, extra, jobs, None if base is STUDY else base)
+        return
+    reference_study(
+        name, extra, jobs or max(len(slices.gpu_ids()), 2), None if base is STUDY else base, title
+    )
 
 
 def folder_digest(root: Path) -> str:
@@ -269,10 +408,16 @@ def reference_study(
     """Run (or show, when this code already ran it) the study's experiments; print the table, copy the page."""
     start = time.monotonic()
     names = (f"{name}-part", name)
+    counts = ""
     if dvcexp.finished(name) is None:
+        remote = slices.default_remote()
+        if remote is not None:  # restore what any slice (any machine) pushed; train only what is missing
+            click.echo(f"$ dvc fetch --run-cache (remote {remote})", err=True)
+            brought = slices.pretrained_runs(slices.pull_run_cache())
+            before = slices.entries(slices.run_cache_dir())
         try:
             with dvcexp.compile_cache():
-                run_study(names, extra, jobs, profile)
+                run_study(names, extra, jobs, profile, pull=remote is not None)
         except KeyboardInterrupt:
             click.echo("study: interrupted: stopping its experiments", err=True)
             stop_experiments(names)
@@ -282,6 +427,13 @@ def reference_study(
                 EXIT_INTERRUPTED,
             )
         ran = f"study wall time: {time.monotonic() - start:.0f} s"
+        if remote is not None:
+            runs = set(run_costs(extra, profile))
+            trained = slices.pretrained_runs(slices.entries(slices.run_cache_dir()) - before) & runs
+            counts = (
+                f"study: {len(runs) - len(trained)} runs restored from the run cache "
+                f"({len(brought & runs)} brought from remote {remote}), {len(trained)} trained here"
+            )
     else:
         ran = (
             f"already ran on this code: shown from experiment {name} (`dvc exp remove {name}` runs it again)"
@@ -302,6 +454,8 @@ def reference_study(
         f"confusion matrices, maps). `dvc exp show` lists the experiments; `dvc exp apply {name}` brings its "
         "metrics/report.md, report.html and plots/ into the workspace."
     )
+    if counts:
+        click.echo(counts)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ LONGEST_FIRST = (
     "test_pipeline_e2e.py",
     "test_distributed.py",
     "test_study_dvc.py",
+    "test_slices.py",
     "test_compare.py",
     "test_demo_fresh_clone.py",
     "test_adding_a_method.py",
