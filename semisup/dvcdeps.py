@@ -123,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         changed = fix(path)
         print(f"{path}: {'code deps rewritten' if changed else 'code deps already complete'}")
         return 0
-    problems = check(yaml.safe_load(path.read_text()))
+    doc = yaml.safe_load(path.read_text())
+    problems = check(doc)
+    if (path.parent / "params.yaml").is_file():  # the artifacts section: one per run of the study
+        from semisup.artifacts import from_params
+        from semisup.artifacts import problems as artifact_problems
+
+        problems += artifact_problems(doc, from_params(path.parent / "params.yaml"))
     for line in problems:
         print(line)
     if not problems:
