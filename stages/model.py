@@ -94,9 +94,7 @@ def main(
     code: str,
 ) -> None:
     """Write RUN's labeled bank, class names and model card into its model folder."""
-    method, budget, seed = parse_run(run)
-    params = load(params_path).for_run(method)
-    seed = params.seed if seed is None else seed
+    params = load(params_path).for_run(parse_run(run).method)
     folder = Path(models) / run
     for name, stage in ((ENCODER, "pretrain"), (PROBE, "linear")):
         if not (folder / name).is_file():
@@ -107,28 +105,8 @@ def main(
     check_labels(labeled, features, labels, len(names), run)
     ids = read_subset(split, num_labeled=len(labels))
     features, labels = features[ids], labels[ids]
-    scores = {
-        "knn": _without_versions(read_json(Path(runs) / run / "knn.json", f"knn@{run}")),
-        "linear": _without_versions(read_json(Path(runs) / run / "linear.json", f"linear@{run}")),
-    }
-    card = {
-        "format": FORMAT,
-        "run": run,
-        "method": method,
-        "runs_method": params.method_of(method),
-        "labels_per_class": "all" if budget is None else budget,
-        "seed": seed,
-        "image_shape": json.loads((Path(shards) / "manifest.json").read_text())["image_shape"],
-        "classes": names,
-        "bank": {"images": int(len(labels)), "per_class": class_counts(labels, names)},
-        "settings": settings(params, method),
-        "data": _data(params, Path(shards), Path(split)),
-        "code": code_digests(Path(code), method),
-        "versions": _versions(Path(runs) / run),
-        "scores": scores,
-        "study": study_entry(read_json(Path(summary), "report"), method, budget_name(budget or "all"), seed),
-        "files": {ENCODER: sha256_of(folder / ENCODER), PROBE: sha256_of(folder / PROBE)},
-    }
+    where = {"shards": Path(shards), "split": Path(split), "runs": Path(runs) / run, "code": Path(code)}
+    card = build_card(run, params, where, read_json(Path(summary), "report"), folder, names, labels)
     check_outputs(folder)
     with output_set(*(folder / n for n in (BANK, CLASSES, CARD, PAGE))) as (bank, classes, card_json, page):
         with open(bank, "wb") as f:
@@ -137,6 +115,43 @@ def main(
         write_json(card_json, card)
         write_text(page, card_markdown(card))
     done(f"{run}: model folder -> {folder}/ ({len(labels)} images in its bank)")
+
+
+def build_card(
+    run: str,
+    params: Any,
+    where: dict[str, Path],
+    summary: dict,
+    folder: Path,
+    names: list[str],
+    labels: np.ndarray,
+) -> dict[str, Any]:
+    """card.json's fields for RUN: `where` names its shards, subset file, metrics/runs/<run> and data/code;
+    labels (N,): its bank's."""
+    method, budget, seed = parse_run(run)
+    seed = params.seed if seed is None else seed
+    runs = where["runs"]
+    return {
+        "format": FORMAT,
+        "run": run,
+        "method": method,
+        "runs_method": params.method_of(method),
+        "labels_per_class": "all" if budget is None else budget,
+        "seed": seed,
+        "image_shape": read_json(where["shards"] / "manifest.json", "shard")["image_shape"],
+        "classes": names,
+        "bank": {"images": int(len(labels)), "per_class": class_counts(labels, names)},
+        "settings": settings(params, method),
+        "data": _data(params, where["shards"], where["split"]),
+        "code": code_digests(where["code"], method),
+        "versions": _versions(runs),
+        "scores": {
+            "knn": _without_versions(read_json(runs / "knn.json", f"knn@{run}")),
+            "linear": _without_versions(read_json(runs / "linear.json", f"linear@{run}")),
+        },
+        "study": study_entry(summary, method, budget_name(budget or "all"), seed),
+        "files": {ENCODER: sha256_of(folder / ENCODER), PROBE: sha256_of(folder / PROBE)},
+    }
 
 
 def _without_versions(scores: dict[str, Any]) -> dict[str, Any]:
