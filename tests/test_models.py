@@ -175,17 +175,33 @@ def test_a_card_of_a_study_with_two_seeds_carries_its_interval(repo, tmp_path):
 
 @pytest.mark.slow
 def test_dvc_artifacts_get_fetches_the_folder_from_git_and_a_dvc_remote(repo, tmp_path):
+    # The folder is the outputs of three stages (pretrain, linear, model), fetched as one artifact: its
+    # version registered as DVC's model registry (GTO) does it, a `<name>@v<semver>` annotated git tag.
     repo = copy_repo(repo, tmp_path / "r")
     origin, store = tmp_path / "origin.git", tmp_path / "store"
-    run(tmp_path, "git", "init", "-q", "--bare", str(origin))
+    run(tmp_path, "git", "init", "-q", "--bare", "--initial-branch=main", str(origin))
     run(repo, "dvc", "remote", "add", "-d", "store", str(store))
     run(repo, "git", "commit", "-qam", "a DVC remote")
+    run(repo, "git", "tag", "-a", f"{RUN}@v1.0.0", "-m", f"Registering artifact {RUN} version v1.0.0")
     run(repo, "dvc", "push", "-q")
-    run(repo, "git", "push", "-q", str(origin), "HEAD:refs/heads/main")
-    proc = run(tmp_path, "dvc", "artifacts", "get", str(origin), RUN, "--rev", "main", "-o", "got")
-    assert sorted(p.name for p in (tmp_path / "got").iterdir()) == sorted(FILES), proc.stdout
+    run(repo, "git", "push", "-q", str(origin), "HEAD:refs/heads/main", "--tags")
+    proc = run(tmp_path, "dvc", "artifacts", "get", str(origin), RUN, "-o", "got")
+    assert "Downloaded 6 file(s) to 'got'" in proc.stdout, proc.stdout
+    assert sorted(p.name for p in (tmp_path / "got").iterdir()) == sorted(FILES)
     for name in FILES:
         assert (tmp_path / "got" / name).read_bytes() == (repo / "models" / RUN / name).read_bytes(), name
+    # An artifact with no registered version is not found; `dvc get` of its path still fetches it.
+    proc = subprocess.run(
+        ["dvc", "artifacts", "get", str(origin), "suncet-all-0", "-o", "none"],
+        cwd=tmp_path,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0 and "Unable to find artifact 'suncet-all-0'" in proc.stdout + proc.stderr
+    run(tmp_path, "dvc", "get", str(origin), "models/suncet-all-0", "-o", "suncet")
+    assert sorted(p.name for p in (tmp_path / "suncet").iterdir()) == sorted(FILES)
 
 
 def test_artifacts_section_one_per_run_named_as_dvc_wants():
