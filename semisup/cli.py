@@ -1,9 +1,9 @@
 """The `semisup` command: what a person runs outside the DVC pipeline.
 
-`semisup predict MODEL FOLDER` classifies new images with a run's model folder (alone) or a trained run; `semisup plots-template` writes the
-offline page template of `dvc plots`; `semisup check-page PAGE` renders a page offline in headless
+`semisup predict MODEL FOLDER` classifies new images with a run's model folder (alone) or a trained run;
+`semisup plots-template` writes the offline page template of `dvc plots`; `semisup check-page PAGE` renders a page offline in headless
 Chromium and says which plots it drew. Like a stage (stages/), this is where argv and params.yaml are read;
-it shares the stages' handling of user errors (one line, exit 2).
+it shares the stages' process runtime (semisup/runtime.py: user errors in one line, exit 2).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from semisup.errors import UserError
-from stages.common import load, params_option, user_errors
+from semisup.runtime import load, params_option, user_errors
 
 
 @click.group()
