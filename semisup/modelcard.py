@@ -81,17 +81,17 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "",
         "Use it: `semisup predict THIS_FOLDER IMAGES` (the kNN vote), or with `--probe linear`.",
         "",
-        "| score | this run | study: mean ± 95% interval (seeds) |",
+        "| score | this run | its study: mean ± half-width of the 95% t-interval over seeds |",
         "|---|---|---|",
     ]
     study = (card.get("study") or {}).get("scores", {})
     for name, value in _headline(card["scores"]).items():
         stats = study.get(name)
         cell = "not in a study"
-        if stats is not None:
-            cell = f"{stats['mean']:.4f}"
-            cell += f" ± {stats['half_width']:.4f}" if stats["half_width"] is not None else " (one seed)"
-            cell += f" ({stats['n']})"
+        if stats is not None and stats["half_width"] is None:
+            cell = f"{stats['mean']:.4f} (one seed: no interval)"
+        elif stats is not None:
+            cell = f"{stats['mean']:.4f} ± {stats['half_width']:.4f} ({stats['n']} seeds)"
         lines.append(f"| {name} | {value:.4f} | {cell} |")
     versions = ", ".join(f"{k} {v}" for k, v in card["versions"]["model"].items())
     lines += [

@@ -87,6 +87,7 @@ STAGES: dict[str, Callable[[Path, Path], list[str]]] = {
         f"--split={src}/splits/{SPLIT}",
         f"--embeddings={src}/embeddings",
         f"--out={out}/metrics/runs",
+        f"--models={out}/models",  # the probe's weights, models/<run>/probe.npz
     ],
     "report": lambda src, out: [
         "stages.report",

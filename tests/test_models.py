@@ -141,7 +141,7 @@ def test_the_card_says_what_the_run_is(repo):
     assert study["mean"] == linear["accuracy"]
     page = (repo / "models" / RUN / "card.md").read_text()
     assert page.startswith(f"# {RUN}: paws (paws), all labels per class, seed 0")
-    assert f"| linear | {linear['accuracy']:.4f} | {linear['accuracy']:.4f} (one seed) (1) |" in page
+    assert f"| linear | {linear['accuracy']:.4f} | {linear['accuracy']:.4f} (one seed: no interval) |" in page
 
 
 @pytest.mark.slow
@@ -169,6 +169,9 @@ def test_a_card_of_a_study_with_two_seeds_carries_its_interval(repo, tmp_path):
             assert got[key] == pytest.approx(expected[key], abs=1e-12), key
         assert got["best_method"] == "crossentropy" and got["indistinguishable_from_best"] is True
         assert card["scores"]["linear"]["accuracy"] == linear[seed]
+        page = (repo / "models" / f"crossentropy-all-{seed}" / "card.md").read_text()
+        row = f"| linear | {linear[seed]:.4f} | {expected['mean']:.4f} ± {expected['half_width']:.4f} (2 seeds) |"
+        assert row in page
     t = 12.706204736174696  # t(0.975, 1 degree of freedom), by hand
     assert expected["half_width"] == pytest.approx(t * abs(linear[0] - linear[1]) / 2, rel=1e-9)
 
