@@ -16,6 +16,9 @@ from typing import Any
 
 import click
 
+# First, before anything imports TensorFlow: its native start-up lines stay off the terminal.
+from semisup import console  # noqa: F401
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from semisup.config import Params, load_params  # noqa: E402
