@@ -100,8 +100,15 @@ class ProbeWeights:
 
     def save(self, path: str | Path) -> None:
         """Write the weights as an .npz file (coef, intercept, classes, C)."""
-        with open(path, "wb") as f:
-            np.savez(f, coef=self.coef, intercept=self.intercept, classes=self.classes, C=np.float64(self.C))
+        from semisup.io import write_npz
+
+        arrays = {
+            "coef": self.coef,
+            "intercept": self.intercept,
+            "classes": self.classes,
+            "C": np.float64(self.C),
+        }
+        write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Path, rerun: str) -> ProbeWeights:

@@ -18,7 +18,7 @@ import numpy as np
 from semisup.data.subsets import budget_name, parse_run, read_subset
 from semisup.embeddings import check_labels, load_class_names, load_embeddings
 from semisup.errors import DataError, UserError
-from semisup.io import output_set, write_json, write_text
+from semisup.io import output_set, write_json, write_npz, write_text
 from semisup.modelcard import (
     BANK,
     CARD,
@@ -58,7 +58,9 @@ def settings(params: Any, method: str) -> dict[str, Any]:
 
 
 def code_digests(code: Path, method: str) -> dict[str, str]:
-    """{stage: sha256 of its code's digest file} for the stages that made the folder."""
+    """{stage: sha256 of its code's digest file} for the stages that made the folder, as the code stage
+    wrote them when the card was assembled (the model stage depends on its own digest only, as every stage:
+    a change of another stage's code reaches the card when it changes that stage's outputs)."""
     names = {"pretrain": f"pretrain-{method}.json", "embed": "embed.json", "knn": "knn.json"}
     names |= {"linear": "linear.json", "model": "model.json"}
     out = {}
@@ -109,8 +111,7 @@ def main(
     card = build_card(run, params, where, read_json(Path(summary), "report"), folder, names, labels)
     check_outputs(folder)
     with output_set(*(folder / n for n in (BANK, CLASSES, CARD, PAGE))) as (bank, classes, card_json, page):
-        with open(bank, "wb") as f:
-            np.savez(f, **bank_arrays(features, labels))
+        write_npz(bank, bank_arrays(features, labels))
         write_json(classes, names)
         write_json(card_json, card)
         write_text(page, card_markdown(card))
