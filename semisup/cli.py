@@ -1,23 +1,26 @@
 """The `semisup` command: what a person runs outside the DVC pipeline.
 
-`semisup predict RUN FOLDER` classifies new images with a trained run; `semisup plots-template` writes the
-offline page template of `dvc plots`; `semisup check-page PAGE` renders a page offline in headless
-Chromium and says which plots it drew; `semisup compare REV_A REV_B` pairs two revisions' runs and prints
-B - A per method x budget x score with its 95% interval and p. Like a stage (stages/), this is where argv and params.yaml are read;
-it shares the stages' handling of user errors (one line, exit 2).
+`semisup predict MODEL FOLDER` classifies new images with a run's model folder (alone) or a trained run;
+`semisup plots-template` writes the offline page template of `dvc plots`; `semisup check-page PAGE` renders a
+page offline in headless Chromium and says which plots it drew; `semisup compare REV_A REV_B` pairs two
+revisions' runs and prints B - A per method x budget x score with its 95% interval and p. Like a stage
+(stages/), this is where argv and params.yaml are read; it shares the stages' process runtime
+(semisup/runtime.py: user errors in one line, exit 2).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
 
 from semisup.errors import UserError
-from stages.common import load, params_option, user_errors
+from semisup.runtime import load, params_option, user_errors
 
 
 @click.group()
@@ -26,15 +29,22 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("run")
+@click.argument("model")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Default: predictions-RUN.csv.")
+@click.option(
+    "--probe",
+    default="knn",
+    show_default=True,
+    type=click.Choice(["knn", "linear"]),
+    help="knn: the vote of the run's labeled bank; linear: the run's linear probe (its linear stage's).",
+)
 @click.option(
     "--k",
     "k",
     default=None,
     type=click.IntRange(min=1),
-    help="Neighbours that vote (default: knn.k's smallest).",
+    help="Neighbours that vote (default: knn.k's smallest, fitted to the bank as the knn stage fits it).",
 )
 @click.option(
     "--vote",
@@ -50,9 +60,10 @@ def main() -> None:
 @click.option("--shards", default="data/shards", show_default=True, type=click.Path(file_okay=False))
 @user_errors
 def predict(
-    run: str,
+    model: str,
     folder: Path,
     out: str | None,
+    probe: str,
     k: int | None,
     vote: str,
     params_path: str,
@@ -61,62 +72,162 @@ def predict(
     splits: str,
     shards: str,
 ) -> None:
-    """Classify the images under FOLDER with RUN (method-budget-seed, e.g. paws-all-0): a CSV of file,
-    predicted class and confidence (the winning class's share of the kNN vote of the run's labeled bank)."""
-    from semisup.data.subsets import parse_run, run_subset_path
+    """Classify the images under FOLDER with MODEL: a model folder (models/<run>/ or a copy of it, alone) or
+    a run of this repository (method-budget-seed, e.g. paws-all-0). Writes a CSV of file, predicted class
+    and confidence (kNN: the winning class's share of the vote; linear: the probe's probability)."""
     from semisup.io import atomic_path, probe_writable
+    from semisup.modelcard import is_model_folder
     from semisup.predict import predict_folder, write_predictions
 
     # What a user can get wrong is checked first, before TensorFlow loads.
-    params = load(params_path)
-    params.method(parse_run(run).method)
-    subset = run_subset_path(splits, run)
-    encoder_path = Path(models) / run / "encoder.keras"
-    if not encoder_path.is_file():
-        raise UserError(f"run {run!r}: no {encoder_path}; {_runs_here(Path(models))}")
+    if is_model_folder(model) or Path(model).is_dir():
+        use = _from_folder(Path(model))
+    else:
+        use = _from_run(model, params_path, Path(models), Path(embeddings), Path(splits), Path(shards))
     paths = _image_files(folder)
-    out_path = Path(out or f"predictions-{run}.csv")
+    out_path = Path(out or f"predictions-{use.run}.csv")
     probe_writable(out_path.parent)
+    k = k or use.k
+    if probe == "knn" and k > len(use.bank_labels):
+        raise UserError(
+            f"--k {k}: the bank of {use.run} holds {len(use.bank_labels)} labeled images; use k <= that"
+        )
+    classify = _linear(use) if probe == "linear" else _knn(use, k, vote == "weighted")
 
     from semisup.embed import embed
     from semisup.encoder import load_encoder
-    from semisup.knn import knn_vote
-    from stages.knn import load_class_names
 
-    names = load_class_names(Path(shards))
-    bank, bank_labels = _bank(Path(embeddings) / run / "labeled.npz", subset, run)
-    k = k or min(params.knn.k)
-    if k > len(bank_labels):
-        raise UserError(f"--k {k}: the bank of {run} holds {len(bank_labels)} labeled images; use k <= that")
-    shape = _image_shape(Path(shards))
-    encoder = load_encoder(encoder_path, image_shape=shape, rerun=f"rerun `dvc repro -f pretrain@{run}`")
+    encoder = load_encoder(use.encoder, image_shape=use.image_shape, rerun=use.rerun)
     started = time.monotonic()
     found = predict_folder(
         paths,
         embed=lambda images: embed(encoder, [(images, np.zeros(len(images), np.int64))])[0],
-        vote=lambda features: knn_vote(
-            bank,
-            bank_labels,
-            features,
-            k=k,
-            num_classes=len(names),
-            weighted=vote == "weighted",
-            temperature=params.knn.temperature,
-            query_chunk=params.knn.query_chunk,
-        ),
-        image_size=shape[0],
-        max_pixels=params.data.max_pixels,
-        on_bad_image=params.data.on_bad_image,
-        chunk=params.embed.batch_size,
+        vote=classify,
+        image_size=use.image_shape[0],
+        max_pixels=use.max_pixels,
+        on_bad_image=use.on_bad_image,
+        chunk=use.batch_size,
     )
     seconds = time.monotonic() - started
     with atomic_path(out_path) as tmp:
-        write_predictions(tmp, folder, found, names)
+        write_predictions(tmp, folder, found, use.class_names)
     skipped = f", {len(found.skipped)} unreadable skipped" if found.skipped else ""
+    how = "linear probe" if probe == "linear" else f"{vote} {k}-NN vote"
     click.echo(
-        f"predict {run}: {len(found.files)} images{skipped} in {seconds:.1f} s "
-        f"({len(found.files) / max(seconds, 1e-9):.0f} images/s), {vote} {k}-NN vote -> {out_path}"
+        f"predict {use.run}: {len(found.files)} images{skipped} in {seconds:.1f} s "
+        f"({len(found.files) / max(seconds, 1e-9):.0f} images/s), {how} -> {out_path}"
     )
+
+
+@dataclass(frozen=True)
+class _Model:
+    """What predict needs of a run, from its model folder or from the repository's files."""
+
+    run: str
+    encoder: Path
+    probe: Path
+    image_shape: tuple[int, int, int]
+    class_names: list[str]
+    bank: np.ndarray  # (N, D) float32
+    bank_labels: np.ndarray  # (N,) int64
+    k: int
+    temperature: float
+    query_chunk: int
+    max_pixels: int | None
+    on_bad_image: str
+    batch_size: int
+    rerun: str
+
+
+def _from_folder(path: Path) -> _Model:
+    """A model folder alone: its card's settings, no params.yaml and no data/."""
+    from semisup.modelcard import read_model_folder
+
+    found = read_model_folder(path)
+    knn = found.card["settings"]["knn"]
+    return _Model(
+        run=found.card["run"],
+        encoder=found.encoder,
+        probe=found.probe,
+        image_shape=found.image_shape,
+        class_names=found.class_names,
+        bank=found.bank_features,
+        bank_labels=found.bank_labels,
+        k=_smallest_k(knn["k"], found.bank_labels, len(found.class_names)),
+        temperature=knn["temperature"],
+        query_chunk=knn["query_chunk"],
+        max_pixels=found.setting("data", "max_pixels"),
+        on_bad_image=found.setting("data", "on_bad_image"),
+        batch_size=found.setting("embed", "batch_size"),
+        rerun=f"copy {path} again from its repository",
+    )
+
+
+def _from_run(
+    run: str, params_path: str, models: Path, embeddings: Path, splits: Path, shards: Path
+) -> _Model:
+    """A run of this repository: params.yaml's settings, the run's embeddings, subset and the shards."""
+    from semisup.data.subsets import parse_run, run_subset_path
+    from semisup.embeddings import load_class_names
+
+    params = load(params_path)
+    params.method(parse_run(run).method)
+    subset = run_subset_path(splits, run)
+    encoder = models / run / "encoder.keras"
+    if not encoder.is_file():
+        raise UserError(f"run {run!r}: no {encoder}; {_runs_here(models)}")
+    bank, bank_labels = _bank(embeddings / run / "labeled.npz", subset, run)
+    class_names = load_class_names(shards)
+    return _Model(
+        run=run,
+        encoder=encoder,
+        probe=models / run / "probe.npz",
+        image_shape=_image_shape(shards),
+        class_names=class_names,
+        bank=bank,
+        bank_labels=bank_labels,
+        k=_smallest_k(params.knn.k, bank_labels, len(class_names)),
+        temperature=params.knn.temperature,
+        query_chunk=params.knn.query_chunk,
+        max_pixels=params.data.max_pixels,
+        on_bad_image=params.data.on_bad_image,
+        batch_size=params.embed.batch_size,
+        rerun=f"rerun `dvc repro -f pretrain@{run}`",
+    )
+
+
+def _smallest_k(ks: list[int] | tuple[int, ...], bank_labels: np.ndarray, num_classes: int) -> int:
+    """The knn stage's smallest k for this bank: knn.k's smallest, fitted to the bank as the stage fits it
+    (semisup.few_labels.fit_k), so that predict votes as the knn stage scored."""
+    from semisup.data.splits import class_counts
+    from semisup.few_labels import fit_k
+
+    return min(fit_k(ks, class_counts(bank_labels, num_classes))[0])
+
+
+def _knn(use: _Model, k: int, weighted: bool) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Features (B, D) -> the kNN vote's classes (B,) and the winner's share (B,), as the knn stage votes."""
+    from semisup.knn import knn_vote
+
+    return lambda features: knn_vote(
+        use.bank,
+        use.bank_labels,
+        features,
+        k=k,
+        num_classes=len(use.class_names),
+        weighted=weighted,
+        temperature=use.temperature,
+        query_chunk=use.query_chunk,
+    )
+
+
+def _linear(use: _Model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Features (B, D) -> the run's linear probe's classes (B,) and probabilities (B,)."""
+    from semisup.linear import ProbeWeights
+
+    if not use.probe.is_file():
+        raise UserError(f"{use.probe}: not found; run `dvc repro linear@{use.run}` (it saves the probe)")
+    return ProbeWeights.load(use.probe, f"rerun `dvc repro -f linear@{use.run}`").predict
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -135,7 +246,7 @@ def _bank(labeled: Path, subset: Path | None, run: str) -> tuple[np.ndarray, np.
     """The run's labeled bank, as its knn stage builds it: features (N, D) and labels (N,) of its subset
     (every labeled image for a run named by its method alone)."""
     from semisup.data.subsets import read_subset
-    from stages.knn import load_embeddings
+    from semisup.embeddings import load_embeddings
 
     features, labels = load_embeddings(labeled, run)
     if subset is None:

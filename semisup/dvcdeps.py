@@ -5,7 +5,8 @@ data/code/ (semisup.codedeps.digest_files); every other stage lists its own dige
 `data/code/<stage>.json`, or `data/code/pretrain-${item.method}.json` for a stage that trains a method (or a
 configuration of one). `python -m semisup.dvcdeps` lists every stage whose code deps are not that, or a code
 stage whose folders miss a file some stage runs, and exits 1; `--fix` rewrites the code deps in dvc.yaml
-(comments, order and the other deps kept). tests/test_codedeps.py runs the check.
+(comments, order and the other deps kept). It also notes (exit 0) an `artifacts:` section that is not one
+per run of params.yaml's study (semisup.artifacts). tests/test_codedeps.py runs the check.
 """
 
 from __future__ import annotations
@@ -123,7 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         changed = fix(path)
         print(f"{path}: {'code deps rewritten' if changed else 'code deps already complete'}")
         return 0
-    problems = check(yaml.safe_load(path.read_text()))
+    doc = yaml.safe_load(path.read_text())
+    problems = check(doc)
+    # The artifacts section lists the study's runs: a note, not a failure, when params.yaml's study has
+    # moved on (a method added, `-S study.seeds=...`): the pipeline runs the same either way.
+    if (path.parent / "params.yaml").is_file():
+        from semisup.artifacts import from_params
+        from semisup.artifacts import problems as artifact_problems
+
+        for line in artifact_problems(doc, from_params(path.parent / "params.yaml")):
+            print(f"note: {line}")
     for line in problems:
         print(line)
     if not problems:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,64 @@ def select_c(
     }
 
 
-def linear_probe(
+@dataclass(frozen=True)
+class ProbeWeights:
+    """A fitted probe's weights: coef (C', D), intercept (C',), classes (C',) int64, the class ids it knows
+    (C' = 1 row for two classes, as scikit-learn stores a binary model)."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    classes: np.ndarray
+    C: float
+
+    @classmethod
+    def of(cls, probe: LogisticRegression) -> ProbeWeights:
+        """The weights of a fitted scikit-learn probe."""
+        return cls(
+            probe.coef_.copy(), probe.intercept_.copy(), probe.classes_.astype(np.int64), float(probe.C)
+        )
+
+    def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw features (N, D) -> class ids (N,) int64 and the predicted class's probability (N,) float32,
+        as scikit-learn's predict and predict_proba of the same probe (features L2-normalised first)."""
+        scores = l2_normalise(features) @ self.coef.T + self.intercept  # (N, D) x (D, C') -> (N, C')
+        if scores.shape[1] == 1:  # binary: one score, the second class's log-odds
+            scores = np.concatenate([np.zeros_like(scores), scores], axis=1)
+        best = np.argmax(scores, axis=1)
+        exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+        share = exp[np.arange(len(best)), best] / exp.sum(axis=1)
+        return self.classes[best], share.astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        """Write the weights as an .npz file (coef, intercept, classes, C)."""
+        from semisup.io import write_npz
+
+        arrays = {
+            "coef": self.coef,
+            "intercept": self.intercept,
+            "classes": self.classes,
+            "C": np.float64(self.C),
+        }
+        write_npz(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path, rerun: str) -> ProbeWeights:
+        """The weights of an .npz file `save` wrote; a DataError naming it (and `rerun`) otherwise."""
+        try:
+            with np.load(path) as data:
+                weights = cls(
+                    data["coef"], data["intercept"], data["classes"].astype(np.int64), float(data["C"])
+                )
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{path}: not a probe's weights ({exc}); {rerun}") from None
+        if weights.coef.ndim != 2 or weights.intercept.shape != weights.coef.shape[:1]:
+            raise DataError(
+                f"{path}: coef {weights.coef.shape} and intercept {weights.intercept.shape} differ; {rerun}"
+            )
+        return weights
+
+
+def fit_linear_probe(
     train_features: np.ndarray,
     train_labels: np.ndarray,
     test_features: np.ndarray,
@@ -80,8 +138,9 @@ def linear_probe(
     fixed_c: float,
     max_iter: int,
     seed: int = 0,
-) -> dict[str, Any]:
-    """Fit on the normalised train features with the CV-picked C; -> {accuracy, C, selected_by, folds, ...}.
+) -> tuple[dict[str, Any], ProbeWeights]:
+    """Fit on the normalised train features with the CV-picked C; -> ({accuracy, C, selected_by, folds,
+    ...}, the probe's weights).
 
     Runs with one BLAS thread: the probe's products are small (N x D by D x classes), so more threads
     buy nothing, and on a busy machine (`make study` runs two experiments on two cores) OpenBLAS's
@@ -96,12 +155,18 @@ def linear_probe(
             warnings.simplefilter("ignore", ConvergenceWarning)
             probe = make_probe(choice["C"], max_iter).fit(train_x, train_y)
         accuracy = float(np.mean(probe.predict(test_x) == np.asarray(test_labels)))
-    return {
+    result = {
         "accuracy": accuracy,
         **choice,
         "train_images": int(len(train_y)),
         "test_images": int(len(test_x)),
     }
+    return result, ProbeWeights.of(probe)
+
+
+def linear_probe(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """fit_linear_probe's scores alone: {accuracy, C, selected_by, folds, cv_accuracy, ...}."""
+    return fit_linear_probe(*args, **kwargs)[0]
 
 
 def load_npz(path: str | Path, stage: str) -> tuple[np.ndarray, np.ndarray]:

@@ -280,11 +280,14 @@ def save(
     """The chief writes model_dir/encoder.keras (the same bytes for the same weights) and metrics_dir/train
     (dvclive's curves of every epoch, the library versions and `records`: file name -> JSON) together: both appear at once, or neither
     if the run stops first (its checkpoints hold the finished epochs and their history). Then, once every
-    worker is done, each removes its checkpoints. `start`: the epoch this process resumed after."""
+    worker is done, each removes its checkpoints. `start`: the epoch this process resumed after.
+    The encoder is one file of model_dir: the run's model folder holds other stages' outputs too."""
     if run.chief:
-        with output_set(model_dir, Path(metrics_dir) / "train") as (model_tmp, train_tmp):
-            model_tmp.mkdir()
-            save_encoder(models["encoder"], model_tmp / "encoder.keras")
+        with output_set(Path(model_dir) / "encoder.keras", Path(metrics_dir) / "train") as (
+            model_tmp,
+            train_tmp,
+        ):
+            save_encoder(models["encoder"], model_tmp)
             live = Live(str(train_tmp), dvcyaml=False, save_dvc_exp=False)
             for record in history:
                 log_epoch(live, record)

@@ -115,6 +115,7 @@ LONGEST_FIRST = (
     "test_pretrain.py",
     "test_quality.py",
     "test_predict.py",
+    "test_models.py",
     "test_quiet.py",
     "test_train.py",
     "test_stages_data.py",

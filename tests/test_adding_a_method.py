@@ -136,17 +136,19 @@ def test_a_change_to_a_configuration_reruns_only_its_runs(repo):
     params["methods"]["paws_same"]["train"]["learning_rate"] = 0.01
     _write(repo, params)
     # The code stage reads the methods section (a configuration names its method there): it runs again
-    # (a second) and writes the same digests, so only the configuration's pretrain stage is left to run.
-    assert _status(repo) == {"code", "pretrain@paws_same-all-0"}
+    # (a second) and writes the same digests, so only the configuration's pretrain stage is left to run, and
+    # its model card, which records the configuration's settings.
+    mine = {"pretrain@paws_same-all-0", "model@paws_same-all-0"}
+    assert _status(repo) == {"code"} | mine
     run(repo, "dvc", "repro", "code")
-    assert _status(repo) == {"pretrain@paws_same-all-0"}
+    assert _status(repo) == mine
     # Another method for the configuration: its digest becomes that method's code.
     params["methods"]["paws_same"]["method"] = "suncet"
     _write(repo, params)
     run(repo, "dvc", "repro", "code")
     digest = json.loads((repo / "data/code/pretrain-paws_same.json").read_text())
     assert digest["method"] == "suncet" and "semisup/methods/suncet.py" in digest["files"]
-    assert _status(repo) == {"pretrain@paws_same-all-0"}
+    assert _status(repo) == mine
     run(repo, "git", "checkout", "--", "params.yaml")
     run(repo, "dvc", "repro", "code")  # DVC's run cache: the digests of these params and this code
     assert _status(repo) == set()

@@ -87,6 +87,7 @@ STAGES: dict[str, Callable[[Path, Path], list[str]]] = {
         f"--split={src}/splits/{SPLIT}",
         f"--embeddings={src}/embeddings",
         f"--out={out}/metrics/runs",
+        f"--models={out}/models",  # the probe's weights, models/<run>/probe.npz
     ],
     "report": lambda src, out: [
         "stages.report",
@@ -248,7 +249,7 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_outputs(workspace,
         "splits": [f"splits/{SPLIT}"],
         "embed": [f"embeddings/{RUN}/labeled.npz", f"embeddings/{RUN}/test.npz"],
         "knn": [f"{runs}/{n}" for n in ("knn.json", "per_class.json", "confusion.csv")],
-        "linear": [f"{runs}/linear.json"],
+        "linear": [f"{runs}/linear.json", f"models/{RUN}/probe.npz"],
         "report": [n for n in want if n.startswith("metrics/") and not n.startswith("metrics/runs/")],
     }[stage]
     assert sorted(got) == sorted(names), f"killed after {delay:.2f} s"

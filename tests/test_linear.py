@@ -83,6 +83,7 @@ def test_stage_trains_on_the_subset_only(tmp_path):
     (tmp_path / "params.yaml").write_text("linear: {c_grid: [0.01, 1.0, 100.0], folds: 5}\n")
     cmd = [sys.executable, "-m", "stages.linear", "--run", "paws-5-0", "--split", str(tmp_path / "5-0.json")]
     cmd += ["--params", str(tmp_path / "params.yaml"), "--embeddings", str(tmp_path / "emb")]
+    cmd += ["--models", str(tmp_path / "models")]
     proc = subprocess.run(
         [*cmd, "--out", str(tmp_path / "out")], cwd=ROOT, env=ENV, capture_output=True, text=True
     )
@@ -91,6 +92,12 @@ def test_stage_trains_on_the_subset_only(tmp_path):
     expected = probe((x[ids], y[ids]), (xt, yt))
     assert (written["accuracy"], written["C"], written["folds"]) == (expected["accuracy"], expected["C"], 5)
     assert written["train_images"] == 20
+    # Its weights, saved beside the encoder (models/<run>/probe.npz), score what it scored.
+    from semisup.linear import ProbeWeights
+
+    weights = ProbeWeights.load(tmp_path / "models" / "paws-5-0" / "probe.npz", "rerun")
+    assert weights.C == expected["C"] and weights.coef.shape == (4, x.shape[1])
+    assert np.mean(weights.predict(xt)[0] == yt) == written["accuracy"]
     (tmp_path / "5-0.json").write_text(json.dumps({"ids": [0, 99]}))
     proc = subprocess.run(
         [*cmd, "--out", str(tmp_path / "out2")], cwd=ROOT, env=ENV, capture_output=True, text=True

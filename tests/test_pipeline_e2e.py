@@ -89,7 +89,8 @@ def test_experiment_on_one_method_reruns_only_that_method(repo):
     ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
     # (and the code stage, which reads the methods section: it writes the same digests again)
     runs = {f"{s}@paws-all-0" for s in ("pretrain", "embed", "knn", "linear")}
-    assert ran == runs | {"code", "maps", "report"}, proc.stdout
+    cards = {f"model@{m}-all-0" for m in METHODS}  # every card carries the study's summary
+    assert ran == runs | {"code", "maps", "report"} | cards, proc.stdout
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert '"sharpen_temperature": 0.5' in text
@@ -108,7 +109,8 @@ def test_metrics_diff_between_two_commits(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = run(repo, "dvc", "repro")
     ran = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {f"knn@{m}-all-0" for m in METHODS} | {"report"}  # the maps read no kNN score
+    # The maps read no kNN score; the model cards record knn.* and the scores.
+    assert ran == {f"knn@{m}-all-0" for m in METHODS} | {"report"} | {f"model@{m}-all-0" for m in METHODS}
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "weighted kNN at T=0.5")
     diff = json.loads(run(repo, "dvc", "metrics", "diff", "HEAD~1", "--all", "--json").stdout)

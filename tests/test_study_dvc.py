@@ -21,7 +21,7 @@ from semisup.methods import METHODS as REGISTRY
 from tests.support import DATA, copy_repo, git_project, params_with, run, tool_env, write_params
 
 METHODS = tuple(REGISTRY)  # every method of the registry
-RUN_STAGES = ("pretrain", "embed", "knn", "linear")
+RUN_STAGES = ("pretrain", "embed", "knn", "linear", "model")
 
 # Every stage runs for real, as small as it gets: 1 epoch of 8-filter encoders, a 5-per-class budget.
 TINY = DATA | {
@@ -55,6 +55,11 @@ def set_params(repo: Path, **dotted) -> None:
 
 def runs(*names: str) -> set[str]:
     return {f"{stage}@{name}" for name in names for stage in RUN_STAGES}
+
+
+def models(*names: str) -> set[str]:
+    """The model stages of runs: each reads the study's summary, so they rerun whenever the report's changes."""
+    return {f"model@{name}" for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +103,10 @@ def test_a_new_seed_runs_only_its_stages(repo):
     status = json.loads(run(repo, "dvc", "status", "--json").stdout)
     # maps draws the first seed's runs only, but its params (study) and its dep (data/embeddings) changed.
     assert set(status) == {"splits@5-1", "maps", "report"} | runs("paws-5-1")
-    assert ran(run(repo, "dvc", "repro")) == {"splits@5-1", "maps", "report"} | runs("paws-5-1")
+    # paws-5-0's model card carries the study's intervals: it is assembled again.
+    assert ran(run(repo, "dvc", "repro")) == {"splits@5-1", "maps", "report"} | runs("paws-5-1") | models(
+        "paws-5-0"
+    )
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     stats = summary["results"]["paws"]["5"]["knn_k5"]
     assert stats["n"] == 2 and stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
@@ -147,7 +155,9 @@ def test_a_method_param_reruns_only_that_methods_runs(repo):
     status = json.loads(run(repo, "dvc", "status", "--json").stdout)
     assert not any(name.startswith(("pretrain@suncet", "pretrain@crossentropy")) for name in status)
     # The code stage reads the methods section (which names configurations): it writes the same digests.
-    assert ran(run(repo, "dvc", "repro")) == {"code", "maps", "report"} | runs("paws-5-0")
+    assert ran(run(repo, "dvc", "repro")) == {"code", "maps", "report"} | runs("paws-5-0") | models(
+        "suncet-5-0", "crossentropy-5-0"
+    )
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert summary["methods"] == ["suncet", "crossentropy", "paws"]
 
@@ -294,7 +304,8 @@ def test_every_cached_output_is_git_ignored():
             for placeholder, value in item.items():
                 path = path.replace(placeholder, value)
             (cached if flags.get("cache", True) else kept).append(path)
-    assert "models/paws-all-0" in cached and "metrics/summary.json" in kept
+    assert "models/paws-all-0/encoder.keras" in cached and "metrics/summary.json" in kept
+    assert "models/paws-all-0/card.json" in cached and "models/paws-all-0/probe.npz" in cached
     # A path inside each output: the patterns name folders, and these paths need not exist here.
     inside = [f"{path}/x" for path in cached + kept]
     ignored = subprocess.run(
@@ -315,11 +326,12 @@ def test_the_run_cache_restores_a_trained_run(repo):
     assert recipe != 0.5
     set_params(repo, methods__paws__sharpen_temperature=recipe)
     proc = run(repo, "dvc", "repro")
-    assert ran(proc) == {"maps", "report"}, proc.stdout  # the study-wide stages read every run's outputs
-    for stage in sorted(runs("paws-5-0")):
+    # The study-wide stages read every run's outputs; the model cards carry the study's numbers.
+    assert ran(proc) == {"maps", "report"} | models("suncet-5-0", "crossentropy-5-0", "paws-5-0"), proc.stdout
+    for stage in sorted(runs("paws-5-0") - models("paws-5-0")):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in proc.stdout, proc.stdout
     lock_now = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    for stage in runs("paws-5-0"):
+    for stage in runs("paws-5-0") - models("paws-5-0"):
         assert lock_now[stage]["outs"] == lock_then[stage]["outs"], stage
 
 
@@ -328,8 +340,9 @@ def test_a_linear_param_reruns_only_the_probes_and_the_report(repo):
     # docs/pipeline.md: "changing `linear.*` reruns only the probes and the report".
     set_params(repo, linear__c_grid=[0.5, 1.0])
     probes = {f"linear@{m}-5-0" for m in ("suncet", "crossentropy", "paws")}
-    assert set(json.loads(run(repo, "dvc", "status", "--json").stdout)) == probes
-    assert ran(run(repo, "dvc", "repro")) == probes | {"report"}
+    cards = models(*(f"{m}-5-0" for m in ("suncet", "crossentropy", "paws")))  # they record linear.*
+    assert set(json.loads(run(repo, "dvc", "status", "--json").stdout)) == probes | cards
+    assert ran(run(repo, "dvc", "repro")) == probes | {"report"} | cards
     linear = json.loads((repo / "metrics" / "runs" / "paws-5-0" / "linear.json").read_text())
     assert linear["selected_by"] == "cv" and set(linear["cv_accuracy"]) == {"0.5", "1.0"}
 
