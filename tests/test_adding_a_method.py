@@ -85,9 +85,10 @@ def test_a_new_method_needs_only_its_module_registry_entry_and_params(repo):
     assert run(repo, "python", "-m", "semisup.dvcdeps").returncode == 0
     dry = run(repo, "python", "-m", "drivers.demo", "--dry-run").stdout
     # The demo profile scales its reference batch (128 of 250 images) and keeps the labeled one it never
-    # encodes; a configuration's batches are scaled from its own.
+    # encodes; a configuration's batches are scaled from its own, its labeled one by the few-labels rule
+    # (its own 64 fits the demo's 10 per class: kept, as an explicit setting is).
     assert "-Smethods.twin.unlabeled_batch=66" in dry and "-Smethods.twin.labeled_batch=16" in dry
-    assert "-Smethods.paws_same.unlabeled_batch=66" in dry and "-Smethods.paws_same.labeled_batch=100" in dry
+    assert "-Smethods.paws_same.unlabeled_batch=66" in dry and "-Smethods.paws_same.labeled_batch=64" in dry
     assert "twin" not in METHODS  # the test's copy only
 
 

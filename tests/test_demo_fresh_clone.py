@@ -83,8 +83,8 @@ def test_demo_then_suite_then_demo_again_on_a_fresh_clone(tmp_path):
     assert f"dvc plots diff {name}" in first.stdout
     # The stages' output went through DVC: every stage's summary line, and not one TensorFlow start-up line.
     summaries = re.findall(r"^[\w./-]+: .* \[(?:\d+\.\d s|\d+ min \d\d s)\]$", first.stdout, re.M)
-    # code, download, shard, splits, 4 per method, maps, report
-    assert len(summaries) == 1 + 2 + 1 + 4 * len(METHODS) + 1 + 1, first.stdout
+    # code, download, shard, splits, 5 per method (pretrain, embed, knn, linear, model), maps, report
+    assert len(summaries) == 1 + 2 + 1 + 5 * len(METHODS) + 1 + 1, first.stdout
     assert not NOISE.search(first.stdout + first.stderr), first.stderr
     assert "WARNING" not in first.stderr, first.stderr  # nor DVC's about outputs the run is about to make
     # Results are visible without touching the workspace: figures in demo/ (ignored), the experiment in DVC.

@@ -187,7 +187,7 @@ def test_every_method_trains_at_5_labels_per_class_on_the_stl10_mock(tmp_path, m
     from semisup.data import shards, stl10
 
     def as_dataset(self, split, **kwargs):  # 500 unlabeled images (one InfoNCE batch), 100 train, 50 test
-        n = {"unlabeled": 500, "train": 100}.get(split, 50)
+        n = {"unlabelled": 500, "train": 100}.get(split, 50)
         images = np.random.default_rng(n).integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
         return tf.data.Dataset.from_tensor_slices({"image": images, "label": np.arange(n) % 10})
 
