@@ -51,6 +51,24 @@ E2E_PARAMS = DATA | {
 }
 
 
+# The DVC tests' tiny study (test_study_dvc, test_compare): every stage for real, as small as it gets: 1 epoch of 8-filter encoders, a 5-per-class budget.
+TINY_STUDY = DATA | {
+    "train.epochs": 1,
+    "train.shuffle_buffer": 200,
+    "encoder.filters": 8,
+    "encoder.embedding_dim": 16,
+    **{f"methods.{m}.unlabeled_batch": 256 for m in METHODS},
+    **{f"methods.{m}.labeled_batch": 20 for m in METHODS},
+    "knn.k": "[5]",
+    "knn.monitor_every": 0,
+    "linear.c_grid": "[1.0]",
+    "linear.folds": 2,
+    "study.labeled_per_class": "[5]",
+    "study.seeds": "[0]",
+    "method_names": "[paws]",
+}
+
+
 def tiny_sets() -> list[str]:
     """TINY_PARAMS as `-S KEY=VALUE` options of `python -m drivers.demo` / `drivers.study`."""
     return [f"-S{key}={value}" for key, value in TINY_PARAMS.items()]

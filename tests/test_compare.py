@@ -21,9 +21,8 @@ import pytest
 from scipy import stats as sps
 
 from semisup.compare import Comparison, Revision, compare, format_markdown, format_text, row_cells, run_key
-from semisup.methods import METHODS
 from semisup.stats import paired_test
-from tests.support import DATA, copy_repo, run, tool_env, write_params
+from tests.support import TINY_STUDY, copy_repo, run, tool_env, write_params
 
 # --- pairing and the table, on hand-made scores --------------------------------------------------------------
 
@@ -125,21 +124,7 @@ def test_markdown_is_a_table_with_a_row_per_method_budget_and_score():
 
 # --- two commits of a tiny study in a real git + DVC repository ------------------------------------------------
 
-TINY = DATA | {
-    "train.epochs": 1,
-    "train.shuffle_buffer": 200,
-    "encoder.filters": 8,
-    "encoder.embedding_dim": 16,
-    **{f"methods.{m}.unlabeled_batch": 256 for m in METHODS},
-    **{f"methods.{m}.labeled_batch": 20 for m in METHODS},
-    "knn.k": "[5]",
-    "knn.monitor_every": 0,
-    "linear.c_grid": "[1.0]",
-    "linear.folds": 2,
-    "study.labeled_per_class": "[5]",
-    "study.seeds": "[0,1]",
-    "method_names": "[paws]",
-}
+TINY = TINY_STUDY | {"study.seeds": "[0,1]"}
 CHANGE = {"knn.temperature": 0.5, "linear.c_grid": "[0.01]"}  # moves weighted kNN and linear, not kNN
 
 

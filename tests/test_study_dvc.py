@@ -18,27 +18,12 @@ import yaml
 
 from semisup.config import with_overrides
 from semisup.methods import METHODS as REGISTRY
-from tests.support import DATA, copy_repo, git_project, params_with, run, tool_env, write_params
+from tests.support import TINY_STUDY, copy_repo, git_project, params_with, run, tool_env, write_params
 
 METHODS = tuple(REGISTRY)  # every method of the registry
 RUN_STAGES = ("pretrain", "embed", "knn", "linear", "model")
 
-# Every stage runs for real, as small as it gets: 1 epoch of 8-filter encoders, a 5-per-class budget.
-TINY = DATA | {
-    "train.epochs": 1,
-    "train.shuffle_buffer": 200,
-    "encoder.filters": 8,
-    "encoder.embedding_dim": 16,
-    **{f"methods.{m}.unlabeled_batch": 256 for m in METHODS},
-    **{f"methods.{m}.labeled_batch": 20 for m in METHODS},
-    "knn.k": "[5]",
-    "knn.monitor_every": 0,
-    "linear.c_grid": "[1.0]",
-    "linear.folds": 2,
-    "study.labeled_per_class": "[5]",
-    "study.seeds": "[0]",
-    "method_names": "[paws]",
-}
+TINY = TINY_STUDY
 
 
 def ran(proc: subprocess.CompletedProcess) -> set[str]:
