@@ -4,8 +4,9 @@
 `semisup plots-template` writes the offline page template of `dvc plots`; `semisup check-page PAGE` renders a
 page offline in headless Chromium and says which plots it drew; `semisup compare REV_A REV_B` pairs two
 revisions' runs and prints B - A per method x budget x score with its 95% interval and p. Like a stage
-(stages/), this is where argv and params.yaml are read; it shares the stages' process runtime
-(semisup/runtime.py: user errors in one line, exit 2).
+(stages/), this is where argv and params.yaml are read; it shares the stages' options (semisup/options.py)
+and process runtime (semisup/runtime.py, installed by the group's entry: user errors in one line, exit 2;
+Ctrl-C in one line, also when a finaliser swallowed it).
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 
+from semisup import runtime
 from semisup.errors import UserError
-from semisup.runtime import load, params_option, user_errors
+from semisup.options import load, params_option
+from semisup.runtime import user_errors
+
+if TYPE_CHECKING:
+    from semisup.predict import Predictions
 
 
 @click.group()
 def main() -> None:
     """semisup: use and inspect the pipeline's results."""
+    runtime.install()  # the command's entry: before any subcommand imports TensorFlow
 
 
 @main.command()
@@ -76,38 +84,17 @@ def predict(
     a run of this repository (method-budget-seed, e.g. paws-all-0). Writes a CSV of file, predicted class
     and confidence (kNN: the winning class's share of the vote; linear: the probe's probability)."""
     from semisup.io import atomic_path, probe_writable
-    from semisup.modelcard import is_model_folder
-    from semisup.predict import predict_folder, write_predictions
+    from semisup.predict import write_predictions
 
     # What a user can get wrong is checked first, before TensorFlow loads.
-    if is_model_folder(model) or Path(model).is_dir():
-        use = _from_folder(Path(model))
-    else:
-        use = _from_run(model, params_path, Path(models), Path(embeddings), Path(splits), Path(shards))
+    use = _model(model, params_path, Path(models), Path(embeddings), Path(splits), Path(shards))
     paths = _image_files(folder)
     out_path = Path(out or f"predictions-{use.run}.csv")
     probe_writable(out_path.parent)
-    k = k or use.k
-    if probe == "knn" and k > len(use.bank_labels):
-        raise UserError(
-            f"--k {k}: the bank of {use.run} holds {len(use.bank_labels)} labeled images; use k <= that"
-        )
+    k = _check_k(k or use.k, use) if probe == "knn" else k or use.k
     classify = _linear(use) if probe == "linear" else _knn(use, k, vote == "weighted")
-
-    from semisup.embed import embed
-    from semisup.encoder import load_encoder
-
-    encoder = load_encoder(use.encoder, image_shape=use.image_shape, rerun=use.rerun)
     started = time.monotonic()
-    found = predict_folder(
-        paths,
-        embed=lambda images: embed(encoder, [(images, np.zeros(len(images), np.int64))])[0],
-        vote=classify,
-        image_size=use.image_shape[0],
-        max_pixels=use.max_pixels,
-        on_bad_image=use.on_bad_image,
-        chunk=use.batch_size,
-    )
+    found = _classify_files(use, paths, classify)
     seconds = time.monotonic() - started
     with atomic_path(out_path) as tmp:
         write_predictions(tmp, folder, found, use.class_names)
@@ -116,6 +103,49 @@ def predict(
     click.echo(
         f"predict {use.run}: {len(found.files)} images{skipped} in {seconds:.1f} s "
         f"({len(found.files) / max(seconds, 1e-9):.0f} images/s), {how} -> {out_path}"
+    )
+
+
+def _model(
+    model: str, params_path: str, models: Path, embeddings: Path, splits: Path, shards: Path
+) -> _Model:
+    """MODEL as predict reads it: a model folder (alone), or a run of this repository."""
+    from semisup.modelcard import is_model_folder
+
+    if is_model_folder(model) or Path(model).is_dir():
+        return _from_folder(Path(model))
+    return _from_run(model, params_path, models, embeddings, splits, shards)
+
+
+def _check_k(k: int, use: _Model) -> int:
+    """k, refused in one line when the run's bank holds fewer labeled images."""
+    if k > len(use.bank_labels):
+        raise UserError(
+            f"--k {k}: the bank of {use.run} holds {len(use.bank_labels)} labeled images; use k <= that"
+        )
+    return k
+
+
+def _classify_files(use: _Model, paths: list[Path], classify: Callable) -> Predictions:
+    """Embed and classify every file with the run's encoder, a safe point for Ctrl-C after every chunk."""
+    from semisup.embed import embed
+    from semisup.encoder import load_encoder
+    from semisup.predict import predict_folder
+
+    encoder = load_encoder(use.encoder, image_shape=use.image_shape, rerun=use.rerun)
+
+    def embed_chunk(images: np.ndarray) -> np.ndarray:  # (B, S, S, 3) uint8 -> (B, D)
+        runtime.checkpoint()
+        return embed(encoder, [(images, np.zeros(len(images), np.int64))])[0]
+
+    return predict_folder(
+        paths,
+        embed=embed_chunk,
+        vote=classify,
+        image_size=use.image_shape[0],
+        max_pixels=use.max_pixels,
+        on_bad_image=use.on_bad_image,
+        chunk=use.batch_size,
     )
 
 

@@ -1,9 +1,9 @@
 """What a command prints (a stage, `semisup`): a quiet TensorFlow start, and a stage's one summary line at the
-end (what it wrote, how long). Process runtime: the commands import it (stages/__init__.py and
-semisup/runtime.py first), the library's other modules never do.
+end (what it wrote, how long). Process runtime: the commands use it (semisup/runtime.py's `install()` turns
+the quiet start on), the library's other modules never do.
 
-Importing this module installs a one-shot import hook: when TensorFlow is
-first imported, its native start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN,
+`install()` (nothing happens on import) puts a one-shot import hook in place: when TensorFlow is first
+imported, its native start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN,
 CUDA stub and cuInit lines, written to fd 2 before Python logging applies and regardless of
 TF_CPP_MIN_LOG_LEVEL) are filtered out of the process's stderr; every other line passes through. The
 numerics are untouched (no TF_ENABLE_ONEDNN_OPTS). A worker of a cluster (TF_CONFIG) also leaves out
@@ -141,6 +141,3 @@ def elapsed(seconds: float) -> str:
 def done(what: str) -> None:
     """The stage's last line on stdout: what it wrote, and how long the process took (TF start included)."""
     print(f"{what} [{elapsed(time.monotonic() - STARTED)}]", flush=True)
-
-
-install()

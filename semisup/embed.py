@@ -22,17 +22,24 @@ SPLITS = ("labeled", "test")
 
 
 def embed(
-    encoder: keras.Model, dataset: Iterable, *, jit_compile: bool = False
+    encoder: keras.Model,
+    dataset: Iterable,
+    *,
+    jit_compile: bool = False,
+    on_batch: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encoder features of every (uint8 images, labels) batch, scaled to [0,1], no augmentation.
 
     -> (features (N, D) float32, labels (N,) int64). Memory is bounded by the batch plus the outputs.
+    on_batch() runs after every batch (a command's safe point for an interrupt).
     """
     forward = _inference_fn(encoder, jit_compile)
     feats, labels = [], []
     for images, y in dataset:
         feats.append(forward(images).numpy())
         labels.append(np.asarray(y, dtype=np.int64))
+        if on_batch is not None:
+            on_batch()
     dim = encoder.output_shape[-1]
     if not feats:
         return np.zeros((0, dim), np.float32), np.zeros((0,), np.int64)
@@ -58,11 +65,18 @@ def _inference_fn(encoder: keras.Model, jit_compile: bool) -> Callable[[tf.Tenso
 
 
 def embed_splits(
-    model_path: str | Path, shard_dir: str | Path, out_dir: str | Path, *, batch_size: int, rerun: str
+    model_path: str | Path,
+    shard_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    batch_size: int,
+    rerun: str,
+    on_batch: Callable[[], None] | None = None,
 ) -> dict:
     """Write out_dir/{labeled,test}.npz (float32 `features`, int64 `labels`) together; -> images per split.
 
     Shards and model are checked before anything is computed; the two files appear together or not at all.
+    on_batch() runs after every batch.
     """
     manifest = readers.verify_shards(shard_dir)
     encoder = load_encoder(model_path, image_shape=tuple(manifest["image_shape"]), rerun=rerun)
@@ -78,7 +92,7 @@ def embed_splits(
             dataset = track(
                 readers.eval_dataset(shard_dir, split, batch_size), batches, f"embed {split}", batch_size
             )
-            features, labels = embed(encoder, dataset)
+            features, labels = embed(encoder, dataset, on_batch=on_batch)
             save_npz(tmp / f"{split}.npz", features=features, labels=labels)
             counts[split] = len(labels)
     return counts

@@ -1,6 +1,11 @@
-"""What every command shares (the stages and `semisup`): quiet TensorFlow logs, params loading, user errors
-without tracebacks, Ctrl-C and SIGTERM as one line. The commands' process runtime: the library's other
-modules never import it."""
+"""The commands' process runtime (every stage and `semisup`), switched on by each command's entry with
+`install()`: TensorFlow's quiet start (semisup/console.py), SIGTERM unwound like Ctrl-C, an interrupt that a
+finaliser swallowed raised again at the next safe point (`checkpoint()`, within BOUND_S), and the exit
+statuses: 2 and one line for a fault of the user or the machine, 130 / 143 and one line for Ctrl-C / SIGTERM.
+
+Nothing here happens on import. The library's modules never import it: their loops take callbacks (on_step,
+on_batch), and the commands pass `checkpoint` into them.
+"""
 
 from __future__ import annotations
 
@@ -16,32 +21,111 @@ from typing import Any
 
 import click
 
-# First, before anything imports TensorFlow: its native start-up lines stay off the terminal.
-from semisup import console  # noqa: F401
+from semisup import console
+from semisup.errors import UserError, fault_message
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from semisup.config import Params, load_params  # noqa: E402
-from semisup.errors import UserError, fault_message  # noqa: E402
-
-params_option = click.option(
-    "--params",
-    "params_path",
-    default="params.yaml",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="The params file.",
-)
+USER_FAULT = 2  # a fault of the user or the machine: one line `error: ...`
+INTERRUPTED = 130  # Ctrl-C: the shell's status for SIGINT (128 + 2)
+TERMINATED = 143  # SIGTERM (`kill`, `timeout`, a job scheduler): 128 + 15
+BOUND_S = 5.0  # an interrupt a finaliser swallowed ends the process this long after, safe point or not
 
 
-run_option = click.option(
-    "--run",
-    "run",
-    required=True,
-    help="The run: METHOD-BUDGET-SEED as in its stage names (paws-25-0, paws-all-0), or METHOD alone "
-    "(every labeled image, params.yaml's seed); METHOD is a method or a configuration (a section of "
-    "params.yaml's methods). Reads and writes under this name.",
-)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a job scheduler), raised like Ctrl-C so that it unwinds the same way."""
+
+
+_installed = False
+_lock = threading.Lock()
+_pending: type[KeyboardInterrupt] | None = None  # an interrupt a finaliser swallowed, not raised again yet
+_deadline: threading.Timer | None = None
+
+
+def install() -> None:
+    """Switch the runtime on for this process (idempotent): the quiet TensorFlow start, SIGTERM raised as
+    `Terminated`, interrupts swallowed by finalisers recorded for `checkpoint()`, failed frames freed at exit.
+
+    Signals belong to the main thread: called from another, it installs the quiet start only. A handler or
+    an unraisable hook installed before (a test runner's, a launcher's) stays.
+    """
+    global _installed
+    console.install()
+    if _installed or threading.current_thread() is not threading.main_thread():
+        return
+    _installed = True
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
+    if sys.unraisablehook is sys.__unraisablehook__:
+        sys.unraisablehook = _record_dropped
+    atexit.register(_release_failed_frames)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _record_dropped(unraisable: Any) -> None:
+    """sys.unraisablehook: an interrupt raised where Python cannot propagate it is recorded, not lost.
+
+    A signal's handler runs wherever the main thread is, finalisers included (TensorFlow's garbage
+    collector of traced functions runs `__del__` at any step). Python hands an exception raised there to
+    this hook and drops it: the Ctrl-C or SIGTERM would be lost and the run would train on to its end. It
+    is recorded instead; the next `checkpoint()` (a step or batch boundary) raises it, and if none comes
+    within BOUND_S the process ends with the interrupt's line and status all the same.
+    """
+    global _pending, _deadline
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+    with _lock:
+        if _pending is not None:  # the first one counts; its deadline runs
+            return
+        _pending = type(unraisable.exc_value)
+        _deadline = threading.Timer(BOUND_S, _end_unchecked)
+        _deadline.daemon = True
+        _deadline.start()
+
+
+def _take_pending() -> type[KeyboardInterrupt] | None:
+    """The recorded interrupt (cleared, its deadline cancelled), or None."""
+    global _pending, _deadline
+    with _lock:
+        pending, _pending = _pending, None
+        if _deadline is not None:
+            _deadline.cancel()
+            _deadline = None
+    return pending
+
+
+def checkpoint() -> None:
+    """A safe point (a training step or an embedding batch done): raise the interrupt that a finaliser
+    swallowed since, as if it had landed here. Cheap; does nothing when none is pending."""
+    if _pending is not None:
+        pending = _take_pending()
+        if pending is not None:
+            raise pending
+
+
+def _end_unchecked() -> None:
+    """The deadline of a recorded interrupt: no safe point came within BOUND_S, so the process ends here,
+    with the interrupt's line and status. Outputs are written as one set (semisup/io.py): none is
+    half-written, and the next run removes the temporary folder."""
+    with _lock:  # held to the end: a checkpoint that comes now waits, so the line is written once
+        if _pending is None:
+            return
+        message, status = interrupt_line(_pending())
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os.write(2, f"error: {message}\n".encode())
+        os._exit(status)
+
+
+def interrupt_line(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """The one line (without `error: `) and the exit status of Ctrl-C or SIGTERM."""
+    how, status = ("terminated", TERMINATED) if isinstance(exc, Terminated) else ("interrupted", INTERRUPTED)
+    return f"{how}: nothing was half-written; run it again (a training resumes)", status
 
 
 def one_line(exc: BaseException) -> str | None:
@@ -59,50 +143,20 @@ def one_line(exc: BaseException) -> str | None:
     return None
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill`, `timeout`, a job scheduler), raised like Ctrl-C so that it unwinds the same way."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-def _redeliver(unraisable: Any) -> None:
-    """sys.unraisablehook: an interrupt raised where Python cannot propagate it is delivered again.
-
-    A signal's handler runs wherever the main thread is, finalisers included (TensorFlow's garbage
-    collector of traced functions runs `__del__` at any step). Python prints an exception raised there as
-    "Exception ignored" and drops it: the Ctrl-C or SIGTERM was lost and the run trained on to the end.
-    The signal is sent again, from another thread a moment later (sent from here, its handler would run in
-    this hook and be dropped the same way), and lands in the code that runs once the finaliser returns."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
-        again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
-        again.daemon = True
-        again.start()
-    else:
-        sys.__unraisablehook__(unraisable)
-
-
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a fault of the user or the machine into one line on stderr and exit status 2; Ctrl-C and
-    SIGTERM into one line and the shell's status for the signal (128 + 2, 128 + 15)."""
+    """A command's exit statuses: a fault of the user or the machine becomes one line on stderr and status
+    2; Ctrl-C and SIGTERM one line and 130 / 143 (the shell's 128 + signal); a bug of ours its traceback.
+    It installs nothing: the command's entry calls `install()`."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        status = 2
-        if threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-                signal.signal(signal.SIGTERM, _terminate)
-            if sys.unraisablehook is sys.__unraisablehook__:  # a test runner's own stays
-                sys.unraisablehook = _redeliver
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt as exc:
-            how, status = ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
-            message = f"{how}: nothing was half-written; run it again (a training resumes)"
+            _take_pending()  # this one is the interrupt: no deadline may print it again
+            message, status = interrupt_line(exc)
         except Exception as exc:
-            message = one_line(exc)
+            message, status = one_line(exc), USER_FAULT
             if message is None:
                 raise
         # Exit outside the except block: the exception's traceback keeps the failed stage's frames alive,
@@ -125,11 +179,3 @@ def _release_failed_frames() -> None:
         if hasattr(sys, name):
             setattr(sys, name, None)
     gc.collect()
-
-
-atexit.register(_release_failed_frames)
-
-
-def load(params_path: str) -> Params:
-    """Load and validate the params file (a UserError on any mistake)."""
-    return load_params(params_path)

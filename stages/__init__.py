@@ -1,4 +1,10 @@
-"""One click command per DVC stage: options, load params, call semisup, write outputs."""
+"""One click command per DVC stage: options, load params, call semisup, write outputs.
 
-# First, before any stage imports TensorFlow: keep TensorFlow's native start-up lines off the terminal.
-from stages import console  # noqa: E402, F401
+Every stage runs as `python -m stages.<name>`, which runs this first: the stages' entry switches the process
+runtime on (semisup/runtime.py: TensorFlow's quiet start, before any stage imports TensorFlow; SIGTERM and
+Ctrl-C as one line, also when a finaliser swallowed them).
+"""
+
+from semisup import runtime
+
+runtime.install()

@@ -1,12 +1,7 @@
-"""What every stage shares: the commands' process runtime, semisup/runtime.py (which `semisup` uses too)."""
+"""What every stage shares: the commands' options (semisup/options.py) and exit statuses (semisup/runtime.py),
+which `semisup` uses too."""
 
 from __future__ import annotations
 
-from semisup.runtime import (  # noqa: F401
-    Terminated,
-    load,
-    one_line,
-    params_option,
-    run_option,
-    user_errors,
-)
+from semisup.options import load, params_option, run_option  # noqa: F401
+from semisup.runtime import Terminated, checkpoint, one_line, user_errors  # noqa: F401

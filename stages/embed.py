@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from semisup.data.subsets import parse_run
-from stages.common import load, params_option, run_option, user_errors
+from stages.common import checkpoint, load, params_option, run_option, user_errors
 from stages.console import done
 
 
@@ -33,6 +33,7 @@ def main(run: str, params_path: str, shards: str, models: str, out: str) -> None
         Path(out) / name,
         batch_size=params.embed.batch_size,
         rerun=f"rerun `dvc repro -f pretrain@{name}`",
+        on_batch=checkpoint,  # Ctrl-C that a finaliser swallowed stops it at the next batch
     )
     done(
         f"{name}: embedded " + ", ".join(f"{n} {split}" for split, n in counts.items()) + f" -> {out}/{name}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from semisup.data.subsets import parse_run, read_subset
-from stages.common import load, params_option, run_option, user_errors
+from stages.common import checkpoint, load, params_option, run_option, user_errors
 from stages.console import done
 
 
@@ -134,6 +134,7 @@ def main(
     progress = Progress(method, params.method(method).unlabeled_batch) if worker == 0 else None
 
     def on_step(step: int, steps: int, loss: float) -> None:
+        checkpoint()  # a step boundary: a Ctrl-C or SIGTERM that a finaliser swallowed stops the run here
         if log_file is not None:
             log_file.write(f"{step}\t{steps}\t{loss!r}\n")
         if progress is not None:
