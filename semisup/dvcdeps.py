@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
+
 from semisup.codedeps import (
     CODE_STAGE,
     DIGESTS,
@@ -109,18 +111,22 @@ def fix(path: Path, root: Path = ROOT) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m semisup.dvcdeps [--fix] [dvc.yaml]`: list the code-deps problems (exit 1), or fix them."""
-    import argparse
+@click.command(
+    help="Check (or --fix) dvc.yaml's code deps against the imports; exit 1 if a stage's are wrong."
+)
+@click.argument("dvc_yaml", required=False, default=str(ROOT / "dvc.yaml"), type=click.Path(dir_okay=False))
+@click.option("--fix", "rewrite", is_flag=True, help="Rewrite the code deps in place.")
+def main(dvc_yaml: str, rewrite: bool) -> None:
+    """`python -m semisup.dvcdeps [--fix] [DVC_YAML]`: list the code-deps problems (exit 1), or fix them."""
+    raise SystemExit(run(Path(dvc_yaml), rewrite))
 
+
+def run(path: Path, rewrite: bool = False) -> int:
+    """Print the code-deps problems of the dvc.yaml at `path` (and the artifacts notes), or fix them (`rewrite`).
+    -> the exit status: 1 if a problem is left, else 0."""
     import yaml
 
-    parser = argparse.ArgumentParser(description="Check (or --fix) dvc.yaml's code deps against the imports.")
-    parser.add_argument("dvc_yaml", nargs="?", default=str(ROOT / "dvc.yaml"))
-    parser.add_argument("--fix", action="store_true", help="rewrite the code deps in place")
-    args = parser.parse_args(argv)
-    path = Path(args.dvc_yaml)
-    if args.fix:
+    if rewrite:
         changed = fix(path)
         print(f"{path}: {'code deps rewritten' if changed else 'code deps already complete'}")
         return 0
@@ -142,4 +148,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

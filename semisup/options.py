@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from semisup.config import Params, load_params
+from semisup.errors import UserError
 
 params_option = click.option(
     "--params",
@@ -29,4 +30,17 @@ run_option = click.option(
 
 def load(params_path: str) -> Params:
     """Load and validate the params file (a UserError on any mistake)."""
-    return load_params(params_path)
+    params = load_params(params_path)
+    check_budget_names(params.study.labeled_per_class)
+    return params
+
+
+def check_budget_names(budgets: tuple[int | str | None, ...]) -> None:
+    """A UserError for a null label budget: DVC's matrix would name its runs M-None-S (pretrain@paws-None-0)
+    where the splits, the report and the model folders say all."""
+    for i, budget in enumerate(budgets):
+        if budget is None:
+            raise UserError(
+                f"study.labeled_per_class[{i}]: null names its runs METHOD-None-SEED in DVC's stages "
+                "(pretrain@paws-None-0); write all for the whole labeled split"
+            )

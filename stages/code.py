@@ -20,7 +20,13 @@ from stages.console import done
 
 @click.command()
 @params_option
-@click.option("--out", default=DIGESTS, show_default=True, help="Writes one <stage>[-<method>].json each.")
+@click.option(
+    "--out",
+    default=DIGESTS,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Writes one <stage>[-<method>].json each.",
+)
 @user_errors
 def main(params_path: str, out: str) -> None:
     """Write the digest of every stage's code: one file per stage, and per method and configuration (of

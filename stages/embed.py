@@ -14,10 +14,26 @@ from stages.console import done
 @click.command()
 @run_option
 @params_option
-@click.option("--shards", default="data/shards", show_default=True, help="Shard directory.")
-@click.option("--models", default="models", show_default=True, help="Reads <models>/<run>/encoder.keras.")
 @click.option(
-    "--out", default="data/embeddings", show_default=True, help="Writes <out>/<run>/{labeled,test}.npz."
+    "--shards",
+    default="data/shards",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Shard directory.",
+)
+@click.option(
+    "--models",
+    default="models",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Reads <models>/<run>/encoder.keras.",
+)
+@click.option(
+    "--out",
+    default="data/embeddings",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Writes <out>/<run>/{labeled,test}.npz.",
 )
 @user_errors
 def main(run: str, params_path: str, shards: str, models: str, out: str) -> None:

@@ -38,7 +38,13 @@ def write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, names
 @params_option
 @click.option("--embeddings", default="data/embeddings", show_default=True, type=click.Path(file_okay=False))
 @click.option("--shards", default="data/shards", show_default=True, type=click.Path(file_okay=False))
-@click.option("--out", default="metrics", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    default="metrics/runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Writes <out>/<run>/.",
+)
 @click.option("--split", "subset", default=None, type=click.Path(dir_okay=False), help="Study run: its bank.")
 @user_errors
 def main(run: str, params_path: str, embeddings: str, shards: str, out: str, subset: str | None) -> None:

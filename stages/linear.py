@@ -32,7 +32,7 @@ from stages.console import done
     default="models",
     show_default=True,
     help="Writes <models>/<run>/probe.npz.",
-    type=click.Path(),
+    type=click.Path(file_okay=False),
 )
 @user_errors
 def main(run: str, split: str, params_path: str, embeddings: str, out: str, models: str) -> None:

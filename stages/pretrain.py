@@ -23,13 +23,32 @@ from stages.console import done
 @click.command()
 @run_option
 @params_option
-@click.option("--shards", default="data/shards", show_default=True, help="Shard directory.")
-@click.option("--models", default="models", show_default=True, help="Writes <models>/<run>/encoder.keras.")
-@click.option("--metrics", default="metrics", show_default=True, help="Writes <metrics>/<run>/train/.")
+@click.option(
+    "--shards",
+    default="data/shards",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Shard directory.",
+)
+@click.option(
+    "--models",
+    default="models",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Writes <models>/<run>/encoder.keras.",
+)
+@click.option(
+    "--metrics",
+    default="metrics/runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Writes <metrics>/<run>/train/.",
+)
 @click.option(
     "--checkpoints",
     default=".checkpoints",
     show_default=True,
+    type=click.Path(file_okay=False),
     help="Per-epoch checkpoints, outside DVC's outputs so a killed run resumes.",
 )
 @click.option(

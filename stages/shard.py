@@ -13,13 +13,26 @@ from stages.console import done
 
 @click.command()
 @params_option
-@click.option("--raw-dir", default="data/raw", show_default=True, help="What the download stage wrote.")
-@click.option("--out", "out_dir", default="data/shards", show_default=True, help="Output: shards + manifest.")
+@click.option(
+    "--raw-dir",
+    default="data/raw",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="What the download stage wrote.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="data/shards",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output: shards + manifest.",
+)
 @user_errors
 def main(params_path: str, raw_dir: str, out_dir: str) -> None:
-    """Split, resize and shard the source's images into OUT_DIR.
+    """Split, resize and shard the source's images into --out.
 
-    A folder's images are decoded once, into a temporary file beside OUT_DIR, before any shard is written.
+    A folder's images are decoded once, into a temporary file beside --out, before any shard is written.
     """
     params = load(params_path)
     from semisup.data.shards import record_bytes, shard_bytes, write_shards

@@ -23,8 +23,17 @@ from stages.console import done
 
 
 @click.command()
-@click.option("--budget", required=True, help="Labels per class, or all (the whole labeled split).")
-@click.option("--seed", required=True, help="The run seed that draws the subset (an integer >= 0).")
+# Budget and seed are read after params.yaml is validated, so that a bad study list (`--seed 1.5` from
+# study.seeds: [1.5]) is named by its key, not as a bad option: their click type is text, shown as what it holds.
+@click.option(
+    "--budget",
+    required=True,
+    metavar="INTEGER|all",
+    help="Labels per class, or all (the whole labeled split).",
+)
+@click.option(
+    "--seed", required=True, metavar="INTEGER", help="The run seed that draws the subset (an integer >= 0)."
+)
 @click.option("--shards", default="data/shards", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default="data/splits", show_default=True, type=click.Path(file_okay=False))
 @params_option

@@ -92,6 +92,25 @@ def test_fix_restores_the_deps_and_keeps_the_rest_of_the_file(tmp_path):
     assert not dvcdeps.fix(path)
 
 
+def test_the_command_prints_the_problems_and_exits_1_then_fixes_them(tmp_path):
+    path = tmp_path / "dvc.yaml"
+    path.write_text((ROOT / "dvc.yaml").read_text().replace("      - data/code/embed.json\n", "", 1))
+    command = [sys.executable, "-m", "semisup.dvcdeps", str(path)]
+    proc = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        1,
+        "embed: dvc.yaml's deps miss data/code/embed.json, the digest of the code the stage runs\n",
+        "",
+    )
+    proc = subprocess.run([*command, "--fix"], cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, f"{path}: code deps rewritten\n")
+    proc = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (
+        0,
+        f"{path}: every stage depends on the digest of the code it runs\n",
+    )
+
+
 def test_closure_counts_what_can_run_and_nothing_else(tmp_path):
     root = _project(
         tmp_path,

@@ -123,6 +123,8 @@ def test_stage_writes_each_budget_and_refuses_too_many(shards, tmp_path):
         ({"seeds": [-1]}, "all", "-1", "study.seeds: [-1] is out of range"),
         ({"seeds": [2**32]}, "all", str(2**32), "study.seeds: [4294967296] is out of range"),
         ({"seeds": [0, 0]}, "all", "0", "study.seeds: 0 listed twice"),
+        # DVC's matrix names a null budget's stages pretrain@paws-None-0: refused, all is its name
+        ({"labeled_per_class": [5, None]}, "None", "0", "study.labeled_per_class[1]: null names its runs"),
     ],
 )
 def test_stage_checks_params_before_writing(shards, tmp_path, study, budget, seed, message):
