@@ -22,15 +22,15 @@ setup: $(STAMP)
 # in the order tests/conftest.py gives them (the longest first; xdist would otherwise put the files with
 # the most tests first), and the slowest tests named at the end so that the figure stays visible.
 test: $(STAMP)
-	$(BIN)/ruff check semisup stages drivers tests bench
+	$(BIN)/ruff check semisup stages drivers tests bench devtools
 	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m 'not slow'
 
 lint: $(STAMP)
-	$(BIN)/ruff check semisup stages drivers tests bench
-	$(BIN)/ruff format --check semisup stages drivers tests bench
+	$(BIN)/ruff check semisup stages drivers tests bench devtools
+	$(BIN)/ruff format --check semisup stages drivers tests bench devtools
 
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m drivers.demo

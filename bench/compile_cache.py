@@ -64,8 +64,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from tests.support import make_shards, write_params
-    from tests.test_pretrain import TINY  # the resume tests' tiny run: 4 epochs of an 8-filter encoder
+    from devtools.support import RESUME_TINY as TINY  # the resume tests' tiny run: 4 epochs, 8 filters
+    from devtools.support import make_shards, write_params
 
     with tempfile.TemporaryDirectory(prefix="bench-xla-") as tmp:
         root = Path(tmp)

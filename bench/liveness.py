@@ -81,28 +81,25 @@ def worker_stop() -> float:
     """Seconds from killing worker 1 in epoch 2 to worker 0's exit (status 2)."""
     import numpy as np
 
-    from tests import test_distributed as dist
-    from tests.support import make_shards, write_params
+    from devtools.cluster import kill, killed_workers, wait_for_steps, write_tiny_params
+    from devtools.support import make_shards
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        params = write_params(root / "params.yaml", dist.TINY)
-        for method, epochs in dist.EPOCHS.items():
-            write_params(root / f"params-{method}.yaml", dist.TINY | {"train.epochs": epochs})
-        shards = make_shards(root, params)
+        shards = make_shards(root, write_tiny_params(root))
         out = root / "killed"
-        procs = dist._workers(root, shards, out)
+        procs = killed_workers(root, shards, out)
         try:
-            dist._wait_for_steps(out, 1, procs)
+            wait_for_steps(out, 1, procs)
             steps = int(np.loadtxt(out / "steps.tsv", ndmin=2)[0, 1])
-            dist._wait_for_steps(out, steps + 2, procs)  # both workers saved epoch 1 and are in epoch 2
+            wait_for_steps(out, steps + 2, procs)  # both workers saved epoch 1 and are in epoch 2
             os.killpg(procs[1].pid, signal.SIGKILL)
             killed_at = time.monotonic()
             procs[0].communicate(timeout=600)
             waited = time.monotonic() - killed_at
         finally:
             for p in procs:
-                dist._kill(p)
+                kill(p)
         if procs[0].returncode != 2:
             raise SystemExit(f"worker 0 ended with status {procs[0].returncode}, not 2")
         return waited

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support import DATA, TINY_PARAMS, git_project, run, tool_env  # noqa: E402
+from devtools.support import DATA, TINY_PARAMS, git_project, run, tool_env  # noqa: E402
 
 COUNTS = re.compile(
     r"(\d+) runs restored from the run cache \((\d+) brought from remote \w+\), (\d+) trained here"

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from devtools.support import git_project, tool_env  # noqa: E402
 from drivers.profiles import DEMO as DEMO_PARAMS  # noqa: E402
-from tests.support import git_project, tool_env  # noqa: E402
 
 STUDY_KINDS = ("splits", "linear")  # the stages the study added; `report` existed before it
 RUNNING = re.compile(r"Running stage '([^']+)'")

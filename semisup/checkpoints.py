@@ -14,7 +14,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from semisup.codedeps import closure, code_digest
 from semisup.config import Params, to_dict
 from semisup.io import atomic_path, write_json
 
@@ -30,24 +29,24 @@ def manifest_digest(shard_dir: str | Path) -> str:
     return hashlib.sha256((Path(shard_dir) / "manifest.json").read_bytes()).hexdigest()
 
 
-def pretrain_code(method: str) -> str:
-    """sha256 of the digest file of every project file a pretrain stage of registered method `method` can
-    run: the bytes of data/code/pretrain-<name>.json, the dep of its stage in dvc.yaml, for any name that
-    runs `method` (semisup.codedeps.digest_files)."""
-    return code_digest(closure("stages.pretrain", method), method=method)
-
-
 def run_key(
-    method: str, params: Params, shard_dir: str | Path, mixed: bool, labeled_ids: Sequence[int] | None = None
+    method: str,
+    params: Params,
+    shard_dir: str | Path,
+    mixed: bool,
+    labeled_ids: Sequence[int] | None = None,
+    *,
+    code: str,
 ) -> str:
     """What a checkpoint of `method` (a method or a configuration) is valid for: the params pretrain@M
     depends on (see dvc.yaml) as the run takes them (Params.for_run: a configuration's own params and
-    overrides), the code it runs (its digest file), the data, the seed, the precision
+    overrides), the code it runs (`code`: the hash of its digest file, which the stage passes in:
+    semisup.codedeps.pretrain_code), the data, the seed, the precision
     `train.mixed_precision` resolved to (auto may resolve differently elsewhere), and the labeled subset
     trained on (None: every labeled image)."""
     params = params.for_run(method)
     parts = [
-        pretrain_code(params.method_of(method)),
+        code,
         method,
         to_dict(params.method(method)),
         to_dict(params.train),

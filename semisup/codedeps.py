@@ -160,6 +160,13 @@ def code_digest(paths: Iterable[str], root: Path = ROOT, method: str | None = No
     return hashlib.sha256(digest_text(paths, root, method).encode()).hexdigest()
 
 
+def pretrain_code(method: str, root: Path = ROOT) -> str:
+    """sha256 of the digest file of every project file a pretrain stage of registered method `method` can
+    run: the bytes of data/code/pretrain-<name>.json, the dep of its stage in dvc.yaml, for any name that
+    runs `method` (digest_files). The stage passes it to the library for its checkpoint keys."""
+    return code_digest(closure("stages.pretrain", method, root), root, method=method)
+
+
 def stage_modules(root: Path = ROOT) -> list[str]:
     """Every stage's module: each `stages/<name>.py` that runs as `python -m` (a `__main__` guard), but
     the code stage, which depends on the code itself."""

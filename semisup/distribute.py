@@ -54,6 +54,10 @@ def configure_devices(cpu_replicas: int = 1, memory_growth: bool = True) -> None
         pass
 
 
+# Where the manual shows a cluster's TF_CONFIG and how to launch one.
+SCALING_DOC = "docs/scaling.md, 'Launching'"
+
+
 def cluster_spec() -> dict:
     """TF_CONFIG's cluster ({} when unset); UserError when it is not valid JSON."""
     raw = os.environ.get("TF_CONFIG", "")
@@ -63,7 +67,7 @@ def cluster_spec() -> dict:
         return dict(json.loads(raw).get("cluster", {}))
     except (ValueError, AttributeError):
         raise UserError(
-            "TF_CONFIG: not valid JSON with a cluster: see README 'Scaling out' for the format"
+            f"TF_CONFIG: not valid JSON with a cluster: see {SCALING_DOC} for the format"
         ) from None
 
 
@@ -90,7 +94,7 @@ def select_strategy(name: str, timeout_s: float = COLLECTIVE_TIMEOUT_S) -> tf.di
         return tf.distribute.MirroredStrategy(mirrored_devices())
     if not cluster_spec():
         raise UserError(
-            "train.strategy: multiworker needs TF_CONFIG (or --local-workers N): see README 'Scaling out'"
+            f"train.strategy: multiworker needs TF_CONFIG (or --local-workers N): see {SCALING_DOC}"
         )
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)

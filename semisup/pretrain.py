@@ -179,10 +179,10 @@ def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
     return models, trainer
 
 
-def open_checkpoints(run: Run, root: str | Path) -> Checkpoints:
-    """The run's checkpoints: one stable folder per run (its run_key) and worker; a cluster keeps two
-    epochs, since a worker may resume one epoch before its own last."""
-    key = run_key(run.name, run.params, run.shard_dir, run.mixed, run.labeled_ids)
+def open_checkpoints(run: Run, root: str | Path, code: str) -> Checkpoints:
+    """The run's checkpoints: one stable folder per run (its run_key, `code` the hash of its code) and
+    worker; a cluster keeps two epochs, since a worker may resume one epoch before its own last."""
+    key = run_key(run.name, run.params, run.shard_dir, run.mixed, run.labeled_ids, code=code)
     return Checkpoints(root, run_folder(run.name, key, run.worker), keep=2 if run.workers > 1 else 1)
 
 
@@ -310,6 +310,7 @@ def pretrain(
     model_dir: str | Path,
     metrics_dir: str | Path,
     checkpoint_root: str | Path,
+    code: str,
     labeled_ids: Sequence[int] | None = None,
     on_step: StepCallback | None = None,
     records: Mapping[str, Any] | None = None,
@@ -318,7 +319,9 @@ def pretrain(
     """Train `method_name` with `params`; write model_dir/encoder.keras and per-epoch curves; -> history.
 
     labeled_ids: 0-based positions in the labeled split's manifest order of the labeled images to train
-    on and to use as the kNN monitor's bank (None: all). on_step(step, steps, loss) runs after every step.
+    on and to use as the kNN monitor's bank (None: all). code: the hash of the run's code digest file
+    (semisup.codedeps.pretrain_code, which the stage passes): checkpoints of other code are never resumed.
+    on_step(step, steps, loss) runs after every step.
     records: more JSON files for metrics_dir/train (file name -> content), such as the batches the run
     used. live_dir: where the curves also appear as each epoch ends, for DVC's views of a running
     experiment (semisup.live; removed once the outputs are written). Under a multi-worker strategy only
@@ -326,7 +329,7 @@ def pretrain(
     """
     run = set_up(method_name, params, shard_dir, labeled_ids)
     models, trainer = build(run)
-    checkpoints = open_checkpoints(run, checkpoint_root)
+    checkpoints = open_checkpoints(run, checkpoint_root, code)
     start, history = resume(run, models, trainer, checkpoints)
     live = LiveCurves(live_dir, run.params.train.epochs, history) if live_dir and run.chief else None
     finished = False

@@ -145,6 +145,7 @@ def main(
         params, method, shards, f"{models}/{name}", f"{metrics}/{name}", checkpoints, labeled_ids, live_dir
     )
 
+    from semisup.codedeps import pretrain_code
     from semisup.pretrain import pretrain
     from semisup.progress import Progress
 
@@ -167,6 +168,7 @@ def main(
             model_dir=f"{models}/{name}",
             metrics_dir=f"{metrics}/{name}",
             checkpoint_root=checkpoints,  # the fingerprint holds the run's seed and subset
+            code=pretrain_code(params.method_of(method)),  # and the code: changed code never resumes
             labeled_ids=None if labeled_ids is None else [int(i) for i in labeled_ids],
             on_step=on_step,
             records={"batches.json": fitted.record()},

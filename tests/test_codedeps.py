@@ -227,7 +227,7 @@ def test_code_digest_changes_with_one_byte_of_any_file_in_the_closure(tmp_path):
 
 
 def test_a_checkpoint_key_holds_the_hash_of_the_pretrain_stages_digest_file():
-    from semisup.checkpoints import pretrain_code
+    from semisup.codedeps import pretrain_code
 
     written = codedeps.digest_files({"paws": "paws", "paws_other": "paws"})
     for name in ("paws", "paws_other"):

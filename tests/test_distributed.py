@@ -9,41 +9,29 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from devtools.cluster import (
+    EPOCHS,
+    KILLED,
+    TINY,
+    cluster,
+    kill,
+    killed_workers,
+    pretrain_cmd,
+    scratch_env,
+    wait_for_steps,
+    write_tiny_params,
+)
 from semisup import augment as aug
-from semisup.cluster import free_ports, tf_config
 from semisup.data import readers
 from semisup.methods import METHODS
-from tests.support import DATA, ENV, ROOT, copy_repo, tool_env, write_params
+from tests.support import ENV, ROOT, copy_repo, tool_env, write_params
 
-# float32, so that 1, 2 replicas and 2 workers can be compared to 1e-4. Odd or small batches where a
-# method never reads that part: CrossEntropy's unlabeled batch and InfoNCE's labeled batch (25) need
-# not divide among 2 replicas.
-TINY = DATA | {
-    "train.epochs": 1,
-    "train.shuffle_buffer": 500,
-    "train.mixed_precision": False,
-    "encoder.filters": 8,
-    "encoder.embedding_dim": 32,
-    "methods.crossentropy.unlabeled_batch": 99,
-    "methods.crossentropy.labeled_batch": 50,
-    "methods.infonce.unlabeled_batch": 128,
-    "methods.suncet.unlabeled_batch": 128,
-    "methods.suncet.labeled_batch": 50,
-    "methods.paws.unlabeled_batch": 128,
-    "methods.paws.labeled_batch": 50,
-}
-# CrossEntropy's runs double as the uninterrupted references of the kill-and-resume tests. (PAWS's
-# sharpening amplifies float rounding differences between replica counts step by step: over 3 epochs they
-# grow to ~1e-3 in the loss, so its runs stay at the one epoch where "equal within 1e-4" is meaningful.)
-EPOCHS = {"crossentropy": 3}
-KILLED = "crossentropy"
 # Configurations beside each method's own, compared the same way: name -> (method, settings over TINY).
 # PAWS as the paper trains it, every option on at once: class-stratified supports (2 of each of 5 classes
 # a step, so the classes take turns), two support views, two 16-pixel crops on a pooled, same-padded encoder.
@@ -93,9 +81,7 @@ _runs: dict[tuple[str, str], Path] = {}
 def digits(tmp_path_factory, digits_shards) -> tuple[Path, Path]:
     """(a folder with TINY's params files, the session's digits shards: TINY's data, tests/conftest.py)."""
     tmp = tmp_path_factory.mktemp("dist")
-    write_params(tmp / "params.yaml", TINY)
-    for method, epochs in EPOCHS.items():
-        write_params(tmp / f"params-{method}.yaml", TINY | {"train.epochs": epochs})
+    write_tiny_params(tmp)
     for name, (_, overrides) in CONFIGS.items():
         write_params(tmp / f"params-{name}.yaml", TINY | overrides)
     return tmp, digits_shards
@@ -111,32 +97,7 @@ def _method(name: str) -> str:
 
 
 def _cmd(root: Path, shards: Path, name: str, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "stages.pretrain",
-        "--run",
-        _method(name),
-        "--params",
-        str(_params(root, name)),
-        "--shards",
-        str(shards),
-        "--models",
-        str(out / "models"),
-        "--metrics",
-        str(out / "metrics"),
-        "--checkpoints",
-        str(out / "ckpt"),
-        "--step-log",
-        str(out / "steps.tsv"),
-        *extra,
-    ]
-
-
-def _env(out: Path) -> dict[str, str]:
-    """The test environment with a private TMPDIR, to check that no run leaves scratch behind."""
-    (out / "tmp").mkdir(parents=True, exist_ok=True)
-    return ENV | {"TMPDIR": str(out / "tmp")}
+    return pretrain_cmd(_params(root, name), shards, _method(name), out, *extra)
 
 
 STRATEGY_ARGS = {"default": (), "mirrored": ("--cpu-replicas", "2"), "multiworker": ("--local-workers", "2")}
@@ -149,7 +110,9 @@ def _run(digits: tuple[Path, Path], name: str, strategy: str) -> Path:
         root, shards = digits
         out = root / f"{name}-{strategy}"
         cmd = _cmd(root, shards, name, out, *STRATEGY_ARGS[strategy])
-        proc = subprocess.run(cmd, cwd=ROOT, env=_env(out), capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=scratch_env(out), capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         replicas = "1 replica(s)" if strategy == "default" else "2 replica(s)"
         assert replicas in proc.stderr
@@ -215,51 +178,8 @@ def _check_options_run(out: Path) -> None:
     assert last["step"] == 2 and last["supervised_loss"] == 0.0 and last["loss"] == last["contrastive_loss"]
 
 
-def _wait_for_steps(out: Path, lines: int, procs: list[subprocess.Popen], timeout: float = 300) -> None:
-    """Until the step log has `lines` lines (every worker is past them: each step is synchronous)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        path = out / "steps.tsv"
-        if path.exists() and path.read_text().count("\n") >= lines:
-            return
-        assert all(p.poll() is None for p in procs), "the run ended before it could be killed"
-        time.sleep(0.02)
-    pytest.fail("the run never got there")
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def _steps_per_epoch(digits, method: str) -> int:
     return int(_losses(_run(digits, method, "default"))[0, 1])
-
-
-def _cluster(
-    commands: list[tuple[Path, list[str]]], env: dict[str, str], stdout: int, stderr: int
-) -> list[subprocess.Popen]:
-    """One worker per (cwd, command) of a cluster on free loopback ports, each in its own process group."""
-    addresses = [f"127.0.0.1:{p}" for p in free_ports(len(commands))]
-    return [
-        subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=env | {"TF_CONFIG": tf_config(addresses, i)},
-            stdout=stdout,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,
-        )
-        for i, (cwd, cmd) in enumerate(commands)
-    ]
-
-
-def _workers(root: Path, shards: Path, out: Path) -> list[subprocess.Popen]:
-    """The two workers of the killed-worker runs; their stderr is piped."""
-    commands = [(ROOT, _cmd(root, shards, KILLED, out))] * 2
-    return _cluster(commands, _env(out), subprocess.DEVNULL, subprocess.PIPE)
 
 
 @pytest.mark.slow
@@ -268,15 +188,15 @@ def test_killed_worker_stops_the_run_and_every_worker_resumes(digits):
     straight = _run(digits, KILLED, "multiworker")
     steps = _steps_per_epoch(digits, KILLED)
     out = root / "killed-multiworker"
-    procs = _workers(root, shards, out)
+    procs = killed_workers(root, shards, out)
     try:
-        _wait_for_steps(out, steps + 2, procs)  # both workers saved epoch 1 and are in epoch 2
+        wait_for_steps(out, steps + 2, procs)  # both workers saved epoch 1 and are in epoch 2
         os.killpg(procs[1].pid, signal.SIGKILL)
         # A liveness bound only (a hang fails): seconds to the stop are python bench/liveness.py --worker.
         _, err = procs[0].communicate(timeout=600)
     finally:
         for p in procs:
-            _kill(p)
+            kill(p)
     assert procs[0].returncode == 2, err[-3000:]
     assert "Traceback" not in err
     # No native TensorFlow lines about the lost peer above the stage's own line (absl's format).
@@ -288,12 +208,12 @@ def test_killed_worker_stops_the_run_and_every_worker_resumes(digits):
     ), last
     assert not (out / "models" / KILLED / "encoder.keras").exists()
 
-    procs = _workers(root, shards, out)
+    procs = killed_workers(root, shards, out)
     try:
         errs = [p.communicate(timeout=600)[1] for p in procs]
     finally:
         for p in procs:
-            _kill(p)
+            kill(p)
     assert [p.returncode for p in procs] == [0, 0], errs[0][-3000:] + errs[1][-3000:]
     assert f"resuming {KILLED} after epoch 1" in errs[0]
     for a, b in zip(_weights(straight, KILLED), _weights(out, KILLED), strict=True):
@@ -309,12 +229,14 @@ def test_killed_mirrored_run_resumes(digits):
     steps = _steps_per_epoch(digits, KILLED)
     out = root / "killed-mirrored"
     cmd = _cmd(root, shards, KILLED, out, "--cpu-replicas", "2")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(out), stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=scratch_env(out), stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
-        _wait_for_steps(out, steps + 2, [proc])
+        wait_for_steps(out, steps + 2, [proc])
     finally:
-        _kill(proc)
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(out), capture_output=True, text=True, timeout=600)
+        kill(proc)
+    proc = subprocess.run(cmd, cwd=ROOT, env=scratch_env(out), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resuming {KILLED} after epoch 1" in proc.stderr
     for a, b in zip(_weights(straight, KILLED), _weights(out, KILLED), strict=True):
@@ -362,12 +284,12 @@ def test_workers_that_saved_different_last_epochs_resume_from_the_last_common_on
     # Worker 0 saved epochs 1 and 2, worker 1 died before saving epoch 2: both resume after epoch 1,
     # worker 0 from the epoch-1 weights it still keeps beside its last.
     argv = [sys.executable, "-c", RESUME_WORKER, str(tmp_path), "[[1, 2], [1]]"]
-    procs = _cluster([(ROOT, argv)] * 2, ENV, subprocess.PIPE, subprocess.PIPE)
+    procs = cluster([(ROOT, argv)] * 2, ENV, subprocess.PIPE, subprocess.PIPE)
     try:
         outputs = [p.communicate(timeout=600) for p in procs]
     finally:
         for p in procs:
-            _kill(p)
+            kill(p)
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
         assert json.loads(out.strip().splitlines()[-1]) == {"epoch": 1, "history": [1], "weights": [1.0]}
@@ -439,7 +361,7 @@ def _project_repo(repo: Path, digits_repo: Path) -> None:
 
 def _tool_env(tmp_path: Path) -> dict[str, str]:
     """support.tool_env() (dvc on PATH, a git identity) with _env's private TMPDIR."""
-    return tool_env() | {"TMPDIR": _env(tmp_path)["TMPDIR"]}
+    return tool_env() | {"TMPDIR": scratch_env(tmp_path)["TMPDIR"]}
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -484,12 +406,12 @@ def test_two_machine_recipe_chief_through_dvc_worker_from_the_remote(tmp_path, d
     worker_cmd = [sys.executable, "-m", "stages.pretrain", "--run", "infonce-all-0"]
     worker_cmd += ["--split", "data/splits/all-0.json", "--metrics", "metrics/runs"]
     commands = [(chief, ["dvc", "repro", "pretrain@infonce-all-0"]), (worker, worker_cmd)]
-    procs = _cluster(commands, env, subprocess.PIPE, subprocess.STDOUT)
+    procs = cluster(commands, env, subprocess.PIPE, subprocess.STDOUT)
     try:
         outputs = [p.communicate(timeout=900)[0] for p in procs]
     finally:
         for p in procs:
-            _kill(p)
+            kill(p)
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "pretrain@infonce-all-0" in (chief / "dvc.lock").read_text()
     assert (chief / "models" / "infonce-all-0" / "encoder.keras").exists()
@@ -513,3 +435,25 @@ def test_logical_cpu_replicas_share_the_cores(replicas):
     assert devices == replicas
     # 0 is TensorFlow's default: every core (one replica keeps it).
     assert threads == (0 if replicas == 1 else max(1, (os.cpu_count() or 1) // replicas))
+
+
+def test_cluster_messages_cite_the_manual_section_that_shows_tf_config(monkeypatch):
+    from semisup import distribute
+    from semisup.errors import UserError
+
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(UserError) as info:
+        distribute.cluster_spec()
+    assert str(info.value) == (
+        "TF_CONFIG: not valid JSON with a cluster: see docs/scaling.md, 'Launching' for the format"
+    )
+    monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(UserError) as info:
+        distribute.select_strategy("multiworker")
+    assert str(info.value) == (
+        "train.strategy: multiworker needs TF_CONFIG (or --local-workers N): see docs/scaling.md, 'Launching'"
+    )
+    manual = (ROOT / "docs" / "scaling.md").read_text()
+    assert (
+        "\n## Launching\n" in manual and "TF_CONFIG=" in manual.split("\n## Launching\n")[1].split("\n## ")[0]
+    )

@@ -17,17 +17,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.support import DATA, ENV, ROOT, write_params
+from tests.support import ENV, RESUME_TINY, ROOT, write_params
 
-# Small enough to train in seconds, large enough to have several steps per epoch.
-TINY = DATA | {
-    "train.epochs": 4,
-    "train.shuffle_buffer": 500,
-    "encoder.filters": 8,
-    "encoder.embedding_dim": 32,
-    "methods.paws.unlabeled_batch": 128,
-    "methods.paws.labeled_batch": 50,
-}
+# Small enough to train in seconds, large enough to have several steps per epoch: 4 epochs of an 8-filter
+# encoder (devtools/support.py; bench/compile_cache.py runs it too).
+TINY = RESUME_TINY
 
 
 def _write_params(path: Path, **changes) -> Path:
@@ -175,11 +169,10 @@ def _key_with(params_path: Path, shard_dir: Path, monkeypatch, tmp_path: Path, p
         shard_dir = tmp_path / "other"
         shard_dir.mkdir(exist_ok=True)
         (shard_dir / "manifest.json").write_bytes((shard_dir.parent / "manifest").read_bytes())
-    elif part == "code":
-        monkeypatch.setattr(pt, "pretrain_code", lambda m: "another digest")
-    elif part and not part.startswith("-S "):
+    elif part and part != "code" and not part.startswith("-S "):
         raise ValueError(part)
-    return pt.run_key(method, params, shard_dir, mixed, ids)
+    code = "another digest" if part == "code" else "the code's digest"  # what the stage passes
+    return pt.run_key(method, params, shard_dir, mixed, ids, code=code)
 
 
 RUN_KEY_PARTS = [
@@ -316,10 +309,11 @@ def test_labeled_ids_reach_the_checkpoint_key_batches_and_monitor(shards, monkey
     params_path, shard_dir = shards
     params = load_params(params_path)
     keys = {
-        checkpoints.run_key("paws", params, shard_dir, False, ids) for ids in (None, [1, 2, 3], [1, 2, 4])
+        checkpoints.run_key("paws", params, shard_dir, False, ids, code="c")
+        for ids in (None, [1, 2, 3], [1, 2, 4])
     }
     assert len(keys) == 3
-    assert checkpoints.run_key("paws", params, shard_dir, False, [1, 2, 3]) in keys
+    assert checkpoints.run_key("paws", params, shard_dir, False, [1, 2, 3], code="c") in keys
     manifest = json.loads((shard_dir / "manifest.json").read_text())
     with pytest.raises(DataError, match=r"labeled_batch: 50 is larger than the labeled subset \(3 images\)"):
         preflight.check_batches(manifest, "paws", params.methods.paws, labeled=3)
@@ -368,6 +362,7 @@ def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path)
             model_dir=tmp_path / "model",
             metrics_dir=tmp_path / "metrics",
             checkpoint_root=tmp_path / "ckpt",
+            code="the code's digest",
             labeled_ids=ids,
             on_step=lambda step, steps, loss: calls.append((step, steps, loss)),
         )

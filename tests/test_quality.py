@@ -61,6 +61,7 @@ def test_every_method_learns_on_digits(name, digits, raw_pixel_knn20, untrained_
         model_dir=tmp / "models" / name,
         metrics_dir=tmp / "metrics" / name,
         checkpoint_root=tmp / "ckpt",
+        code="the code's digest",
     )
     final = history[-1]["knn_k20"]
     print(
