@@ -220,7 +220,6 @@ def page(
     title: str = "Study results",
 ) -> str:
     """The whole page as one HTML string."""
-    seed = summary["seeds"][0]
     names = class_names(details.per_class)
     parts = [
         f"<h1>{html.escape(title)}</h1>",
@@ -233,31 +232,49 @@ def page(
         image(png_uri(curves_figure(curves)), "per-epoch curves") if curves else "<p>No curves.</p>",
     ]
     for budget in summary["budgets"]:
-        parts.append(f"<h2>{html.escape(budget)} labels per class: where each method errs</h2>")
-        per_class = {m: details.per_class.get(m, {}).get(budget, []) for m in summary["methods"]}
-        if names and all(per_class.values()):
-            k = f"kNN@{details.per_class_k}" if details.per_class_k else "kNN"
-            parts += [
-                f"<h3>Per-class accuracy ({k}, plain vote; mean over seeds)</h3>",
-                per_class_html(budget, per_class, names),
-            ]
-            confusion = {
-                m: confusion_matrix([p for pairs in details.confusion[m][budget] for p in pairs], names)
-                for m in summary["methods"]
-            }
-            parts += [
-                "<h3>Confusion matrices (the same votes, all seeds; rows scaled to each actual class)</h3>",
-                image(png_uri(confusion_figure(budget, confusion, names)), f"confusion matrices, {budget}"),
-            ]
-        maps = {m: details.maps[m][budget] for m in summary["methods"] if budget in details.maps.get(m, {})}
-        if maps:
-            parts += [
-                f"<h3>t-SNE maps of the test embeddings (seed {seed})</h3>",
-                image(png_uri(maps_figure(budget, maps, names)), f"embedding maps, {budget}"),
-            ]
+        parts += budget_section(summary, details, budget, names)
     if details.missing:
         items = "".join(f"<li>{html.escape(m)}</li>" for m in details.missing)
         parts.append(f'<h2>Not shown</h2><ul class="note">{items}</ul>')
+    parts += differences_sections(summary)
+    body = "\n".join(parts)
+    return (
+        f'<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def budget_section(
+    summary: Mapping[str, Any], details: RunDetails, budget: str, names: list[str]
+) -> list[str]:
+    """One budget's part of the page: per-class accuracy and confusion matrices (where every method has
+    them), then the t-SNE maps of the test embeddings (of the first seed)."""
+    parts = [f"<h2>{html.escape(budget)} labels per class: where each method errs</h2>"]
+    per_class = {m: details.per_class.get(m, {}).get(budget, []) for m in summary["methods"]}
+    if names and all(per_class.values()):
+        k = f"kNN@{details.per_class_k}" if details.per_class_k else "kNN"
+        confusion = {
+            m: confusion_matrix([p for pairs in details.confusion[m][budget] for p in pairs], names)
+            for m in summary["methods"]
+        }
+        parts += [
+            f"<h3>Per-class accuracy ({k}, plain vote; mean over seeds)</h3>",
+            per_class_html(budget, per_class, names),
+            "<h3>Confusion matrices (the same votes, all seeds; rows scaled to each actual class)</h3>",
+            image(png_uri(confusion_figure(budget, confusion, names)), f"confusion matrices, {budget}"),
+        ]
+    maps = {m: details.maps[m][budget] for m in summary["methods"] if budget in details.maps.get(m, {})}
+    if maps:
+        parts += [
+            f"<h3>t-SNE maps of the test embeddings (seed {summary['seeds'][0]})</h3>",
+            image(png_uri(maps_figure(budget, maps, names)), f"embedding maps, {budget}"),
+        ]
+    return parts
+
+
+def differences_sections(summary: Mapping[str, Any]) -> list[str]:
+    """The paired differences with the best method, and with each configuration's method (if any)."""
+    parts = []
     differences = differences_html(summary)
     if differences:
         parts += ["<h2>Paired differences with the best method</h2>", differences]
@@ -269,8 +286,4 @@ def page(
             f"subsets and seeds (* p &lt; {ALPHA:.2f}).</p>",
             versus,
         ]
-    body = "\n".join(parts)
-    return (
-        f'<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
-        f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
+    return parts

@@ -129,27 +129,8 @@ def main(params_path: str, runs: str, splits: str, maps: str, out: str) -> None:
     methods, seeds, ks = list(params.method_names), list(params.study.seeds), list(params.knn.k)
     budgets = [budget_name(b) for b in params.study.labeled_per_class]
     runs_dir, out_dir = Path(runs), Path(out)
-    scores: dict[str, dict[str, dict[int, dict[str, float]]]] = {m: {b: {} for b in budgets} for m in methods}
-    versions = []  # what computed each run's numbers: its pretrain, knn and linear stages
-    for m in methods:
-        for b in budgets:
-            for s in seeds:
-                run = run_name(m, b, s)
-                knn = read_json(runs_dir / run / "knn.json", f"knn@{run}")
-                linear = read_json(runs_dir / run / "linear.json", f"linear@{run}")
-                scores[m][b][s] = run_scores(knn, linear, ks, where=str(runs_dir / run))
-                versions += [
-                    knn.get("versions", {}),
-                    linear.get("versions", {}),
-                    pretrain_versions(runs_dir, run),
-                ]
-    summary = aggregate(scores, metric_names(ks)) | {"versions": merge_versions(versions)}
-    configured = {m: params.method_of(m) for m in methods if m in params.configurations}
-    if configured:  # rows of configurations: which method each runs, and what its settings buy over it
-        summary["configurations"] = configured
-        versus = versus_methods(scores, metric_names(ks), configured)
-        if versus:
-            summary["versus_methods"] = versus
+    scores, versions = read_scores(runs_dir, methods, budgets, seeds, ks)
+    summary = summarise(params, scores, versions)
     budget_x = {b: labels_per_class(Path(splits), b, seeds[0]) for b in budgets}
     curve_metrics = [f"knn_k{k}" for k in ks] + ["loss"] if params.knn.monitor_every > 0 else ["loss"]
     curves = {
@@ -167,7 +148,6 @@ def main(params_path: str, runs: str, splits: str, maps: str, out: str) -> None:
     check_outputs(out)
     rows = table_files(summary)
     k_plotted = plotted_k(ks)
-    knn_plotted = f"knn_k{k_plotted}"
     note = "" if params.knn.monitor_every > 0 else "no per-epoch kNN scores (knn.monitor_every = 0)"
     names = ("summary.json", "table.json", "study", "report.md", "plots", "report.html")
     # The whole set appears together: a killed or failed report leaves the previous one in place.
@@ -179,22 +159,8 @@ def main(params_path: str, runs: str, splits: str, maps: str, out: str) -> None:
         for name, row in rows.items():
             write_json(study / f"{name}.json", row)
         write_text(report_md, markdown(summary))
-        plots.mkdir()
-        plot_label_efficiency(plots / "label_efficiency.png", summary, budget_x, [knn_plotted, "linear"])
-        # dvc.yaml's plots read names without a k: the plotted k's scores, with that k for the tooltip.
-        columns = ["method", "budget", "labels_per_class", "accuracy", "ci_low", "ci_high"]
-        knn_rows = [row | {"k": k_plotted} for row in efficiency_rows(summary, knn_plotted, budget_x)]
-        write_csv(plots / "label_efficiency_knn.csv", knn_rows, [*columns[:2], "k", *columns[2:]])
-        write_csv(
-            plots / "label_efficiency_linear.csv", efficiency_rows(summary, "linear", budget_x), columns
-        )
-        epochs = [row | {"knn": row.get(knn_plotted)} for row in epoch_rows(curves)]  # empty: monitor off
-        knn_columns = [m for m in curve_metrics if m != "loss"]
-        write_csv(plots / "epochs.csv", epochs, ["method", "budget", "epoch", *knn_columns, "knn", "loss"])
-        (plots / "knn_per_epoch").mkdir()
-        for k in ks:
-            plot_curves(plots / "knn_per_epoch" / f"knn_k{k}.png", curves.get(f"knn_k{k}", {}), k, note=note)
-        shown = {metric: curves[metric] for metric in (knn_plotted, "loss") if metric in curves}
+        write_plots(plots, summary, budget_x, curves, ks, note)
+        shown = {metric: curves[metric] for metric in (f"knn_k{k_plotted}", "loss") if metric in curves}
         efficiency = (plots / "label_efficiency.png").read_bytes()
         write_text(report_html, page(summary, efficiency, shown, details))
     click.echo(format_table(summary))
@@ -202,6 +168,61 @@ def main(params_path: str, runs: str, splits: str, maps: str, out: str) -> None:
         f"report: {out}/summary.json, table.json, report.md, report.html, study/, plots/ "
         f"({len(rows)} method x budget rows)"
     )
+
+
+def read_scores(
+    runs_dir: Path, methods: list[str], budgets: list[str], seeds: list[int], ks: list[int]
+) -> tuple[dict, list[dict]]:
+    """Every run's scores, {method: {budget: {seed: {metric: value}}}}, and the library versions that
+    computed each run's numbers (its pretrain, knn and linear stages)."""
+    scores: dict[str, dict[str, dict[int, dict[str, float]]]] = {m: {b: {} for b in budgets} for m in methods}
+    versions = []
+    for m in methods:
+        for b in budgets:
+            for s in seeds:
+                run = run_name(m, b, s)
+                knn = read_json(runs_dir / run / "knn.json", f"knn@{run}")
+                linear = read_json(runs_dir / run / "linear.json", f"linear@{run}")
+                scores[m][b][s] = run_scores(knn, linear, ks, where=str(runs_dir / run))
+                versions += [
+                    knn.get("versions", {}),
+                    linear.get("versions", {}),
+                    pretrain_versions(runs_dir, run),
+                ]
+    return scores, versions
+
+
+def summarise(params: Any, scores: dict, versions: list[dict]) -> dict:
+    """The study's summary over seeds, with the versions behind it and, for rows of configurations, which
+    method each runs and what its settings buy over it."""
+    names = metric_names(list(params.knn.k))
+    summary = aggregate(scores, names) | {"versions": merge_versions(versions)}
+    configured = {m: params.method_of(m) for m in params.method_names if m in params.configurations}
+    if configured:
+        summary["configurations"] = configured
+        versus = versus_methods(scores, names, configured)
+        if versus:
+            summary["versus_methods"] = versus
+    return summary
+
+
+def write_plots(plots: Path, summary: dict, budget_x: dict, curves: dict, ks: list[int], note: str) -> None:
+    """plots/: the label-efficiency figure and its CSV files, epochs.csv and a kNN-per-epoch figure per k.
+    dvc.yaml's plots read names without a k: the plotted k's scores, with that k for the tooltip."""
+    k_plotted = plotted_k(ks)
+    knn_plotted = f"knn_k{k_plotted}"
+    plots.mkdir()
+    plot_label_efficiency(plots / "label_efficiency.png", summary, budget_x, [knn_plotted, "linear"])
+    columns = ["method", "budget", "labels_per_class", "accuracy", "ci_low", "ci_high"]
+    knn_rows = [row | {"k": k_plotted} for row in efficiency_rows(summary, knn_plotted, budget_x)]
+    write_csv(plots / "label_efficiency_knn.csv", knn_rows, [*columns[:2], "k", *columns[2:]])
+    write_csv(plots / "label_efficiency_linear.csv", efficiency_rows(summary, "linear", budget_x), columns)
+    epochs = [row | {"knn": row.get(knn_plotted)} for row in epoch_rows(curves)]  # empty: monitor off
+    knn_columns = [m for m in curves if m != "loss"]
+    write_csv(plots / "epochs.csv", epochs, ["method", "budget", "epoch", *knn_columns, "knn", "loss"])
+    (plots / "knn_per_epoch").mkdir()
+    for k in ks:
+        plot_curves(plots / "knn_per_epoch" / f"knn_k{k}.png", curves.get(f"knn_k{k}", {}), k, note=note)
 
 
 if __name__ == "__main__":

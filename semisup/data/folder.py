@@ -303,19 +303,10 @@ def folder_splits(
     """
     root = Path(root)
     index = read_index(raw_dir, root)
-    labeled, extra = index["labeled"], index["unlabeled"]
-    entries = labeled + extra
-    shape = (len(entries), image_size, image_size, 3)
+    entries = index["labeled"] + index["unlabeled"]
     with contextlib.ExitStack() as stack:
-        if scratch_dir is None:
-            pixels = np.zeros(shape, np.uint8)
-        else:
-            nbytes = pixels_bytes(len(entries), image_size)
-            need = nbytes + len(entries) * reserve_per_image
-            check_free_space(scratch_dir, need, "the decoded images plus the shards")
-            what = "the decoded images"
-            path = stack.enter_context(scratch_file(scratch_dir, scratch_name, nbytes, what))
-            pixels = np.memmap(path, np.uint8, "r+", shape=shape) if nbytes else np.zeros(shape, np.uint8)
+        where = None if scratch_dir is None else (scratch_dir, scratch_name, reserve_per_image)
+        pixels = _pixel_buffer(stack, len(entries), image_size, where)
         skipped = decode_all(
             root,
             entries,
@@ -326,10 +317,9 @@ def folder_splits(
             progress=progress,
         )
         bad = {s["file"] for s in skipped}
-        rows = [i for i, e in enumerate(labeled) if e["file"] not in bad]
-        extra_rows = [len(labeled) + j for j, e in enumerate(extra) if e["file"] not in bad]
+        rows, extra_rows = _decoded_rows(index, bad)
         split_index = stratified_split(
-            np.array([labeled[i]["label"] for i in rows], dtype=np.int64),
+            np.array([entries[row]["label"] for row in rows], dtype=np.int64),
             index["class_names"],
             test_fraction=test_fraction,
             labeled_per_class=labeled_per_class,
@@ -337,24 +327,51 @@ def folder_splits(
             extra_unlabeled=len(extra_rows),
             source="folder",
         )
-
         held = {"pixels": pixels}  # what the streams read while open; cleared on exit, unmapping the file
         del pixels
-
-        def stream(chosen: list[int], keep_labels: bool) -> SplitStream:
-            def examples() -> Iterator[Example]:
-                for row in chosen:
-                    label = entries[row]["label"] if keep_labels else -1
-                    yield held["pixels"][row], label
-
-            return SplitStream(len(chosen), examples)
-
-        splits = {s: stream([rows[i] for i in split_index[s]], s != "unlabeled") for s in SPLITS}
-        splits["unlabeled"] = stream([rows[i] for i in split_index["unlabeled"]] + extra_rows, False)
+        chosen = {split: [rows[i] for i in split_index[split]] for split in SPLITS}
+        chosen["unlabeled"] += extra_rows
+        splits = {
+            split: _stream(held, entries, picked, split != "unlabeled") for split, picked in chosen.items()
+        }
         try:
             yield SourceSplits("folder", tuple(index["class_names"]), splits, tuple(sorted(bad)))
         finally:
             held.clear()
+
+
+def _pixel_buffer(
+    stack: contextlib.ExitStack, count: int, image_size: int, scratch: tuple[str | Path, str, int] | None
+) -> np.ndarray:
+    """Room for `count` decoded images (count, S, S, 3) uint8: in memory, or with `scratch` (folder, name,
+    bytes reserved per image for what is written next) a temporary file there, removed when `stack` closes."""
+    shape = (count, image_size, image_size, 3)
+    if scratch is None:
+        return np.zeros(shape, np.uint8)
+    scratch_dir, scratch_name, reserve_per_image = scratch
+    nbytes = pixels_bytes(count, image_size)
+    check_free_space(scratch_dir, nbytes + count * reserve_per_image, "the decoded images plus the shards")
+    path = stack.enter_context(scratch_file(scratch_dir, scratch_name, nbytes, "the decoded images"))
+    return np.memmap(path, np.uint8, "r+", shape=shape) if nbytes else np.zeros(shape, np.uint8)
+
+
+def _decoded_rows(index: dict, bad: set[str]) -> tuple[list[int], list[int]]:
+    """Rows (positions in labeled + unlabeled entries) of the images that decoded: (labeled, unlabeled/)."""
+    labeled, extra = index["labeled"], index["unlabeled"]
+    rows = [i for i, e in enumerate(labeled) if e["file"] not in bad]
+    extra_rows = [len(labeled) + j for j, e in enumerate(extra) if e["file"] not in bad]
+    return rows, extra_rows
+
+
+def _stream(held: dict, entries: list[dict], chosen: list[int], keep_labels: bool) -> SplitStream:
+    """The examples of the `chosen` rows of held["pixels"], with their labels or -1 (the unlabeled split)."""
+
+    def examples() -> Iterator[Example]:
+        for row in chosen:
+            label = entries[row]["label"] if keep_labels else -1
+            yield held["pixels"][row], label
+
+    return SplitStream(len(chosen), examples)
 
 
 def prepare(data: DataParams, raw_dir: str | Path, *, progress: bool = True, **_: object) -> str:
