@@ -22,6 +22,7 @@ run_option = click.option(
     "--run",
     "run",
     required=True,
+    metavar="METHOD-BUDGET-SEED",
     help="The run: METHOD-BUDGET-SEED as in its stage names (paws-25-0, paws-all-0), or METHOD alone "
     "(every labeled image, params.yaml's seed); METHOD is a method or a configuration (a section of "
     "params.yaml's methods). Reads and writes under this name.",
