@@ -1,7 +1,8 @@
 """A study in slices (drivers/slices.py, `make study SLICE=K/N`): the assignment of runs to slices and of GPUs
-to queue workers, the refusals, and end to end with real git and DVC: a bare git repository, a local DVC
-remote, two clones running slices 1/2 and 2/2 at once through the launchers' own command lines, a third
-clone that assembles without training, against one clone that ran the whole study."""
+to queue workers, the refusals, and end to end with real git, DVC and processes: a bare git repository, a
+local DVC remote, three clones running slices 1/2, 2/2 and 2/2 again at once through the launchers' own
+command lines, a clone that runs the whole study alone and is preempted and rerun meanwhile, and a fifth that
+assembles without training."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -215,7 +217,9 @@ class Job:
 
     def preempt(self, grace_s: float = 10.0) -> None:
         """What a scheduler does to a preempted job: SIGTERM to every process of the job, SIGKILL to what is
-        left after a grace period (SLURM's KillWait, a pod's terminationGracePeriodSeconds: 30 s each)."""
+        left after a grace period (SLURM's KillWait, a pod's terminationGracePeriodSeconds: 30 s each). Both,
+        as there: SIGTERM is what the code must handle (pretrain exits 143, DVC's queue worker shuts down
+        warm, the driver dies), SIGKILL ends whatever outlives the grace; a lost node is SIGKILL alone."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in self.processes():
                 with contextlib.suppress(ProcessLookupError):
@@ -249,8 +253,18 @@ def counts(text: str, k: int, n: int) -> tuple[int, int, str, int]:
     return int(match[1]), int(match[2]), match[3], int(match[4])
 
 
+@pytest.fixture
+def machines() -> Iterator[list[Job]]:
+    """The test's jobs, each preempted at the end if it still runs (a failed assertion leaves none behind)."""
+    started: list[Job] = []
+    yield started
+    for job in started:
+        if job.processes():
+            job.preempt(grace_s=2.0)
+
+
 @pytest.mark.slow
-def test_slices_at_once_a_killed_slice_rerun_and_an_assembler_that_trains_nothing(shared, tmp_path):
+def test_slices_at_once_a_killed_slice_rerun_and_an_assembler_that_trains_nothing(shared, machines, tmp_path):
     """The study (2 runs) over five clones of a bare repository, each slice through a launcher's command line.
 
     1. At once: slice 1/2 (SLURM) and slice 2/2 (Kubernetes) on the shared remote, and slice 2/2 again on a
@@ -262,7 +276,9 @@ def test_slices_at_once_a_killed_slice_rerun_and_an_assembler_that_trains_nothin
     3. The slices 1/2 and 2/2 trained disjoint runs that cover the study; the same slice twice at once
        corrupts nothing: both trained (or the second restored) and the remote holds, for every stage of
        every run, exactly the outputs the machine of its own computed alone: the same results to the bit.
-    4. A fifth machine assembles: every run restored from the remote, none trained, the table printed.
+    4. A fifth machine assembles: every run restored from the remote, none trained. Its table is made of
+       those outputs, so it is the table of the machine that ran the study alone, to the last digit.
+    Slices and the assembly use one queue worker each (`--jobs 1`), as on a machine with one GPU.
     """
     origin, remote = shared
     own = clone(origin, tmp_path / "own")
@@ -273,6 +289,7 @@ def test_slices_at_once_a_killed_slice_rerun_and_an_assembler_that_trains_nothin
         "2/2": Job(k8s(2, 2), clone(origin, tmp_path / "b"), "b"),
         "2/2 again": Job(k8s(2, 2), clone(origin, tmp_path / "c"), "c"),
     }
+    machines.extend(jobs.values())
     # Preempted as soon as one of its runs has trained (its pretrain stage's result in the run cache).
     own_cache = own / ".dvc" / "cache" / "runs"
     deadline = time.monotonic() + 900
@@ -282,7 +299,8 @@ def test_slices_at_once_a_killed_slice_rerun_and_an_assembler_that_trains_nothin
     jobs["own"].preempt()
     kept, at_kill = slices.pretrained_runs(slices.entries(own_cache)), slices.entries(own_cache)
     assert 0 < len(kept) < len(RUNS) and not (tmp_path / "own-remote").exists()  # it pushed nothing
-    rerun = Job(slurm(1, 1), own, "own-rerun").wait()[0]
+    machines.append(Job(slurm(1, 1), own, "own-rerun"))
+    rerun = machines[-1].wait()[0]
     assert counts(rerun, 1, 1) == (len(kept), 0, "own", len(RUNS) - len(kept))
     assert slices.pretrained_runs(slices.entries(own_cache) - at_kill) == RUNS - kept
     outs = {name: job.wait() for name, job in jobs.items() if name != "own"}
@@ -297,16 +315,16 @@ def test_slices_at_once_a_killed_slice_rerun_and_an_assembler_that_trains_nothin
     assert given["2/2 again"] == given["2/2"]
     assert run_cache(remote / "runs") == run_cache(own_cache) and len(run_cache(own_cache)) == 4 * len(RUNS)
     # A fifth machine assembles: every run restored from the remote, none trained.
-    fifth = subprocess.run(
+    assembler = subprocess.run(
         [sys.executable, "-m", "drivers.study", "--jobs", "1", *STUDY_SETS],
-        cwd=clone(origin, tmp_path / "fifth"),
+        cwd=clone(origin, tmp_path / "assembler"),
         env=tool_env(),
         capture_output=True,
         text=True,
         timeout=900,
     )
-    assert fifth.returncode == 0, fifth.stderr[-3000:]
-    assert fifth.stdout.strip().splitlines()[-1] == (
+    assert assembler.returncode == 0, assembler.stderr[-3000:]
+    assert assembler.stdout.strip().splitlines()[-1] == (
         "study: 2 runs restored from the run cache (2 brought from remote shared), 0 trained here"
     )
-    assert {row.split()[0] for row in table(fifth.stdout).splitlines()[1:]} >= set(METHODS)
+    assert {row.split()[0] for row in table(assembler.stdout).splitlines()[1:]} >= set(METHODS)
