@@ -65,14 +65,15 @@ class Experiment:
     def update(self, now: float, done_elsewhere: dict[str, float]) -> None:
         """Read the copy's dvc.lock if it changed; time the stages newly finished since the last read."""
         path = self.root / "dvc.lock"
-        try:
+        try:  # DVC removes a finished experiment's copy at any moment
             mtime = path.stat().st_mtime
+            if mtime == self.lock_mtime:
+                return
+            text = path.read_text()
         except OSError:
             return
-        if mtime == self.lock_mtime:
-            return
         self.lock_mtime = mtime
-        lock = lock_stages(path.read_text())
+        lock = lock_stages(text)
         new = [s for s, entry in lock.items() if s not in self.finished and entry != self.baseline.get(s)]
         previous = max(self.finished.values(), default=self.started)
         # Stages of one experiment run one after another: the time since the last finish is theirs.
@@ -189,8 +190,12 @@ def study_wide_stages(dvc_yaml: Path) -> set[str]:
 
 
 def stage_names(root: Path) -> list[str]:
-    """Every stage of the pipeline in `root` (dvc.yaml's matrix expanded with its params), from DVC."""
-    proc = subprocess.run(
-        ["dvc", "stage", "list", "--name-only"], cwd=root, capture_output=True, text=True, timeout=120
-    )
+    """Every stage of the pipeline in `root` (dvc.yaml's matrix expanded with its params), from DVC; none
+    when the folder is gone (DVC removes a finished experiment's copy at any moment)."""
+    try:
+        proc = subprocess.run(
+            ["dvc", "stage", "list", "--name-only"], cwd=root, capture_output=True, text=True, timeout=120
+        )
+    except FileNotFoundError:
+        return []
     return proc.stdout.split() if proc.returncode == 0 else []

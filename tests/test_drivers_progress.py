@@ -141,3 +141,13 @@ def test_a_stash_commit_without_dvc_lock_starts_from_no_stage(tmp_path, monkeypa
     progress.poll({MAIN: Experiment(MAIN, stash, "running", str(root))}, now=10.0)
     assert set(progress.experiments[MAIN].finished) == {"download", "shard"}
     assert progress.line().startswith(f"2 of 8 stages done (2 of 8 in {MAIN})")
+
+
+def test_a_copy_removed_between_polls_is_no_error(tmp_path):
+    # DVC removes a finished experiment's copy at any moment: seen running by `dvc exp show`, gone when read
+    # (the study's wait now polls as a task ends, exactly when that happens).
+    gone = tmp_path / "tmpabc"
+    exp = study_progress.Experiment("study-x", gone, {}, started=0.0)
+    exp.update(10.0, {})
+    assert exp.finished == {} and exp.lock_mtime == -1.0
+    assert study_progress.stage_names(gone) == []

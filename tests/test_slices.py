@@ -1,14 +1,19 @@
 """A study in slices (drivers/slices.py, `make study SLICE=K/N`): the assignment of runs to slices and of GPUs
-to queue workers, the refusals, and end to end with real git and DVC: a bare git repository, a local DVC
-remote, two clones running slices 1/2 and 2/2 at once through the launchers' own command lines, a third
-clone that assembles without training, against one clone that ran the whole study."""
+to queue workers, the refusals, and end to end with real git, DVC and processes: a bare git repository, a
+local DVC remote, three clones running slices 1/2, 2/2 and 2/2 again at once through the launchers' own
+command lines, a clone that runs the whole study alone and is preempted and rerun meanwhile, and a fifth that
+assembles without training."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,35 +110,25 @@ def test_the_study_starts_one_worker_per_gpu_with_its_env(monkeypatch):
     assert [c[1]["CUDA_VISIBLE_DEVICES"] for c in calls] == ["3", "4"]
 
 
-def slice_run(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`python -m drivers.study ARGS` in `repo` (not checked)."""
-    return subprocess.run(
-        [sys.executable, "-m", "drivers.study", *args],
-        cwd=repo,
-        env=env or tool_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+def test_a_bad_slice_is_refused_in_one_line_before_training(digits_repo, tmp_path, monkeypatch, capsys):
+    # In this process (the driver's own command, as `python -m drivers.study` runs it): a refusal happens
+    # before anything starts, so a process of its own per case proved nothing more and cost a start each.
+    from drivers import study
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "args, message",
-    [
+    monkeypatch.chdir(copy_repo(digits_repo, tmp_path / "repo"))  # a project without a default remote
+    monkeypatch.setenv("PATH", tool_env()["PATH"])
+    for args, message in (
         (["--slice", "1/2"], "no default DVC remote"),
         (["--slice", "3/2"], "K must be 1 to N"),
         (["--slice", "0/2"], "K must be 1 to N"),
         (["--slice", "1/3"], "the study has 2 runs, fewer than 3 slices"),
-    ],
-)
-def test_a_bad_slice_is_refused_in_one_line_before_training(digits_repo, tmp_path, args, message):
-    repo = copy_repo(digits_repo, tmp_path / "repo")
-    proc = slice_run(repo, *args, *STUDY_SETS)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --slice") and message in lines[0], proc.stderr
-    assert not (repo / ".dvc" / "tmp" / "exps").exists()  # nothing queued
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            study.main.main([*args, *STUDY_SETS], standalone_mode=False)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(lines) == 1, (args, lines)
+        assert lines[0].startswith("error: --slice") and message in lines[0], lines
+    assert not Path(".dvc/tmp/exps").exists()  # nothing queued
 
 
 def launcher_script(name: str) -> str:
@@ -168,61 +163,168 @@ def clone(origin: Path, dest: Path) -> Path:
     return dest
 
 
+# The job environments of the launchers (tests/test_slices.py runs each file's slice command as written).
+ARGS = {"STUDY_ARGS": " ".join(["--jobs", "1", *STUDY_SETS])}
+
+
+def slurm(k: int, n: int) -> tuple[str, dict[str, str]]:
+    """(launcher file, environment) of task K of an `sbatch --array=1-N` job."""
+    return "slurm_study.sh", {"SLURM_ARRAY_TASK_ID": str(k), "SLURM_ARRAY_TASK_MIN": "1"} | {
+        "SLURM_ARRAY_TASK_COUNT": str(n)
+    }
+
+
+def k8s(k: int, n: int) -> tuple[str, dict[str, str]]:
+    """(launcher file, environment) of pod K (from 1) of an Indexed Job of N completions."""
+    return "k8s_study.yaml", {"JOB_COMPLETION_INDEX": str(k - 1), "SLICES": str(n)}
+
+
+class Job:
+    """One machine's slice: a launcher's slice command in a clone, in a session of its own (the job, as a
+    SLURM job step's or a pod's processes), its output in files."""
+
+    def __init__(self, launcher: tuple[str, dict[str, str]], repo: Path, name: str) -> None:
+        self.repo, self.out, self.err = repo, repo.parent / f"{name}.out", repo.parent / f"{name}.err"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(
+                ["bash", "-c", launcher_script(launcher[0])],
+                cwd=repo,
+                env=tool_env() | ARGS | launcher[1],
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    def wait(self) -> tuple[str, str]:
+        """Wait for it (exit 0 expected); -> (stdout, stderr)."""
+        self.proc.wait(timeout=900)
+        out, err = self.out.read_text(), self.err.read_text()
+        assert self.proc.returncode == 0, err[-3000:]
+        return out, err
+
+    def processes(self) -> list[int]:
+        """The job's live processes: its session's (DVC's queue worker and its stages included; a worker
+        is forked in a process group of its own, in the same session)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.getsid(int(entry)) == self.proc.pid:
+                    if Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                        pids.append(int(entry))
+            except OSError:  # gone meanwhile
+                continue
+        return pids
+
+    def preempt(self, grace_s: float = 10.0) -> None:
+        """What a scheduler does to a preempted job: SIGTERM to every process of the job, SIGKILL to what is
+        left after a grace period (SLURM's KillWait, a pod's terminationGracePeriodSeconds: 30 s each). Both,
+        as there: SIGTERM is what the code must handle (pretrain exits 143, DVC's queue worker shuts down
+        warm, the driver dies), SIGKILL ends whatever outlives the grace; a lost node is SIGKILL alone."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.processes():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace_s
+            while self.processes() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        self.proc.wait(timeout=60)
+        assert not self.processes()
+
+
+def run_cache(folder: Path) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """The study's run-cache entries under `folder` (a clone's `.dvc/cache/runs`, a remote's `runs`): each
+    stage result of a run as (its command, each output's path and md5)."""
+    found = set()
+    for path in slices.entries(folder):
+        entry = yaml.safe_load(path.read_text())
+        if any(f"--run {r}" in entry["cmd"] for r in RUNS):
+            found.add((entry["cmd"], tuple(sorted((o["path"], o["md5"]) for o in entry["outs"]))))
+    return found
+
+
+def counts(text: str, k: int, n: int) -> tuple[int, int, str, int]:
+    """A slice's last line -> (runs restored, brought from the remote, the remote's name, trained here)."""
+    match = re.search(
+        rf"study slice {k}/{n}: (\d+) runs restored from the run cache \((\d+) brought from remote (\w+)\), "
+        r"(\d+) trained here, in \d+ s; pushed to remote \3",
+        text,
+    )
+    assert match, text[-2000:]
+    return int(match[1]), int(match[2]), match[3], int(match[4])
+
+
+@pytest.fixture
+def machines() -> Iterator[list[Job]]:
+    """The test's jobs, each preempted at the end if it still runs (a failed assertion leaves none behind)."""
+    started: list[Job] = []
+    yield started
+    for job in started:
+        if job.processes():
+            job.preempt(grace_s=2.0)
+
+
 @pytest.mark.slow
-def test_two_slices_at_once_then_an_assembler_that_trains_nothing(shared, tmp_path):
+def test_slices_at_once_a_killed_slice_rerun_and_an_assembler_that_trains_nothing(shared, machines, tmp_path):
+    """The study (2 runs) over five clones of a bare repository, each slice through a launcher's command line.
+
+    1. At once: slice 1/2 (SLURM) and slice 2/2 (Kubernetes) on the shared remote, and slice 2/2 again on a
+       third machine (a scheduler's retry, the same index twice); and a machine of its own (its own default
+       remote: it sees none of the others' runs) running the whole study as slice 1/1, preempted once its
+       first run has trained, then rerun.
+    2. The preempted slice pushed nothing; its rerun kept the run that had trained (restored from its own
+       run cache, not trained again) and trained only the other.
+    3. The slices 1/2 and 2/2 trained disjoint runs that cover the study; the same slice twice at once
+       corrupts nothing: both trained (or the second restored) and the remote holds, for every stage of
+       every run, exactly the outputs the machine of its own computed alone: the same results to the bit.
+    4. A fifth machine assembles: every run restored from the remote, none trained. Its table is made of
+       those outputs, so it is the table of the machine that ran the study alone, to the last digit.
+    Slices and the assembly use one queue worker each (`--jobs 1`), as on a machine with one GPU.
+    """
     origin, remote = shared
-    # One machine, the whole study: the remote holds no run yet, so it trains both.
-    one = slice_run(clone(origin, tmp_path / "one"), "--jobs", "1", *STUDY_SETS)
-    assert one.returncode == 0, one.stderr[-3000:]
-    assert one.stdout.strip().splitlines()[-1] == (
-        "study: 0 runs restored from the run cache (0 brought from remote shared), 2 trained here"
-    )
-    # Two machines at once, each its slice, through the launchers' command lines.
-    args = " ".join(["--jobs", "1", *STUDY_SETS])
-    env = tool_env() | {"STUDY_ARGS": args}
-    slurm = env | {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
-    k8s = env | {"JOB_COMPLETION_INDEX": "1", "SLICES": "2"}
-    procs = [
-        subprocess.Popen(
-            ["bash", "-c", launcher_script(name)],
-            cwd=clone(origin, tmp_path / f"slice{i}"),
-            env=e,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i, (name, e) in enumerate((("slurm_study.sh", slurm), ("k8s_study.yaml", k8s)), start=1)
-    ]
-    outs = [p.communicate(timeout=900) for p in procs]
-    for p, (_, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
-    for k, (out, _) in enumerate(outs, start=1):
-        assert (
-            f"study slice {k}/2: 0 runs restored from the run cache (0 brought from remote shared), 1 trained here"
-            in out
-        )
-    trained = [set(re.search(r"study slice \d/2: 1 runs: (.*)", err)[1].split()) for _, err in outs]
-    assert not trained[0] & trained[1] and trained[0] | trained[1] == RUNS
-    assert (remote / "runs").is_dir()
-    # A third machine assembles: every run restored from the remote, none trained, the same table.
-    third = slice_run(clone(origin, tmp_path / "third"), "--jobs", "1", *STUDY_SETS)
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert third.stdout.strip().splitlines()[-1] == (
-        "study: 2 runs restored from the run cache (2 brought from remote shared), 0 trained here"
-    )
-    assert table(third.stdout) == table(one.stdout)
-    # The same slice again on a fourth machine: restored from the remote, trains nothing, pushes the same.
-    again = subprocess.run(
-        ["bash", "-c", launcher_script("k8s_study.yaml")],
-        cwd=clone(origin, tmp_path / "again"),
-        env=k8s,
+    own = clone(origin, tmp_path / "own")
+    run(own, "dvc", "remote", "add", "--local", "-d", "own", str(tmp_path / "own-remote"))
+    jobs = {
+        "own": Job(slurm(1, 1), own, "own"),
+        "1/2": Job(slurm(1, 2), clone(origin, tmp_path / "a"), "a"),
+        "2/2": Job(k8s(2, 2), clone(origin, tmp_path / "b"), "b"),
+        "2/2 again": Job(k8s(2, 2), clone(origin, tmp_path / "c"), "c"),
+    }
+    machines.extend(jobs.values())
+    # Preempted as soon as one of its runs has trained (its pretrain stage's result in the run cache).
+    own_cache = own / ".dvc" / "cache" / "runs"
+    deadline = time.monotonic() + 900
+    while not slices.pretrained_runs(slices.entries(own_cache)) and time.monotonic() < deadline:
+        assert jobs["own"].proc.poll() is None, jobs["own"].err.read_text()[-3000:]
+        time.sleep(0.5)
+    jobs["own"].preempt()
+    kept, at_kill = slices.pretrained_runs(slices.entries(own_cache)), slices.entries(own_cache)
+    assert 0 < len(kept) < len(RUNS) and not (tmp_path / "own-remote").exists()  # it pushed nothing
+    machines.append(Job(slurm(1, 1), own, "own-rerun"))
+    rerun = machines[-1].wait()[0]
+    assert counts(rerun, 1, 1) == (len(kept), 0, "own", len(RUNS) - len(kept))
+    assert slices.pretrained_runs(slices.entries(own_cache) - at_kill) == RUNS - kept
+    outs = {name: job.wait() for name, job in jobs.items() if name != "own"}
+    assert counts(outs["1/2"][0], 1, 2) == (0, 0, "shared", 1)
+    assert counts(outs["2/2"][0], 2, 2) in ((0, 0, "shared", 1), (1, 1, "shared", 0))
+    assert counts(outs["2/2 again"][0], 2, 2) in ((0, 0, "shared", 1), (1, 1, "shared", 0))
+    given = {
+        name: set(re.search(r"study slice \d/2: 1 runs: (.*)", err)[1].split())
+        for name, (_, err) in outs.items()
+    }
+    assert not given["1/2"] & given["2/2"] and given["1/2"] | given["2/2"] == RUNS
+    assert given["2/2 again"] == given["2/2"]
+    assert run_cache(remote / "runs") == run_cache(own_cache) and len(run_cache(own_cache)) == 4 * len(RUNS)
+    # A fifth machine assembles: every run restored from the remote, none trained.
+    assembler = subprocess.run(
+        [sys.executable, "-m", "drivers.study", "--jobs", "1", *STUDY_SETS],
+        cwd=clone(origin, tmp_path / "assembler"),
+        env=tool_env(),
         capture_output=True,
         text=True,
         timeout=900,
     )
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert (
-        "study slice 2/2: 1 runs restored from the run cache (1 brought from remote shared), 0 trained here"
-        in (again.stdout)
+    assert assembler.returncode == 0, assembler.stderr[-3000:]
+    assert assembler.stdout.strip().splitlines()[-1] == (
+        "study: 2 runs restored from the run cache (2 brought from remote shared), 0 trained here"
     )
-    assert os.listdir(remote)  # (the remote is a folder of content-addressed files)
+    assert {row.split()[0] for row in table(assembler.stdout).splitlines()[1:]} >= set(METHODS)

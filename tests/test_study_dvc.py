@@ -356,3 +356,26 @@ def test_a_queued_experiment_left_without_a_worker_gets_one(monkeypatch, tmp_pat
     monkeypatch.setattr(study.time, "sleep", lambda s: None)
     study.wait_for_queue(("a", "b"))
     assert calls == [("queue", "start", "-j", "1")]
+
+
+def test_the_wait_wakes_when_the_queue_records_a_task(monkeypatch, tmp_path):
+    # A poll of `dvc exp show` that took 15 s means a 285 s wait: a task's end cuts it short, within a second.
+    from drivers import study
+
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / study.QUEUE_RESULTS
+    results.mkdir(parents=True)
+    (results / "celery-task-meta-1").write_text("{}")  # an earlier task's
+    naps = []
+
+    def sleep(seconds):
+        naps.append(seconds)
+        if len(naps) == 3 and not (results / "celery-task-meta-2").exists():
+            (results / "celery-task-meta-2").write_text('{"status": "SUCCESS"}')
+
+    monkeypatch.setattr(study.time, "sleep", sleep)
+    study.nap(285.0)
+    assert naps == [1.0, 1.0, 1.0]
+    naps.clear()
+    study.nap(4.0)  # nothing new: the whole wait
+    assert naps == [1.0] * 4
