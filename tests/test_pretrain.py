@@ -344,7 +344,7 @@ def test_labeled_ids_reach_the_checkpoint_key_batches_and_monitor(shards, monkey
 def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path):
     import keras
 
-    from semisup.config import load_params
+    from semisup.config import load_params, resolve_run
     from semisup.data import readers
     from semisup.pretrain import pretrain
 
@@ -362,13 +362,11 @@ def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path)
     )
     try:
         history = pretrain(
-            "paws",
-            params,
+            resolve_run(params, "paws", labeled_ids=ids),
             shard_dir=shard_dir,
             model_dir=tmp_path / "model",
             metrics_dir=tmp_path / "metrics",
             checkpoint_root=tmp_path / "ckpt",
-            labeled_ids=ids,
             on_step=lambda step, steps, loss: calls.append((step, steps, loss)),
         )
     finally:

@@ -16,6 +16,7 @@ the library takes values.
 from semisup.config.dialect import Empty, read_params
 from semisup.config.merge import with_overrides
 from semisup.config.parse import load_params, parse_params
+from semisup.config.run import RunSpec, resolve_run
 from semisup.config.schema import (
     NAME,
     OVERRIDABLE,
@@ -46,11 +47,13 @@ __all__ = [
     "LinearParams",
     "MethodsParams",
     "Params",
+    "RunSpec",
     "StudyParams",
     "TrainParams",
     "load_params",
     "parse_params",
     "read_params",
+    "resolve_run",
     "to_dict",
     "with_overrides",
 ]

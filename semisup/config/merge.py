@@ -107,3 +107,14 @@ def with_overrides(raw: Any, overrides: Mapping[str, Any]) -> dict:
             node = node[key]
         node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
     return params
+
+
+def with_method_params(params: Params, name: str, method_params: Any) -> Params:
+    """`params` (as `run_params(params, name)` gives them) with run `name`'s params section replaced by
+    `method_params`: its method's section, and a configuration's params too (both stand for the run)."""
+    method = params.method_of(name)
+    out = dataclasses.replace(params, methods=dataclasses.replace(params.methods, **{method: method_params}))
+    if name in params.configurations:
+        config = dataclasses.replace(params.configurations[name], params=method_params)
+        out = dataclasses.replace(out, configurations={**params.configurations, name: config})
+    return out
