@@ -32,7 +32,7 @@ from semisup.encoder import get_encoder, get_head, save_encoder
 from semisup.errors import DataError
 from semisup.io import output_set, write_json
 from semisup.live import LiveCurves, log_epoch
-from semisup.methods import Method
+from semisup.methods import Method, ViewOptions
 from semisup.monitor import monitor
 from semisup.optim import make_optimizer
 from semisup.precision import resolve_mixed_precision, set_precision
@@ -113,7 +113,7 @@ def set_up(spec: RunSpec, shard_dir: str | Path) -> Run:
         distribute.describe_devices(strategy),
         f", worker {worker} of {workers}" if workers > 1 else "",
     )
-    _log_crops(spec, int(manifest["image_shape"][0]))
+    _log_crops(spec.name, spec.views, int(manifest["image_shape"][0]))
     return Run(
         spec,
         Path(shard_dir),
@@ -126,22 +126,22 @@ def set_up(spec: RunSpec, shard_dir: str | Path) -> Run:
     )
 
 
-def _log_crops(spec: RunSpec, image_size: int) -> None:
-    """One line with the multi-crop settings a run resolved for its image size (when it has crops)."""
-    c = spec.views.crops(image_size)
+def _log_crops(name: str, views: ViewOptions, image_size: int) -> None:
+    """One line with the multi-crop settings run `name` resolved for its image size (when it has crops)."""
+    c = views.crops(image_size)
     if c is None:
         return
     log.info(
         "%s: multi-crop with the %s preset at %d px: %d crops of %d px at area %s, the views at %s, "
         "the head's BatchNorm %s",
-        spec.name,
+        name,
         c.preset,
         image_size,
         c.count,
         c.size,
         list(c.scale),
         list(c.global_scale),
-        spec.views.multicrop_batchnorm,
+        views.multicrop_batchnorm,
     )
 
 

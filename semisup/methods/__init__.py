@@ -273,8 +273,9 @@ VIEW_KEYS = tuple(f.name for f in dataclasses.fields(ViewOptions))
 
 def view_options(params: Any) -> ViewOptions:
     """The view options of a method's (or configuration's) params section, a dataclass: the keys it has, the
-    reference's value for the keys it lacks. The one place that asks a section which options it holds."""
-    own = {f.name for f in dataclasses.fields(params)}
+    reference's value for the keys it lacks (every key for no section, None). The one place that asks a
+    section which options it holds."""
+    own = {f.name for f in dataclasses.fields(params)} if params is not None else set()
     return ViewOptions(**{key: getattr(params, key) for key in VIEW_KEYS if key in own})
 
 
