@@ -346,13 +346,11 @@ def train_dataset(
     per_l = part.per_replica(labeled_batch, f"methods.{method}.labeled_batch") if read_labeled else 0
     steps = _steps(shard_dir, manifest, unlabeled_batch, method)
     file_seed, u_seed, l_seed = _epoch_seeds(seed, epoch)
-
     if read_unlabeled:
         u = _unlabeled_stream(shard_dir, manifest, unlabeled_batch, steps, file_seed, u_seed, shuffle_buffer)
         u = part.split(u, per_u).map(lambda b: _parse_batch(b, shape)[0], num_parallel_calls=_AUTOTUNE)
     else:
         u = tf.data.Dataset.from_tensors(tf.zeros((0, *shape), tf.uint8)).repeat(steps * part.replicas)
-
     if read_labeled:
         lab = _labeled_batches(
             shard_dir, manifest, labeled_ids, labeled_batch, steps, l_seed, shuffle_buffer, views, method
