@@ -138,13 +138,13 @@ def _start_worker(cpu_replicas: int) -> tuple[dict, int]:
     cluster spec, {} alone; this worker's index, 0 for the chief)."""
     from semisup.distribute import cluster_spec, configure_devices
 
-    spec = cluster_spec()
-    worker = _worker_index(spec)
+    cluster = cluster_spec()
+    worker = _worker_index(cluster)
     # A cluster's other workers log warnings only: the chief's progress is the run's.
     logging.basicConfig(level=logging.INFO if worker == 0 else logging.WARNING, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its per-collective INFO lines
     configure_devices(cpu_replicas)
-    return spec, worker
+    return cluster, worker
 
 
 def _train(spec: RunSpec, cluster: dict, worker: int, *, step_log: str | None, **outputs: Any) -> list:
