@@ -194,7 +194,7 @@ class Params:
         """The params a run of `name` trains with: for a configuration, its params in place of its method's
         section and its train, encoder and augment keys in place of the global ones; a method's: these
         (semisup.config.merge.run_params)."""
-        from semisup.config.merge import run_params
+        from semisup.config.merge import run_params  # here: merge builds on this module's dataclasses
 
         return run_params(self, name)
 
