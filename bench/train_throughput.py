@@ -31,11 +31,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from semisup import pretrain  # noqa: E402
-from semisup.config import load_params  # noqa: E402
+from semisup.config import load_params, resolve_run  # noqa: E402
 from semisup.data import shards  # noqa: E402
 from semisup.data.base import SourceSplits, SplitStream  # noqa: E402
 from semisup.encoder import get_encoder  # noqa: E402
-from semisup.methods import METHODS  # noqa: E402
+from semisup.methods import METHODS, view_options  # noqa: E402
 from semisup.precision import resolve_mixed_precision, set_precision
 from semisup.progress import Progress  # noqa: E402
 from semisup.train import epoch_dataset  # noqa: E402
@@ -95,18 +95,25 @@ def method_step_seconds(
 ) -> tuple[list[float], int]:
     """Per-step timings of the real training step of method or configuration `name`; -> (timings,
     unlabeled batch)."""
-    params = PARAMS.for_run(name)
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, jit_compile=jit))
-    method = METHODS[params.method_of(name)]
-    mp = params.method(name)
+    spec = resolve_run(PARAMS, name)
+    params = dataclasses.replace(spec.params, train=dataclasses.replace(spec.params.train, jit_compile=jit))
+    spec = dataclasses.replace(spec, params=params)
+    method, mp = spec.method, spec.method_params
     strategy = tf.distribute.get_strategy()
-    run = pretrain.Run(name, method, params, shard_dir, CLASSES, SHAPE, None, strategy, False, 0, 1)
+    run = pretrain.Run(spec, shard_dir, CLASSES, SHAPE, strategy, False, 0, 1)
     _, trainer = pretrain.build(run)
     # Steady state: one epoch's stream, each step timed from asking for its batch (so input the
     # pipeline has not prefetched counts) to its loss on the host; the first `warmup` steps (tracing,
     # filling the shuffle buffer) are not counted.
     dataset, per_epoch = epoch_dataset(
-        tf.distribute.get_strategy(), method, mp, shard_dir, seed=0, epoch=1, shuffle_buffer=1000
+        tf.distribute.get_strategy(),
+        method,
+        mp,
+        shard_dir,
+        seed=0,
+        epoch=1,
+        shuffle_buffer=1000,
+        views=spec.views,
     )
     if per_epoch < warmup + steps:
         raise SystemExit(f"{name}: {per_epoch} steps per epoch, need {warmup + steps}: write more shards")
@@ -128,7 +135,7 @@ def method_step_seconds(
 def images_encoded(name: str) -> int:
     """Full-size images a step encodes: the unlabeled views and every view of the labeled batch."""
     method, mp = METHODS[PARAMS.method_of(name)], PARAMS.method(name)
-    views = getattr(mp, "support_views", 1)
+    views = view_options(mp).support_views
     return method.unlabeled_views * mp.unlabeled_batch + (
         views * mp.labeled_batch if method.uses_labeled else 0
     )

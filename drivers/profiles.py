@@ -8,6 +8,7 @@ defined there, is in both profiles with no edit here. The study's profile is the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from semisup.config import Configuration, parse_params, read_params, with_overrides
 from semisup.errors import UserError
 from semisup.few_labels import fit_method
-from semisup.methods import METHODS, Method
+from semisup.methods import METHODS, Method, view_options
 
 BatchRule = Callable[[Method, Any], int]
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,11 +94,14 @@ def configuration_scaling(per_class: int, epochs: int) -> dict[str, int]:
     counts = np.full(DIGITS_CLASSES, per_class)
     for name, config in CONFIGURATIONS.items():
         p = config.params
-        if getattr(p, "supports_per_class", None) is not None:
+        if view_options(p).stratified:
             fitted = fit_method(METHODS[config.method], p, counts, "")[0]
-            out[f"methods.{name}.supports_per_class"] = fitted.supports_per_class
-        if getattr(p, "supervised_epochs", None) is not None:
-            out[f"methods.{name}.supervised_epochs"] = share(p.supervised_epochs)
+            out[f"methods.{name}.supports_per_class"] = view_options(fitted).supports_per_class
+        # The epoch after which the method drops its labeled batch (SuNCEt's supervised_epochs), if any.
+        until = METHODS[config.method].labeled_until
+        last = dataclasses.asdict(p).get(until) if until else None
+        if last is not None:
+            out[f"methods.{name}.{until}"] = share(last)
         warmup = config.overrides.get("train", {}).get("warmup_epochs")
         if warmup:
             out[f"methods.{name}.train.warmup_epochs"] = share(warmup)

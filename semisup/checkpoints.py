@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from semisup.config import Params, to_dict
+from semisup.config import Params, RunSpec, resolve_run, to_dict
 from semisup.io import atomic_path, write_json
 
 
@@ -38,17 +38,22 @@ def run_key(
     *,
     code: str,
 ) -> str:
-    """What a checkpoint of `method` (a method or a configuration) is valid for: the params pretrain@M
-    depends on (see dvc.yaml) as the run takes them (Params.for_run: a configuration's own params and
-    overrides), the code it runs (`code`: the hash of its digest file, which the stage passes in:
-    semisup.codedeps.pretrain_code), the data, the seed, the precision
+    """What a checkpoint of `method` (a method or a configuration) is valid for: spec_key of the run of
+    `method` with `params` (Params.for_run: a configuration's own params and overrides) on `labeled_ids`."""
+    return spec_key(resolve_run(params, method, labeled_ids=labeled_ids), shard_dir, mixed, code=code)
+
+
+def spec_key(spec: RunSpec, shard_dir: str | Path, mixed: bool, *, code: str) -> str:
+    """What a checkpoint of the resolved run `spec` is valid for: the params pretrain@M depends on (see
+    dvc.yaml) as the run takes them, the code it runs (`code`: the hash of its digest file, which the stage
+    passes in: semisup.codedeps.pretrain_code), the data, the seed, the precision
     `train.mixed_precision` resolved to (auto may resolve differently elsewhere), and the labeled subset
     trained on (None: every labeled image)."""
-    params = params.for_run(method)
+    params = spec.params
     parts = [
         code,
-        method,
-        to_dict(params.method(method)),
+        spec.name,
+        to_dict(spec.method_params),
         to_dict(params.train),
         to_dict(params.augment),
         to_dict(params.encoder),
@@ -58,8 +63,8 @@ def run_key(
         manifest_digest(shard_dir),
         mixed,
     ]
-    if labeled_ids is not None:
-        ids = np.asarray(list(labeled_ids), dtype=np.int64)
+    if spec.labeled_ids is not None:
+        ids = np.asarray(list(spec.labeled_ids), dtype=np.int64)
         parts.append(hashlib.sha256(ids.tobytes()).hexdigest())
     return fingerprint(*parts)
 

@@ -26,12 +26,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semisup.data.splits import class_counts
-from semisup.methods import METHODS, Method
+from semisup.methods import Method, view_options
+
+if TYPE_CHECKING:
+    from semisup.config import RunSpec
 
 SUPERVISED_VIEWS = 2  # SuNCEt's views of each labeled image when a class has one image in the batch
 
@@ -76,10 +79,11 @@ def fit_method(method: Method, mp: Any, counts: np.ndarray, key: str) -> tuple[A
         return mp, {}
     n, smallest = int(counts.sum()), _smallest(counts)
     new: dict[str, Any] = {}
-    spc = getattr(mp, "supports_per_class", None)
+    views = view_options(mp)
+    spc = views.supports_per_class
     if spc is not None:
         if spc > smallest:
-            cpb = getattr(mp, "classes_per_batch", None) or int((counts > 0).sum())
+            cpb = views.classes_per_batch or int((counts > 0).sum())
             new = {"supports_per_class": smallest, "labeled_batch": cpb * smallest}
         per_class = new.get("supports_per_class", spc)
     else:
@@ -87,8 +91,7 @@ def fit_method(method: Method, mp: Any, counts: np.ndarray, key: str) -> tuple[A
             new["labeled_batch"] = n
         batch = new.get("labeled_batch", mp.labeled_batch)
         per_class = smallest if batch >= n else 0  # 0: a random part of the subset, no class certain
-    views = getattr(mp, "support_views", None)
-    if method.name == "suncet" and views == 1 and per_class == 1:
+    if method.name == "suncet" and views.support_views == 1 and per_class == 1:
         new["support_views"] = SUPERVISED_VIEWS
     changes = {f"{key}.{name}": (getattr(mp, name), value) for name, value in new.items()}
     return (dataclasses.replace(mp, **new) if new else mp), changes
@@ -114,27 +117,23 @@ def fit_k(ks: Sequence[int], counts: np.ndarray) -> tuple[tuple[int, ...], dict[
     return tuple(used[k] for k in ks), {k: v for k, v in used.items() if v != k}
 
 
-def fit_run(params: Any, name: str, counts: np.ndarray) -> tuple[Any, Fitted]:
-    """`params` (semisup.config.Params, as `for_run(name)` gives them) with run `name`'s (a method or
-    configuration) labeled batches fitted to its labeled subset of `counts` images per class (C,); -> (params,
-    what changed). knn.k stays as asked (results are keyed by it): the monitor and the knn stage fit it to
-    their bank with fit_k; the record says the k's they use."""
-    method = METHODS[params.method_of(name)]
-    mp, changes = fit_method(method, params.method(name), counts, f"methods.{name}")
-    ks, k_changes = fit_k(params.knn.k, counts)
+def fit_spec(spec: RunSpec, counts: np.ndarray) -> RunSpec:
+    """Run `spec` with its labeled batches fitted to its labeled subset of `counts` images per class (C,),
+    and what the rule changed (`spec.fitted`). knn.k stays as asked (results are keyed by it): the monitor
+    and the knn stage fit it to their bank with fit_k; the record says the k's they use."""
+    name, method = spec.name, spec.method
+    mp, changes = fit_method(method, spec.method_params, counts, f"methods.{name}")
+    ks, k_changes = fit_k(spec.params.knn.k, counts)
     if k_changes:
-        changes["knn.k"] = (list(params.knn.k), list(ks))
+        changes["knn.k"] = (list(spec.params.knn.k), list(ks))
+    section = dataclasses.asdict(mp)
     used = {
-        f"methods.{name}.{key}": getattr(mp, key)
+        f"methods.{name}.{key}": section[key]
         for key in ("unlabeled_batch", "labeled_batch", "supports_per_class", "support_views")
-        if getattr(mp, key, None) is not None and (key == "unlabeled_batch" or method.uses_labeled)
+        if section.get(key) is not None and (key == "unlabeled_batch" or method.uses_labeled)
     }
     fitted = Fitted(changes, int(counts.sum()), _smallest(counts), used | {"knn.k": list(ks)})
-    if mp is params.method(name):  # nothing of the method's changed (knn.k stays as asked)
-        return params, fitted
-    # As `Params.for_run(name)` gives them: a configuration's params stand in its method's section too.
-    out = dataclasses.replace(params, methods=dataclasses.replace(params.methods, **{method.name: mp}))
-    if name in params.configurations:
-        config = dataclasses.replace(params.configurations[name], params=mp)
-        out = dataclasses.replace(out, configurations={**params.configurations, name: config})
-    return out, fitted
+    if mp is spec.method_params:  # nothing of the method's changed (knn.k stays as asked)
+        return dataclasses.replace(spec, fitted=fitted)
+    # Where the trainer reads it: a configuration's params stand in its method's section too.
+    return spec.with_method_params(mp, fitted)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from semisup.config import EncoderParams, Params
+from semisup.config import EncoderParams, Params, RunSpec
 from semisup.errors import DataError, UserError
 from semisup.io import check_free_space, probe_writable
 from semisup.methods import METHODS
@@ -49,41 +49,38 @@ def conv_side(side: int, enc: EncoderParams) -> int:
     return side
 
 
-def check_crops(params: Params, method: str, image_size: int) -> None:
+def check_crops(spec: RunSpec, image_size: int) -> None:
     """Multi-crop needs an encoder of any image size (pooling average) whose convolutions leave the small
     crops at least one pixel: a UserError naming the key otherwise."""
-    mp, enc = params.method(method), params.encoder
-    if not getattr(mp, "multicrop", 0):
+    views, enc = spec.views, spec.params.encoder
+    if not views.multicrop:
         return
-    key = f"methods.{method}"
+    key = f"methods.{spec.name}"
     if enc.pooling != "average":
         raise UserError(
-            f"{key}.multicrop: {mp.multicrop} small crops need an encoder that takes several image sizes: "
+            f"{key}.multicrop: {views.multicrop} small crops need an encoder that takes several image sizes: "
             "set encoder.pooling: average (Flatten takes one size only), or multicrop: 0"
         )
-    size = mp.multicrop_settings(image_size).size
-    if size > image_size:
+    crops = views.crop_settings(image_size)
+    if crops.size > image_size:
         raise UserError(
-            f"{key}.multicrop_size: {size} is larger than the images ({image_size}): use at most {image_size}"
+            f"{key}.multicrop_size: {crops.size} is larger than the images ({image_size}): use at most {image_size}"
         )
-    if conv_side(size, enc) < 1:
-        given = "" if mp.multicrop_size else f" (the {mp.multicrop_settings(image_size).preset} preset's)"
+    if conv_side(crops.size, enc) < 1:
+        given = "" if views.multicrop_size else f" (the {crops.preset} preset's)"
         raise UserError(
-            f"{key}.multicrop_size: small crops of {size} pixels{given} do not survive "
+            f"{key}.multicrop_size: small crops of {crops.size} pixels{given} do not survive "
             f"encoder.depth={enc.depth} (kernel {enc.kernel_size}, stride {enc.stride}, padding {enc.padding}): set encoder.padding: "
             "same, or raise multicrop_size"
         )
 
 
-def check_supports(
-    shard_dir: str | os.PathLike, manifest: dict[str, Any], params: Params, method: str, labeled_ids
-) -> None:
+def check_supports(spec: RunSpec, shard_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
     """Class-stratified supports (supports_per_class) against the run's labeled subset: a UserError naming
     the key when a class has too few images, classes_per_batch does not divide the classes, or
     labeled_batch is not their product. Reads the subset's labels only when the option is on."""
-    mp = params.method(method)
-    spc, cpb = getattr(mp, "supports_per_class", None), getattr(mp, "classes_per_batch", None)
-    if spc is None and cpb is None:
+    views, labeled_ids = spec.views, spec.labeled_ids
+    if views.supports_per_class is None and views.classes_per_batch is None:
         return
     import numpy as np  # here: the linear stage imports this module before it pins BLAS's threads
 
@@ -96,10 +93,10 @@ def check_supports(
     num_classes = int(manifest["num_classes"])
     stratified.check(
         np.bincount(labels, minlength=num_classes)[:num_classes],
-        supports_per_class=spc,
-        classes_per_batch=cpb,
-        labeled_batch=mp.labeled_batch,
-        method=method,
+        supports_per_class=views.supports_per_class,
+        classes_per_batch=views.classes_per_batch,
+        labeled_batch=spec.method_params.labeled_batch,
+        method=spec.name,
         class_names=manifest.get("class_names"),
         where="the run's labeled subset" if labeled_ids is not None else "the labeled split",
         more="raise the label budget (study.labeled_per_class)"
@@ -108,28 +105,15 @@ def check_supports(
     )
 
 
-def check_run(
-    manifest: dict[str, Any],
-    params: Params,
-    method: str,
-    labeled_ids: Sequence[int] | None,
-    where: str,
-    shard_dir: str | os.PathLike | None = None,
-) -> None:
+def check_run(spec: RunSpec, manifest: dict[str, Any], shard_dir: str | os.PathLike | None = None) -> None:
     """What a run (a method or configuration, its labeled subset) can fail on, from the manifest alone: its
     batches; multi-crop against the encoder, and with `shard_dir`, class-stratified supports against the
     subset's labels."""
-    check_crops(params, method, int(manifest["image_shape"][0]))
+    check_crops(spec, int(manifest["image_shape"][0]))
     if shard_dir is not None:
-        check_supports(shard_dir, manifest, params, method, labeled_ids)
-    labeled = manifest["counts"].get("labeled", 0) if labeled_ids is None else len(labeled_ids)
-    check_batches(
-        manifest,
-        method,
-        params.method(method),
-        None if labeled_ids is None else labeled,
-        params.method_of(method),
-    )
+        check_supports(spec, shard_dir, manifest)
+    labeled = None if spec.labeled_ids is None else len(spec.labeled_ids)
+    check_batches(manifest, spec.name, spec.method_params, labeled, spec.method.name)
     # knn.k is not checked against the bank: the monitor and the knn stage fit a k not smaller than the
     # bank to it (semisup.few_labels.fit_k).
 
@@ -185,29 +169,27 @@ def pretrain_bytes(image_shape: Sequence[int], enc: EncoderParams, num_classes: 
 
 
 def check_pretrain(
-    params: Params,
-    method: str,
+    spec: RunSpec,
     shard_dir: str | os.PathLike,
     model_dir: str | os.PathLike,
     metrics_dir: str | os.PathLike,
     checkpoint_dir: str | os.PathLike,
-    labeled_ids: Sequence[int] | None = None,
     live_dir: str | os.PathLike | None = None,
 ) -> None:
-    """Everything pretrain@method can check before its first step, for a run on `labeled_ids` (or all);
-    `method`: a method or a configuration; `live_dir`: where its curves appear as it trains (None: off)."""
+    """Everything pretrain@run can check before its first step, for the resolved run `spec` (its params,
+    labeled subset); `live_dir`: where its curves appear as it trains (None: off)."""
     from semisup.data.readers import MANIFEST, read_manifest
 
-    params = params.for_run(method)
+    name = spec.name
     manifest, manifest_path = read_manifest(shard_dir), Path(shard_dir) / MANIFEST
-    check_manifest_matches(manifest, params, manifest_path)
-    check_run(manifest, params, method, labeled_ids, str(manifest_path), shard_dir)
+    check_manifest_matches(manifest, spec.params, manifest_path)
+    check_run(spec, manifest, shard_dir)
     for folder in (model_dir, metrics_dir, checkpoint_dir, *([live_dir] if live_dir else [])):
         probe_writable(folder)
-    need = pretrain_bytes(manifest["image_shape"], params.encoder, int(manifest["num_classes"]))
-    check_free_space(model_dir, need["model"], f"the {method} encoder")
-    check_free_space(checkpoint_dir, need["checkpoints"], f"the {method} checkpoints")
-    check_free_space(metrics_dir, _SLACK, f"the {method} training curves")
+    need = pretrain_bytes(manifest["image_shape"], spec.params.encoder, int(manifest["num_classes"]))
+    check_free_space(model_dir, need["model"], f"the {name} encoder")
+    check_free_space(checkpoint_dir, need["checkpoints"], f"the {name} checkpoints")
+    check_free_space(metrics_dir, _SLACK, f"the {name} training curves")
 
 
 def check_outputs(*folders: str | os.PathLike, need_bytes: int = 0) -> None:

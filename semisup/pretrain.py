@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,14 +25,14 @@ from dvclive import Live
 
 from semisup import augment as aug
 from semisup import distribute
-from semisup.checkpoints import Checkpoints, run_folder, run_key
+from semisup.checkpoints import Checkpoints, run_folder, spec_key
 from semisup.data import readers
 from semisup.distribute import PEER_ERRORS, WorkerLost
 from semisup.encoder import get_encoder, get_head, save_encoder
 from semisup.errors import DataError
 from semisup.io import output_set, write_json
 from semisup.live import LiveCurves, log_epoch
-from semisup.methods import METHODS, Method
+from semisup.methods import Method, ViewOptions
 from semisup.monitor import monitor
 from semisup.optim import make_optimizer
 from semisup.precision import resolve_mixed_precision, set_precision
@@ -42,7 +42,7 @@ from semisup.train import Trainer, epoch_dataset
 from semisup.versions import library_versions
 
 if TYPE_CHECKING:
-    from semisup.config import Params
+    from semisup.config import Params, RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -52,37 +52,51 @@ EpochCallback = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class Run:
-    """One pretraining run once set up: what it trains, on which data, where, and in what precision."""
+    """One pretraining run once set up: what it trains (resolved at its stage's boundary), on which data,
+    where, and in what precision."""
 
-    name: str  # the method or configuration (params.yaml's methods.<name>)
-    method: Method  # the registered method it runs
-    params: Params  # as the run trains with them: Params.for_run(name)
+    spec: RunSpec  # the run: its method or configuration, params, labeled subset and view options
     shard_dir: Path
     num_classes: int
     image_shape: tuple[int, ...]
-    labeled_ids: tuple[int, ...] | None
     strategy: tf.distribute.Strategy
     mixed: bool  # mixed_bfloat16, as train.mixed_precision resolved on this machine
     worker: int  # this process's index in the cluster; 0 is the chief
     workers: int
 
     @property
+    def name(self) -> str:
+        """The method or configuration it trains (params.yaml's methods.<name>)."""
+        return self.spec.name
+
+    @property
+    def method(self) -> Method:
+        """The registered method it runs."""
+        return self.spec.method
+
+    @property
+    def params(self) -> Params:
+        """The params it trains with (Params.for_run(name), its seed, its fitted batches)."""
+        return self.spec.params
+
+    @property
+    def labeled_ids(self) -> tuple[int, ...] | None:
+        """Its labeled subset: positions in the labeled split (None: every labeled image)."""
+        return self.spec.labeled_ids
+
+    @property
     def chief(self) -> bool:
         return self.worker == 0
 
 
-def set_up(
-    method_name: str, params: Params, shard_dir: str | Path, labeled_ids: Sequence[int] | None = None
-) -> Run:
-    """Check the run of `method_name` (a method or a configuration) against the shards, then seed, pick
-    the precision and the strategy; log them."""
-    params = params.for_run(method_name)
+def set_up(spec: RunSpec, shard_dir: str | Path) -> Run:
+    """Check the resolved run `spec` against the shards, then seed, pick the precision and the strategy;
+    log them."""
+    params = spec.params
     manifest = readers.verify_shards(shard_dir)
-    if labeled_ids is not None:
-        labeled_ids = tuple(
-            int(i) for i in readers.check_labeled_ids(labeled_ids, manifest["counts"]["labeled"])
-        )
-    check_run(manifest, params, method_name, labeled_ids, str(Path(shard_dir) / "manifest.json"), shard_dir)
+    if spec.labeled_ids is not None:
+        readers.check_labeled_ids(spec.labeled_ids, manifest["counts"]["labeled"])
+    check_run(spec, manifest, shard_dir)
     keras.utils.set_random_seed(params.seed)
     if params.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -92,22 +106,19 @@ def set_up(
     worker, workers = distribute.task(strategy)
     log.info(
         "%s: %s precision, %s strategy, %d replica(s) on %s%s",
-        method_name,
+        spec.name,
         "mixed_bfloat16" if mixed else "float32",
         distribute.strategy_name(strategy),
         strategy.num_replicas_in_sync,
         distribute.describe_devices(strategy),
         f", worker {worker} of {workers}" if workers > 1 else "",
     )
-    _log_crops(method_name, params.method(method_name), int(manifest["image_shape"][0]))
+    _log_crops(spec.name, spec.views, int(manifest["image_shape"][0]))
     return Run(
-        method_name,
-        METHODS[params.method_of(method_name)],
-        params,
+        spec,
         Path(shard_dir),
         int(manifest["num_classes"]),
         tuple(manifest["image_shape"]),
-        labeled_ids,
         strategy,
         mixed,
         worker,
@@ -115,22 +126,22 @@ def set_up(
     )
 
 
-def _log_crops(method_name: str, method_params: Any, image_size: int) -> None:
-    """One line with the multi-crop settings a run resolved for its image size (when it has crops)."""
-    if not getattr(method_params, "multicrop", 0):
+def _log_crops(name: str, views: ViewOptions, image_size: int) -> None:
+    """One line with the multi-crop settings run `name` resolved for its image size (when it has crops)."""
+    c = views.crops(image_size)
+    if c is None:
         return
-    c = method_params.multicrop_settings(image_size)
     log.info(
         "%s: multi-crop with the %s preset at %d px: %d crops of %d px at area %s, the views at %s, "
         "the head's BatchNorm %s",
-        method_name,
+        name,
         c.preset,
         image_size,
         c.count,
         c.size,
         list(c.scale),
         list(c.global_scale),
-        method_params.multicrop_batchnorm,
+        views.multicrop_batchnorm,
     )
 
 
@@ -139,7 +150,7 @@ def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
     have one), the optimizer and the trainer, inside the strategy's scope. The models come back by name
     for the checkpoints; only "encoder" is the representation (the monitor, the saved model)."""
     enc, params = run.params.encoder, run.params
-    steps = readers.steps_per_epoch(run.shard_dir, params.method(run.method.name).unlabeled_batch)
+    steps = readers.steps_per_epoch(run.shard_dir, run.spec.method_params.unlabeled_batch)
     with run.strategy.scope():
         encoder = get_encoder(
             run.image_shape,
@@ -165,7 +176,7 @@ def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
         optimizer = make_optimizer(params.train, steps, variables)
     trainer = Trainer(
         run.method,
-        params.method(run.name),
+        run.spec.method_params,
         encoder=encoder,
         head=head,
         optimizer=optimizer,
@@ -175,14 +186,15 @@ def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
         strategy=run.strategy,
         jit_compile=params.train.jit_compile,
         projector=projector,
+        views=run.spec.views,
     )
     return models, trainer
 
 
 def open_checkpoints(run: Run, root: str | Path, code: str) -> Checkpoints:
-    """The run's checkpoints: one stable folder per run (its run_key, `code` the hash of its code) and
+    """The run's checkpoints: one stable folder per run (its spec_key, `code` the hash of its code) and
     worker; a cluster keeps two epochs, since a worker may resume one epoch before its own last."""
-    key = run_key(run.name, run.params, run.shard_dir, run.mixed, run.labeled_ids, code=code)
+    key = spec_key(run.spec, run.shard_dir, run.mixed, code=code)
     return Checkpoints(root, run_folder(run.name, key, run.worker), keep=2 if run.workers > 1 else 1)
 
 
@@ -248,12 +260,13 @@ def train_epochs(
             dataset, steps = epoch_dataset(
                 run.strategy,
                 run.method,
-                params.method(name),
+                run.spec.method_params,
                 run.shard_dir,
                 seed=params.seed,
                 epoch=epoch,
                 shuffle_buffer=params.train.shuffle_buffer,
                 labeled_ids=run.labeled_ids,
+                views=run.spec.views,
             )
             record = {"epoch": epoch, **trainer.train_epoch(dataset, epoch, steps, on_step=on_step)}
             if monitor_every and (epoch % monitor_every == 0 or epoch == epochs):
@@ -303,23 +316,22 @@ def save(
 
 
 def pretrain(
-    method_name: str,
-    params: Params,
+    spec: RunSpec,
     *,
     shard_dir: str | Path,
     model_dir: str | Path,
     metrics_dir: str | Path,
     checkpoint_root: str | Path,
     code: str,
-    labeled_ids: Sequence[int] | None = None,
     on_step: StepCallback | None = None,
     records: Mapping[str, Any] | None = None,
     live_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Train `method_name` with `params`; write model_dir/encoder.keras and per-epoch curves; -> history.
+    """Train the resolved run `spec` (semisup.config.resolve_run); write model_dir/encoder.keras and
+    per-epoch curves; -> history.
 
-    labeled_ids: 0-based positions in the labeled split's manifest order of the labeled images to train
-    on and to use as the kNN monitor's bank (None: all). code: the hash of the run's code digest file
+    spec.labeled_ids: 0-based positions in the labeled split's manifest order of the labeled images to
+    train on and to use as the kNN monitor's bank (None: all). code: the hash of the run's code digest file
     (semisup.codedeps.pretrain_code, which the stage passes): checkpoints of other code are never resumed.
     on_step(step, steps, loss) runs after every step.
     records: more JSON files for metrics_dir/train (file name -> content), such as the batches the run
@@ -327,7 +339,7 @@ def pretrain(
     experiment (semisup.live; removed once the outputs are written). Under a multi-worker strategy only
     the chief writes model_dir, metrics_dir and live_dir.
     """
-    run = set_up(method_name, params, shard_dir, labeled_ids)
+    run = set_up(spec, shard_dir)
     models, trainer = build(run)
     checkpoints = open_checkpoints(run, checkpoint_root, code)
     start, history = resume(run, models, trainer, checkpoints)

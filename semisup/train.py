@@ -23,7 +23,7 @@ import tensorflow as tf
 from semisup import augment as aug
 from semisup.data import readers
 from semisup.errors import UserError
-from semisup.methods import LossInputs, Method
+from semisup.methods import LossInputs, Method, ViewOptions, view_options
 from semisup.methods.load import loss_fn
 
 
@@ -57,6 +57,7 @@ class Trainer:
         strategy: tf.distribute.Strategy | None = None,
         jit_compile: bool = False,
         projector: keras.Model | None = None,
+        views: ViewOptions | None = None,
     ):
         if method.has_head and head is None:
             raise ValueError(f"method {method.name} needs a head")
@@ -75,11 +76,9 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.jit_compile = jit_compile
         self.compute = loss_fn(method)  # imports the method's module by name
-        # Options a params section may hold (PAWS's today); absent, the reference: one labeled view, no crops.
-        self.support_views = int(getattr(method_params, "support_views", 1))
-        self.multicrop = int(getattr(method_params, "multicrop", 0))
-        # How the projection head's BatchNorm groups the rows when there are small crops (see _project).
-        self.head_groups = getattr(method_params, "multicrop_batchnorm", "per_resolution")
+        # The view options of the params section (PAWS's today; absent, the reference's: one labeled view,
+        # no crops); a resolved run passes its own (semisup.config.RunSpec.views).
+        self.views = view_options(method_params) if views is None else views
         # Adam creates its slots lazily, inside the first distributed step, unless they exist: with several
         # replicas that fails (a placeholder of the cond branch never fed). Create them here, in the scope.
         with self.strategy.scope():
@@ -108,14 +107,14 @@ class Trainer:
         replica's rows are part (replica id, replicas) of the global batch, and `augment` draws every
         image's parameters for the whole global batch, so 1, 2 or N replicas see the same views.
         The labeled batch has `support_views` views (the first from the reference's seed), and each
-        unlabeled image `multicrop` small crops (size and area scales: the method's multicrop_settings for
-        the image size). The views do not depend on whether the labeled batch is encoded: each part has
+        unlabeled image `multicrop` small crops (size and area scales: the view options' crop_settings
+        for the image size). The views do not depend on whether the labeled batch is encoded: each part has
         its own seed.
         """
         ctx = tf.distribute.get_replica_context()
         part = (ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync)
         seeds = aug.step_seeds(self.seed, step)
-        crop = self.method_params.multicrop_settings(int(unlabeled.shape[1])) if self.multicrop else None
+        crop = self.views.crops(int(unlabeled.shape[1]))
         # With multi-crop the large views and the supports take the preset's area scale (the official code
         # raises its crop_scale with multicrop > 0); the seeds stay the reference's.
         large = self.augment_kwargs | ({"crop_scale": crop.global_scale} if crop else {})
@@ -125,10 +124,11 @@ class Trainer:
         labeled_views: tuple[tf.Tensor, ...] = ()
         if encode_labeled:
             labeled_views = (aug.augment(labeled, seeds[2], part=part, **large),)
-            if self.support_views > 1:
-                extra = aug.step_seeds(self.seed, step, self.support_views - 1, aug.SUPPORT_VIEWS)
+            more = self.views.support_views - 1
+            if more > 0:
+                extra = aug.step_seeds(self.seed, step, more, aug.SUPPORT_VIEWS)
                 labeled_views += tuple(
-                    aug.augment(labeled, extra[i], part=part, **large) for i in range(self.support_views - 1)
+                    aug.augment(labeled, extra[i], part=part, **large) for i in range(more)
                 )
         crops: tuple[tf.Tensor, ...] = ()
         if crop:
@@ -150,7 +150,7 @@ class Trainer:
         same on any replica count; its moving statistics update once per group, as torch's do.
         `multicrop_batchnorm: joint` puts every row in one group."""
         large = list(views) + ([labeled] if labeled is not None else [])
-        if self.head_groups == "joint" or not crops:
+        if self.views.multicrop_batchnorm == "joint" or not crops:
             groups = [large + list(crops)]
         else:
             groups = [large, list(crops)]
@@ -317,13 +317,15 @@ def epoch_dataset(
     epoch: int,
     shuffle_buffer: int,
     labeled_ids: Sequence[int] | None = None,
+    views: ViewOptions | None = None,
 ) -> tuple[tf.distribute.DistributedDataset, int]:
     """Epoch `epoch`'s training stream, one input pipeline per worker; -> (dataset, global steps).
 
     Every pipeline reads the same global batches and keeps its replicas' rows (see readers.train_dataset).
     Only the parts the method encodes are read: CrossEntropy reads no unlabeled images (they only set
-    the epoch length), InfoNCE no labeled ones.
+    the epoch length), InfoNCE no labeled ones. views: the run's view options (None: the params section's).
     """
+    views = view_options(method_params) if views is None else views
 
     def make(context: tf.distribute.InputContext | None = None) -> tuple[tf.data.Dataset, int]:
         return readers.train_dataset(
@@ -338,8 +340,7 @@ def epoch_dataset(
             read_unlabeled=method.unlabeled_views > 0,
             read_labeled=method.uses_labeled,
             labeled_ids=labeled_ids,
-            supports_per_class=getattr(method_params, "supports_per_class", None),
-            classes_per_batch=getattr(method_params, "classes_per_batch", None),
+            views=views,
         )
 
     replicas = strategy.num_replicas_in_sync

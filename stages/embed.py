@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from semisup.config import resolve_run
 from semisup.data.subsets import parse_run
 from stages.common import checkpoint, load, params_option, run_option, user_errors
 from stages.console import done
@@ -38,7 +39,10 @@ from stages.console import done
 @user_errors
 def main(run: str, params_path: str, shards: str, models: str, out: str) -> None:
     """Write the run's embeddings of the labeled and test splits."""
-    params = load(params_path).for_run(parse_run(run).method)  # (an unknown method: one line)
+    method, budget, seed = parse_run(run)
+    spec = resolve_run(
+        load(params_path), method, run=run, seed=seed, budget=budget
+    )  # (an unknown one: one line)
     name = run
 
     from semisup.embed import embed_splits
@@ -47,7 +51,7 @@ def main(run: str, params_path: str, shards: str, models: str, out: str) -> None
         Path(models) / name / "encoder.keras",
         shards,
         Path(out) / name,
-        batch_size=params.embed.batch_size,
+        batch_size=spec.params.embed.batch_size,
         rerun=f"rerun `dvc repro -f pretrain@{name}`",
         on_batch=checkpoint,  # Ctrl-C that a finaliser swallowed stops it at the next batch
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from semisup.config import resolve_run
 from semisup.data.splits import class_counts
 from semisup.data.subsets import parse_run, read_subset
 from semisup.embeddings import check_labels, load_class_names, load_embeddings
@@ -49,9 +50,10 @@ def write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, names
 @user_errors
 def main(run: str, params_path: str, embeddings: str, shards: str, out: str, subset: str | None) -> None:
     """Score the run's test embeddings by cosine kNN against its labeled embeddings (its subset's)."""
-    params = load(params_path)
-    params.method(parse_run(run).method)  # an unknown method: one line, before anything is read
-    knn = params.knn
+    method, budget, seed = parse_run(run)
+    # An unknown method: one line, before anything is read.
+    spec = resolve_run(load(params_path), method, run=run, seed=seed, budget=budget)
+    knn = spec.params.knn
     names = load_class_names(Path(shards))
     name = run
     files = {split: Path(embeddings) / name / f"{split}.npz" for split in ("labeled", "test")}

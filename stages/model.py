@@ -15,6 +15,7 @@ from typing import Any
 import click
 import numpy as np
 
+from semisup.config import RunSpec, resolve_run
 from semisup.data.subsets import budget_name, parse_run, read_subset
 from semisup.embeddings import check_labels, load_class_names, load_embeddings
 from semisup.errors import DataError, UserError
@@ -51,10 +52,11 @@ def read_json(path: Path, stage: str) -> Any:
         raise DataError(f"{path}: unreadable ({exc}); rerun `dvc repro -f {stage}`") from None
 
 
-def settings(params: Any, method: str) -> dict[str, Any]:
+def settings(spec: RunSpec) -> dict[str, Any]:
     """The params sections the run ran with (a configuration's overrides applied), as plain JSON values."""
+    params = spec.params
     out = {section: dataclasses.asdict(getattr(params, section)) for section in SECTIONS}
-    return out | {"seed": params.seed, "method": dataclasses.asdict(params.method(method))}
+    return out | {"seed": params.seed, "method": dataclasses.asdict(spec.method_params)}
 
 
 def code_digests(code: Path, method: str) -> dict[str, str]:
@@ -96,7 +98,10 @@ def main(
     code: str,
 ) -> None:
     """Write RUN's labeled bank, class names and model card into its model folder."""
-    params = load(params_path).for_run(parse_run(run).method)
+    method, budget, seed = parse_run(run)
+    # The run resolved once. Its params keep params.yaml's seed, as the card's settings record them; the
+    # card's seed is the run's.
+    spec = resolve_run(load(params_path), method, run=run, budget=budget)
     folder = Path(models) / run
     for name, stage in ((ENCODER, "pretrain"), (PROBE, "linear")):
         if not (folder / name).is_file():
@@ -108,7 +113,7 @@ def main(
     ids = read_subset(split, num_labeled=len(labels))
     features, labels = features[ids], labels[ids]
     where = {"shards": Path(shards), "split": Path(split), "runs": Path(runs) / run, "code": Path(code)}
-    card = build_card(run, params, where, read_json(Path(summary), "report"), folder, names, labels)
+    card = build_card(spec, seed, where, read_json(Path(summary), "report"), folder, names, labels)
     check_outputs(folder)
     with output_set(*(folder / n for n in (BANK, CLASSES, CARD, PAGE))) as (bank, classes, card_json, page):
         write_npz(bank, bank_arrays(features, labels))
@@ -119,30 +124,30 @@ def main(
 
 
 def build_card(
-    run: str,
-    params: Any,
+    spec: RunSpec,
+    seed: int | None,
     where: dict[str, Path],
     summary: dict,
     folder: Path,
     names: list[str],
     labels: np.ndarray,
 ) -> dict[str, Any]:
-    """card.json's fields for RUN: `where` names its shards, subset file, metrics/runs/<run> and data/code;
-    labels (N,): its bank's."""
-    method, budget, seed = parse_run(run)
+    """card.json's fields for the run `spec` of seed `seed` (None: params.yaml's): `where` names its shards,
+    subset file, metrics/runs/<run> and data/code; labels (N,): its bank's."""
+    run, method, budget, params = spec.run, spec.name, spec.budget, spec.params
     seed = params.seed if seed is None else seed
     runs = where["runs"]
     return {
         "format": FORMAT,
         "run": run,
         "method": method,
-        "runs_method": params.method_of(method),
+        "runs_method": spec.method.name,
         "labels_per_class": "all" if budget is None else budget,
         "seed": seed,
         "image_shape": read_json(where["shards"] / "manifest.json", "shard")["image_shape"],
         "classes": names,
         "bank": {"images": int(len(labels)), "per_class": class_counts(labels, names)},
-        "settings": settings(params, method),
+        "settings": settings(spec),
         "data": _data(params, where["shards"], where["split"]),
         "code": code_digests(where["code"], method),
         "versions": _versions(runs),

@@ -7,14 +7,15 @@ a worker of a cluster (TF_CONFIG), or a whole cluster on this machine (`--local-
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from semisup.config import RunSpec, resolve_run
 from semisup.data.subsets import parse_run, read_subset
 from stages.common import checkpoint, load, params_option, run_option, user_errors
 from stages.console import done
@@ -112,46 +113,71 @@ def main(
 ) -> None:
     """Pretrain the run's encoder on the shards: its method or configuration, with its seed and its labeled
     subset."""
-    method, _, run_seed = parse_run(run)
-    # Its configuration's params and overrides; an unknown name fails here, before TensorFlow starts.
-    params = load(params_path).for_run(method)
-    if code_digest:
-        check_code_digest(code_digest, params.method_of(method))
-    name = run
-    if run_seed is not None:
-        params = dataclasses.replace(params, seed=run_seed)
-    labeled_ids = read_subset(split) if split else None
+    spec = _resolve(params_path, run, split, code_digest)
     if local_workers > 1:
-        sys.exit(_launch(params.train.strategy, local_workers))
+        sys.exit(_launch(spec.params.train.strategy, local_workers))
+    cluster, worker = _start_worker(cpu_replicas)
+    from semisup.few_labels import fit_spec, subset_counts
+    from semisup.preflight import check_pretrain
 
-    from semisup.distribute import WorkerLost, cluster_spec, configure_devices
-    from semisup.errors import UserError
+    # A labeled subset smaller than the recipe's labeled batch (or kNN bank) gets them by one rule.
+    spec = fit_spec(spec, subset_counts(shards, spec.labeled_ids))
+    logging.getLogger("semisup").info(spec.fitted.describe(run))
+    # Everything that can fail before training fails here: manifest, knn.k, writable folders, free disk.
+    live_dir = f"{live}/{run}" if live else None
+    check_pretrain(spec, shards, f"{models}/{run}", f"{metrics}/{run}", checkpoints, live_dir)
+    history = _train(
+        spec,
+        cluster,
+        worker,
+        shard_dir=shards,
+        model_dir=f"{models}/{run}",
+        metrics_dir=f"{metrics}/{run}",
+        checkpoint_root=checkpoints,  # the fingerprint holds the run's seed and subset
+        live_dir=live_dir,
+        step_log=step_log,
+    )
+    if worker == 0:
+        done(f"{run}: trained {len(history)} epochs -> {models}/{run}/encoder.keras")
 
-    spec = cluster_spec()
-    worker = _worker_index(spec)
+
+def _resolve(params_path: str, run: str, split: str | None, code_digest: str | None) -> RunSpec:
+    """The run resolved once, at the boundary: its configuration's params and overrides, its seed and its
+    labeled subset; an unknown name, a stale code digest or a bad subset fails here, before TensorFlow
+    starts."""
+    method, budget, seed = parse_run(run)
+    spec = resolve_run(load(params_path), method, run=run, seed=seed, budget=budget)
+    if code_digest:
+        check_code_digest(code_digest, spec.method.name)
+    return spec.on_subset(read_subset(split)) if split else spec
+
+
+def _start_worker(cpu_replicas: int) -> tuple[dict, int]:
+    """This process as one worker (of a TF_CONFIG cluster, or alone): its logging and devices; -> (the
+    cluster spec, {} alone; this worker's index, 0 for the chief)."""
+    from semisup.distribute import cluster_spec, configure_devices
+
+    cluster = cluster_spec()
+    worker = _worker_index(cluster)
     # A cluster's other workers log warnings only: the chief's progress is the run's.
     logging.basicConfig(level=logging.INFO if worker == 0 else logging.WARNING, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its per-collective INFO lines
     configure_devices(cpu_replicas)
-    from semisup.few_labels import fit_run, subset_counts
-    from semisup.preflight import check_pretrain
+    return cluster, worker
 
-    # A labeled subset smaller than the recipe's labeled batch (or kNN bank) gets them by one rule.
-    params, fitted = fit_run(params, method, subset_counts(shards, labeled_ids))
-    logging.getLogger("semisup").info(fitted.describe(name))
-    # Everything that can fail before training fails here: manifest, knn.k, writable folders, free disk.
-    live_dir = f"{live}/{name}" if live else None
-    check_pretrain(
-        params, method, shards, f"{models}/{name}", f"{metrics}/{name}", checkpoints, labeled_ids, live_dir
-    )
 
+def _train(spec: RunSpec, cluster: dict, worker: int, *, step_log: str | None, **outputs: Any) -> list:
+    """Train the run (semisup.pretrain) with the chief's progress and step log; -> its history. In a
+    cluster a lost or failed peer ends the process at once, with one line."""
     from semisup.codedeps import pretrain_code
+    from semisup.distribute import WorkerLost
+    from semisup.errors import UserError
     from semisup.pretrain import pretrain
     from semisup.progress import Progress
 
     log_file = open(step_log, "a", buffering=1) if step_log and worker == 0 else None  # noqa: SIM115
     # Only the chief shows progress; images/s as the bench counts them: unlabeled ones.
-    progress = Progress(method, params.method(method).unlabeled_batch) if worker == 0 else None
+    progress = Progress(spec.name, spec.method_params.unlabeled_batch) if worker == 0 else None
 
     def on_step(step: int, steps: int, loss: float) -> None:
         checkpoint()  # a step boundary: a Ctrl-C or SIGTERM that a finaliser swallowed stops the run here
@@ -161,21 +187,15 @@ def main(
             progress(step, steps, loss)
 
     try:
-        history = pretrain(
-            method,
-            params,
-            shard_dir=shards,
-            model_dir=f"{models}/{name}",
-            metrics_dir=f"{metrics}/{name}",
-            checkpoint_root=checkpoints,  # the fingerprint holds the run's seed and subset
-            code=pretrain_code(params.method_of(method)),  # and the code: changed code never resumes
-            labeled_ids=None if labeled_ids is None else [int(i) for i in labeled_ids],
+        return pretrain(
+            spec,
             on_step=on_step,
-            records={"batches.json": fitted.record()},
-            live_dir=live_dir,
+            records={"batches.json": spec.fitted.record()},
+            code=pretrain_code(spec.method.name),  # the run's code: changed code never resumes
+            **outputs,
         )
     except UserError as exc:
-        if not isinstance(exc, WorkerLost) and not spec:
+        if not isinstance(exc, WorkerLost) and not cluster:
             raise
         # In a cluster, TensorFlow's runtime may wait for a lost (or failed) peer at interpreter exit:
         # report and leave at once.
@@ -183,8 +203,6 @@ def main(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(2)
-    if worker == 0:
-        done(f"{name}: trained {len(history)} epochs -> {models}/{name}/encoder.keras")
 
 
 def check_code_digest(path: str, method: str) -> None:

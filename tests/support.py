@@ -77,10 +77,11 @@ def untrained_knn(method: str, params: Any, shard_dir: Path, labeled_ids: Any = 
     """kNN accuracy of `method`'s encoder before any training step ({"knn_k20": ...}): the bar a trained
     encoder must clear. The encoder is built as pretrain builds it (same seed, so the same initial
     weights) and scored by the project's kNN monitor on the same shards, bank (`labeled_ids`) and queries."""
+    from semisup.config import resolve_run
     from semisup.monitor import monitor
     from semisup.pretrain import build, set_up
 
-    one_run = set_up(method, params, shard_dir, labeled_ids)
+    one_run = set_up(resolve_run(params, method, labeled_ids=labeled_ids), shard_dir)
     models, _ = build(one_run)
     return monitor(models["encoder"], shard_dir, params, one_run.num_classes, one_run.labeled_ids)
 

@@ -403,3 +403,84 @@ def test_the_papers_paws_takes_its_crops_from_the_image_size(tmp_path):
     assert paper.multicrop_global_scale is None and paper.multicrop_batchnorm == "per_resolution"
     settings = paper.multicrop_settings(p.data.image_size)  # params.yaml's STL10 at 96 px
     assert (settings.preset, settings.size, settings.scale) == ("imagenet", 41, (0.05, 0.14))
+
+
+# --- view options and a run resolved once ----------------------------------------------------------------
+
+
+def test_view_options_are_a_sections_own_or_the_references():
+    from semisup.methods import (
+        METHODS,
+        CrossEntropyParams,
+        PAWSParams,
+        SuNCEtParams,
+        ViewOptions,
+        view_options,
+    )
+
+    # A section without a key behaves as one at its default: every method's defaults are the reference's.
+    for method in METHODS.values():
+        assert view_options(method.params()) == ViewOptions(), method.name
+    assert view_options(None) == ViewOptions()
+    assert view_options(CrossEntropyParams(labeled_batch=3)) == ViewOptions()  # it has none of the keys
+    assert view_options(SuNCEtParams(support_views=2)) == ViewOptions(support_views=2)
+    paws = PAWSParams(multicrop=6, multicrop_batchnorm="joint", supports_per_class=5, classes_per_batch=2)
+    views = view_options(paws)
+    assert (
+        views.multicrop,
+        views.multicrop_batchnorm,
+        views.supports_per_class,
+        views.classes_per_batch,
+    ) == (
+        6,
+        "joint",
+        5,
+        2,
+    )
+    assert views.stratified and not ViewOptions().stratified
+    # One resolution of the crops, whichever way it is asked for.
+    assert views.crops(32) == views.crop_settings(32) == paws.multicrop_settings(32)
+    assert (views.crops(32).size, views.crops(96).size) == (18, 41)  # CIFAR10's 18 px; ImageNet's 96 of 224
+    assert ViewOptions().crops(32) is None
+
+
+def test_a_run_resolves_once_into_one_record(tmp_path):
+    import dataclasses
+
+    from semisup.config import resolve_run
+    from semisup.methods import METHODS, view_options
+
+    params = load_params(committed_params(tmp_path))
+    spec = resolve_run(params, "paws_paper", run="paws_paper-5-2", seed=2, budget=5)
+    assert (spec.run, spec.name, spec.method, spec.seed, spec.budget) == (
+        "paws_paper-5-2",
+        "paws_paper",
+        METHODS["paws"],
+        2,
+        5,
+    )
+    assert params.seed == 0  # the run's seed is the record's, params.yaml's stays
+    # Its params as Params.for_run gives them: the configuration's section stands in its method's too.
+    assert spec.params == dataclasses.replace(params.for_run("paws_paper"), seed=2)
+    assert spec.method_params == params.configurations["paws_paper"].params == spec.params.methods.paws
+    assert spec.params.train.warmup_epochs == 2 and spec.params.encoder.pooling == "average"
+    assert spec.views == view_options(spec.method_params)
+    assert (spec.views.multicrop, spec.views.support_views, spec.views.supports_per_class) == (6, 2, 25)
+    assert spec.labeled_ids is None and spec.on_subset([3, 1]).labeled_ids == (3, 1)
+    plain = resolve_run(params, "paws")
+    assert (plain.run, plain.seed, plain.params) == ("paws", 0, params)
+    with pytest.raises(UserError, match=r"^method: 'pawz' is not a method \(crossentropy, infonce"):
+        resolve_run(params, "pawz")
+
+
+def test_a_fitted_section_replaces_the_runs_params_where_the_trainer_reads_them(tmp_path):
+    import dataclasses
+
+    from semisup.config import resolve_run
+
+    spec = resolve_run(load_params(committed_params(tmp_path)), "paws_paper")
+    smaller = dataclasses.replace(spec.method_params, supports_per_class=2, labeled_batch=20)
+    fitted = spec.with_method_params(smaller, fitted="record")
+    assert fitted.method_params == smaller == fitted.params.methods.paws == fitted.params.method("paws_paper")
+    assert fitted.views.supports_per_class == 2 and fitted.fitted == "record"
+    assert spec.method_params.supports_per_class == 25  # a new record: the first one unchanged

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from semisup.config import parse_params, read_params
-from semisup.few_labels import fit_k, fit_method, fit_run
+from semisup.config import parse_params, read_params, resolve_run
+from semisup.few_labels import fit_k, fit_method, fit_spec
 from semisup.methods import METHODS
 from tests.support import DATA, ENV, ROOT, write_params
 
@@ -70,11 +70,13 @@ def test_k_larger_than_the_bank_becomes_its_smallest_class() -> None:
     assert fit_k((20, 200), np.full(10, 25)) == ((20, 200), {})
 
 
-def test_fit_run_replaces_a_configurations_params_where_the_trainer_reads_them() -> None:
-    params = RECIPE.for_run("paws_paper")
-    fitted, record = fit_run(params, "paws_paper", np.full(10, 2))
+def test_fit_spec_replaces_a_configurations_params_where_the_trainer_reads_them() -> None:
+    spec = fit_spec(resolve_run(RECIPE, "paws_paper"), np.full(10, 2))
+    fitted, record = spec.params, spec.fitted
     assert fitted.method("paws_paper").labeled_batch == 20
     assert fitted.methods.paws.labeled_batch == 20  # for_run's stand-in of the configuration
+    assert spec.method_params == fitted.method("paws_paper")
+    assert (spec.views.supports_per_class, spec.views.support_views) == (2, 2)  # the record's view options
     assert fitted.knn.k == (20, 200)  # as asked: the monitor and the knn stage fit k to their bank
     assert record.record()["used"] == {
         "methods.paws_paper.unlabeled_batch": 250,

@@ -338,7 +338,7 @@ def test_labeled_ids_reach_the_checkpoint_key_batches_and_monitor(shards, monkey
 def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path):
     import keras
 
-    from semisup.config import load_params
+    from semisup.config import load_params, resolve_run
     from semisup.data import readers
     from semisup.pretrain import pretrain
 
@@ -356,14 +356,12 @@ def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path)
     )
     try:
         history = pretrain(
-            "paws",
-            params,
+            resolve_run(params, "paws", labeled_ids=ids),
             shard_dir=shard_dir,
             model_dir=tmp_path / "model",
             metrics_dir=tmp_path / "metrics",
             checkpoint_root=tmp_path / "ckpt",
             code="the code's digest",
-            labeled_ids=ids,
             on_step=lambda step, steps, loss: calls.append((step, steps, loss)),
         )
     finally:
@@ -406,3 +404,37 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(shards, tmp_path, sig, status, w
     resumed = _pretrain(params, shard_dir, tmp_path)
     assert resumed.returncode == 0 and "resuming paws after epoch" in resumed.stderr, resumed.stderr
     assert [step for step, _ in _curve(tmp_path, "loss")] == ["1", "2", "3", "4"]
+
+
+def test_preflight_and_training_take_the_resolved_run_and_never_its_name(shards, monkeypatch, tmp_path):
+    """The stage resolves the run once (resolve_run); preflight, set-up, the models, the checkpoint key and
+    an epoch's stream read the record, and none of them asks params.yaml's Params for the name again."""
+    import keras
+
+    from semisup import pretrain as pt
+    from semisup.config import Params, load_params, resolve_run
+    from semisup.preflight import check_pretrain
+
+    params_path, shard_dir = shards
+    spec = resolve_run(load_params(params_path), "paws", run="paws-all-3", seed=3, budget=None)
+    for name in ("for_run", "method", "method_of"):
+        monkeypatch.setattr(Params, name, lambda *a, name=name: pytest.fail(f"Params.{name}{a[1:]} called"))
+    try:
+        check_pretrain(spec, shard_dir, tmp_path / "model", tmp_path / "metrics", tmp_path / "ckpt")
+        run = pt.set_up(spec, shard_dir)
+        models, trainer = pt.build(run)
+        checkpoints = pt.open_checkpoints(run, tmp_path / "ckpt", "the code's digest")
+        pt.epoch_dataset(
+            run.strategy,
+            run.method,
+            spec.method_params,
+            shard_dir,
+            seed=3,
+            epoch=1,
+            shuffle_buffer=10,
+            views=spec.views,
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert run.spec is spec and run.params.seed == 3 and trainer.views is spec.views
+    assert checkpoints.dir.name.startswith("paws-")

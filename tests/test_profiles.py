@@ -18,7 +18,7 @@ from drivers.profiles import (
     STUDY,
     parse_sets,
 )
-from semisup.config import parse_params, read_params, to_dict, with_overrides
+from semisup.config import parse_params, read_params, resolve_run, to_dict, with_overrides
 from semisup.errors import UserError
 from semisup.methods import METHODS
 from tests.support import ROOT
@@ -122,8 +122,8 @@ def test_the_studys_multicrop_runs_take_cifar10s_setting_at_its_32_pixels():
     methods, options, ablation = (_params(p) for p in (PAPER_PARTS[0], PAPER_PARTS[3], EXTRA_PARTS[1]))
     assert methods.data.image_size == 32
     for params, name in ((methods, "paws_paper"), (options, "paws_multicrop"), (ablation, "paws_paper")):
-        run = params.for_run(name).method(name)
-        s = run.multicrop_settings(params.data.image_size)
+        run = resolve_run(params, name).views  # the run's view options, as the trainer reads them
+        s = run.crop_settings(params.data.image_size)
         assert (s.preset, s.count, s.size, s.scale, s.global_scale) == (
             "cifar10",
             6,
@@ -132,5 +132,5 @@ def test_the_studys_multicrop_runs_take_cifar10s_setting_at_its_32_pixels():
             (0.75, 1.0),
         ), name
         assert run.multicrop_batchnorm == "per_resolution", name
-    assert ablation.for_run("paws_paper_no_multicrop").method("paws_paper_no_multicrop").multicrop == 0
+    assert resolve_run(ablation, "paws_paper_no_multicrop").views.crops(params.data.image_size) is None
     assert ablation.for_run("paws_paper_no_multicrop").augment.crop_scale == (0.5, 1.0)

@@ -51,12 +51,12 @@ def untrained_knn20(digits) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_learns_on_digits(name, digits, raw_pixel_knn20, untrained_knn20):
+    from semisup.config import resolve_run
     from semisup.pretrain import pretrain
 
     params, tmp = digits
     history = pretrain(
-        name,
-        params,
+        resolve_run(params, name),
         shard_dir=tmp / "shards",
         model_dir=tmp / "models" / name,
         metrics_dir=tmp / "metrics" / name,

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from semisup.config import Params
+from semisup.config import Params, RunSpec, resolve_run
 from semisup.data import readers, stratified
 from semisup.data.subsets import labeled_split_labels
 from semisup.errors import UserError
+from semisup.methods import ViewOptions
 from semisup.preflight import check_run
 from tests.test_data_readers import N_LABELED, originals, shard_dir  # noqa: F401  (module fixtures)
 
@@ -94,7 +95,7 @@ def test_impossible_settings_are_one_line_user_errors(kwargs, message):
 
 def test_the_readers_stream_is_stratified_and_the_same_on_two_pipelines(shard_dir, originals):  # noqa: F811
     args = {"unlabeled_batch": 64, "labeled_batch": 12, "seed": 0, "epoch": 2, "shuffle_buffer": 100}
-    strat = {"supports_per_class": 4, "classes_per_batch": None}
+    strat = {"views": ViewOptions(supports_per_class=4, classes_per_batch=None)}
     whole, steps = readers.train_dataset(shard_dir, **args, **strat)
     whole = list(whole.as_numpy_iterator())
     assert len(whole) == steps
@@ -146,7 +147,11 @@ def _params(**paws) -> Params:
 def test_the_run_is_refused_before_compute(shard_dir, paws, ids, message):  # noqa: F811
     manifest = readers.read_manifest(shard_dir)
     with pytest.raises(UserError, match=message):
-        check_run(manifest, _params(**paws), "paws", _per_class(shard_dir, ids), "here", shard_dir)
+        check_run(_spec(_params(**paws), _per_class(shard_dir, ids)), manifest, shard_dir)
+
+
+def _spec(params: Params, labeled_ids: list[int] | None) -> RunSpec:
+    return resolve_run(params, "paws", labeled_ids=labeled_ids)
 
 
 def _per_class(shards: Path, n: int | None) -> list[int] | None:
@@ -160,6 +165,6 @@ def _per_class(shards: Path, n: int | None) -> list[int] | None:
 def test_possible_settings_pass(shard_dir):  # noqa: F811
     manifest = readers.read_manifest(shard_dir)
     assert N_LABELED // 3 == 20  # the whole split: 20 of each class
-    check_run(manifest, _params(supports_per_class=20, labeled_batch=60), "paws", None, "here", shard_dir)
+    check_run(_spec(_params(supports_per_class=20, labeled_batch=60), None), manifest, shard_dir)
     subset = _per_class(shard_dir, 3)
-    check_run(manifest, _params(supports_per_class=3, labeled_batch=9), "paws", subset, "here", shard_dir)
+    check_run(_spec(_params(supports_per_class=3, labeled_batch=9), subset), manifest, shard_dir)

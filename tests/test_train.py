@@ -467,14 +467,16 @@ def test_support_views_and_crops_reach_the_loss_as_the_official_paws():
     ],
 )
 def test_multicrop_settings_the_encoder_cannot_take_are_refused_before_compute(overrides, message):
-    from semisup.config import parse_params, with_overrides
+    from semisup.config import parse_params, resolve_run, with_overrides
     from semisup.errors import UserError
     from semisup.preflight import check_crops
 
     raw = with_overrides({}, {"methods.paws.multicrop": 2, **overrides})
     with pytest.raises(UserError, match=message):
-        check_crops(parse_params(raw), "paws", 32)  # CIFAR10's 18 px: too small for 4 valid convolutions
+        check_crops(
+            resolve_run(parse_params(raw), "paws"), 32
+        )  # CIFAR10's 18 px: too small for 4 valid convs
     fine = with_overrides(
         raw, {"encoder.pooling": "average", "encoder.padding": "same", "methods.paws.multicrop_size": 14}
     )
-    check_crops(parse_params(fine), "paws", 32)
+    check_crops(resolve_run(parse_params(fine), "paws"), 32)

@@ -14,7 +14,7 @@ import tensorflow as tf
 from semisup import augment as aug
 from semisup import pretrain
 from semisup.checkpoints import Checkpoints
-from semisup.config import AugmentParams, EncoderParams, Params, TrainParams, parse_params
+from semisup.config import AugmentParams, EncoderParams, Params, TrainParams, parse_params, resolve_run
 from semisup.encoder import ENCODER_LAYERS, check_encoder
 from semisup.errors import UserError
 from semisup.methods import METHODS, Method
@@ -140,16 +140,13 @@ def test_options_off_is_the_reference_adam():
     assert optimizer.weight_decay is None
 
 
-def _run(method: str, encoder: EncoderParams, tmp_path) -> pretrain.Run:
-    params = replace(Params(), encoder=encoder)
+def _run(method: str, encoder: EncoderParams, tmp_path, params: Params | None = None) -> pretrain.Run:
+    params = params or replace(Params(), encoder=encoder)
     return pretrain.Run(
-        method,
-        METHODS[method],
-        params,
+        resolve_run(params, method),
         tmp_path,
         4,
         (32, 32, 3),
-        None,
         tf.distribute.get_strategy(),
         False,
         0,
@@ -252,7 +249,7 @@ def test_a_resumed_run_continues_the_schedule_and_the_head(tmp_path, monkeypatch
     )
     params = replace(Params(), encoder=head, train=replace(COSINE, optimizer="sgd", weight_decay=0.01))
     keras.utils.set_random_seed(0)
-    models, trainer = pretrain.build(replace(_run("infonce", head, tmp_path), params=params))
+    models, trainer = pretrain.build(_run("infonce", head, tmp_path, params))
     assert list(models) == ["encoder", "projector"]
     snapshot = lambda: [np.array(w) for m in models.values() for w in m.weights]  # noqa: E731
 
@@ -350,11 +347,11 @@ def test_the_head_normalises_the_small_crops_apart_as_the_official_forward_pass(
 
 
 def test_a_run_with_crops_logs_the_settings_it_resolved(caplog):
-    from semisup.methods import PAWSParams
+    from semisup.methods import PAWSParams, view_options
 
     with caplog.at_level("INFO", logger=pretrain.log.name):
-        pretrain._log_crops("paws", PAWSParams(), 96)  # no crops: nothing to say
-        pretrain._log_crops("paws_paper", PAWSParams(multicrop=6), 96)
+        pretrain._log_crops("paws", view_options(PAWSParams()), 96)  # no crops: nothing to say
+        pretrain._log_crops("paws_paper", view_options(PAWSParams(multicrop=6)), 96)
     assert [r.getMessage() for r in caplog.records] == [
         "paws_paper: multi-crop with the imagenet preset at 96 px: 6 crops of 41 px at area [0.05, 0.14], "
         "the views at [0.14, 1.0], the head's BatchNorm per_resolution"

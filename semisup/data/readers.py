@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +26,9 @@ from semisup.data.base import SPLITS
 from semisup.data.shards import MANIFEST, count_records, sha256_file
 from semisup.errors import DataError, UserError
 from semisup.io import write_json
+
+if TYPE_CHECKING:
+    from semisup.methods import ViewOptions
 
 _AUTOTUNE = tf.data.AUTOTUNE
 _MAX_CYCLE = 16  # shards read at once by the training stream
@@ -312,8 +315,7 @@ def train_dataset(
     read_unlabeled: bool = True,
     read_labeled: bool = True,
     labeled_ids: Sequence[int] | None = None,
-    supports_per_class: int | None = None,
-    classes_per_batch: int | None = None,
+    views: ViewOptions | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """One epoch of (unlabeled (U, H, W, 3) uint8, labeled (L, H, W, 3) uint8, labels (L,) int64). -> (ds, steps).
 
@@ -328,7 +330,8 @@ def train_dataset(
     `eval_dataset(shard_dir, "labeled", b)`), of the labeled images to train on; None = all of them.
     The labeled subset is held in memory and reshuffled on every pass; a subset smaller than its batch
     repeats within a batch.
-    supports_per_class: class-stratified labeled batches instead (semisup.data.stratified): that many
+    views: the run's view options (semisup.methods.ViewOptions; None: the reference's). With
+    supports_per_class, class-stratified labeled batches instead (semisup.data.stratified): that many
     images of each of `classes_per_batch` classes (None: every class) per step, drawn from the subset
     with the same seed as the shuffle it replaces; labeled_batch must be their product.
     read_unlabeled / read_labeled False: that part of every element is an empty batch (0 images, no
@@ -343,53 +346,73 @@ def train_dataset(
     per_l = part.per_replica(labeled_batch, f"methods.{method}.labeled_batch") if read_labeled else 0
     steps = _steps(shard_dir, manifest, unlabeled_batch, method)
     file_seed, u_seed, l_seed = _epoch_seeds(seed, epoch)
-    elements = steps * part.replicas
-
     if read_unlabeled:
         u = _unlabeled_stream(shard_dir, manifest, unlabeled_batch, steps, file_seed, u_seed, shuffle_buffer)
         u = part.split(u, per_u).map(lambda b: _parse_batch(b, shape)[0], num_parallel_calls=_AUTOTUNE)
     else:
-        u = tf.data.Dataset.from_tensors(tf.zeros((0, *shape), tf.uint8)).repeat(elements)
-
+        u = tf.data.Dataset.from_tensors(tf.zeros((0, *shape), tf.uint8)).repeat(steps * part.replicas)
     if read_labeled:
-        images, labels = labeled_subset(shard_dir, labeled_ids)
-        if len(labels) == 0:
-            raise DataError(
-                f"{shard_dir}: the labeled split is empty: set data.labeled_per_class >= 1 and reshard"
-            )
-        if supports_per_class is None:
-            lab = _labeled_stream(images, labels, labeled_batch, l_seed, shuffle_buffer)
-        else:
-            counts = np.bincount(labels, minlength=int(manifest["num_classes"]))
-            stratified.check(
-                counts,
-                supports_per_class=supports_per_class,
-                classes_per_batch=classes_per_batch,
-                labeled_batch=labeled_batch,
-                method=method,
-                class_names=manifest["class_names"],
-            )
-            order = stratified.batches(
-                labels,
-                int(manifest["num_classes"]),
-                supports_per_class=supports_per_class,
-                classes_per_batch=classes_per_batch,
-                steps=steps,
-                seed=l_seed,
-            )
-            lab = _gathered(images, labels, tf.data.Dataset.from_tensor_slices(order))
+        lab = _labeled_batches(
+            shard_dir, manifest, labeled_ids, labeled_batch, steps, l_seed, shuffle_buffer, views, method
+        )
         lab = part.split(lab, per_l)
     else:
         lab = tf.data.Dataset.from_tensors(
             (tf.zeros((0, *shape), tf.uint8), tf.zeros((0,), tf.int64))
         ).repeat()
+    return _zipped(u, lab, input_context), steps
 
+
+def _labeled_batches(
+    shard_dir: Path,
+    manifest: dict[str, Any],
+    labeled_ids: Sequence[int] | None,
+    batch: int,
+    steps: int,
+    l_seed: int,
+    shuffle_buffer: int,
+    views: ViewOptions | None,
+    method: str,
+) -> tf.data.Dataset:
+    """Global labeled batches of the run's subset: reshuffled per pass, or class-stratified (`views`)."""
+    images, labels = labeled_subset(shard_dir, labeled_ids)
+    if len(labels) == 0:
+        raise DataError(
+            f"{shard_dir}: the labeled split is empty: set data.labeled_per_class >= 1 and reshard"
+        )
+    if views is None or not views.stratified:
+        return _labeled_stream(images, labels, batch, l_seed, shuffle_buffer)
+    num_classes = int(manifest["num_classes"])
+    stratified.check(
+        np.bincount(labels, minlength=num_classes),
+        supports_per_class=views.supports_per_class,
+        classes_per_batch=views.classes_per_batch,
+        labeled_batch=batch,
+        method=method,
+        class_names=manifest["class_names"],
+    )
+    order = stratified.batches(
+        labels,
+        num_classes,
+        supports_per_class=views.supports_per_class,
+        classes_per_batch=views.classes_per_batch,
+        steps=steps,
+        seed=l_seed,
+    )
+    return _gathered(images, labels, tf.data.Dataset.from_tensor_slices(order))
+
+
+def _zipped(
+    u: tf.data.Dataset, lab: tf.data.Dataset, input_context: tf.distribute.InputContext | None
+) -> tf.data.Dataset:
+    """The epoch's elements (unlabeled, labeled, labels), prefetched; with an input context, not auto-sharded
+    (each pipeline already keeps its own rows)."""
     ds = tf.data.Dataset.zip(u, lab).map(lambda x, yl: (x, yl[0], yl[1]))
     if input_context is not None:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         ds = ds.with_options(options)
-    return ds.prefetch(_AUTOTUNE), steps
+    return ds.prefetch(_AUTOTUNE)
 
 
 def steps_per_epoch(shard_dir: str | Path, unlabeled_batch: int, method: str = "<method>") -> int:

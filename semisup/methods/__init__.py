@@ -4,11 +4,11 @@ A method is a module `semisup/methods/<name>.py` with a `compute(LossInputs, par
 entry in `METHODS` (what it encodes, its params dataclass) and a section `methods.<name>` in params.yaml.
 Everything else (params validation, the stages' choices, the demo and study profiles, dvc.yaml's deps)
 derives from this registry. A params section may also hold keys the trainer and the reader act on for
-any method (PAWS's today): `support_views` (augmented views of the labeled batch, labels repeated),
-`multicrop` with `multicrop_settings(image_size)` (small crops of the unlabeled images, `LossInputs.crops`,
-their size and scales from the paper's preset for the image size; `multicrop_batchnorm`, how the projection
-head's BatchNorm groups them), and `supports_per_class` / `classes_per_batch` (class-stratified labeled
-batches). The registry imports no method module and no TensorFlow: the trainer loads a method's module by
+any method (PAWS's today), read through one typed record, `ViewOptions` (`view_options(section)`):
+`support_views` (augmented views of the labeled batch, labels repeated), `multicrop` with
+`crop_settings(image_size)` (small crops of the unlabeled images, `LossInputs.crops`, their size and scales
+from the paper's preset for the image size; `multicrop_batchnorm`, how the projection head's BatchNorm
+groups them), and `supports_per_class` / `classes_per_batch` (class-stratified labeled batches). The registry imports no method module and no TensorFlow: the trainer loads a method's module by
 name when it trains it (`semisup.methods.load.loss_fn`), so a run's code is its own method's module, and
 dvc.yaml reruns only the runs whose code changed. A named configuration of a method (another section of
 params.yaml's methods, semisup.config.Configuration) runs its method's entry and module.
@@ -16,6 +16,7 @@ params.yaml's methods, semisup.config.Configuration) runs its method's entry and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,17 +178,8 @@ class PAWSParams:
     multicrop_batchnorm: Literal["per_resolution", "joint"] = "per_resolution"
 
     def multicrop_settings(self, image_size: int) -> CropSettings:
-        """The small crops and the large views' scale for images of side `image_size`: the preset's values
-        (the preset picked by name, or by auto_preset), each one given in the params instead winning."""
-        name = auto_preset(image_size) if self.multicrop_preset == "auto" else self.multicrop_preset
-        preset = MULTICROP_PRESETS[name]
-        return CropSettings(
-            preset=name,
-            count=self.multicrop,
-            size=self.multicrop_size or max(1, round(preset.size * image_size / preset.side)),
-            scale=self.multicrop_scale or preset.scale,
-            global_scale=self.multicrop_global_scale or preset.global_scale,
-        )
+        """The small crops and the large views' scale for images of side `image_size` (ViewOptions.crop_settings)."""
+        return view_options(self).crop_settings(image_size)
 
 
 @dataclass(frozen=True)
@@ -231,6 +223,62 @@ class CropSettings:
     global_scale: tuple[float, float]  # the large views' and supports' area fraction (count > 0)
 
 
+# --- the view options any method's section may hold ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    """The views a run encodes beyond the reference's, as its method's params section sets them (PAWS's all,
+    SuNCEt's support_views): read this one way by the trainer, the reader, preflight, the few-labels rule
+    and the profiles. A section without a key has the reference's value: one labeled view, no small crops,
+    random labeled batches (`view_options` builds it)."""
+
+    support_views: int = 1  # augmented views of each labeled image, its label repeated per view
+    multicrop: int = 0  # small crops per unlabeled image
+    multicrop_preset: Literal["auto", "cifar10", "imagenet"] = "auto"
+    multicrop_size: int | None = None  # null: the preset's, scaled to the image side
+    multicrop_scale: tuple[float, float] | None = None  # the small crops' area fraction; null: the preset's
+    multicrop_global_scale: tuple[float, float] | None = (
+        None  # the large views' with crops; null: the preset's
+    )
+    multicrop_batchnorm: Literal["per_resolution", "joint"] = "per_resolution"  # the head's BatchNorm groups
+    supports_per_class: int | None = None  # class-stratified labeled batches; null: a random labeled batch
+    classes_per_batch: int | None = None  # with supports_per_class; null: every class, every step
+
+    @property
+    def stratified(self) -> bool:
+        """Whether the labeled batches are class-stratified (supports_per_class set)."""
+        return self.supports_per_class is not None
+
+    def crop_settings(self, image_size: int) -> CropSettings:
+        """The small crops and the large views' scale for images of side `image_size`: the preset's values
+        (the preset picked by name, or by auto_preset), each one given in the params instead winning."""
+        name = auto_preset(image_size) if self.multicrop_preset == "auto" else self.multicrop_preset
+        preset = MULTICROP_PRESETS[name]
+        return CropSettings(
+            preset=name,
+            count=self.multicrop,
+            size=self.multicrop_size or max(1, round(preset.size * image_size / preset.side)),
+            scale=self.multicrop_scale or preset.scale,
+            global_scale=self.multicrop_global_scale or preset.global_scale,
+        )
+
+    def crops(self, image_size: int) -> CropSettings | None:
+        """crop_settings(image_size) when the run has small crops (multicrop > 0); None otherwise."""
+        return self.crop_settings(image_size) if self.multicrop else None
+
+
+VIEW_KEYS = tuple(f.name for f in dataclasses.fields(ViewOptions))
+
+
+def view_options(params: Any) -> ViewOptions:
+    """The view options of a method's (or configuration's) params section, a dataclass: the keys it has, the
+    reference's value for the keys it lacks (every key for no section, None). The one place that asks a
+    section which options it holds."""
+    own = {f.name for f in dataclasses.fields(params)} if params is not None else set()
+    return ViewOptions(**{key: getattr(params, key) for key in VIEW_KEYS if key in own})
+
+
 # --- the registry ---------------------------------------------------------------------------------------
 
 METHODS: dict[str, Method] = {
@@ -257,4 +305,4 @@ METHODS: dict[str, Method] = {
     )
 }
 
-__all__ = ["METHODS", "LossFn", "LossInputs", "Method", "check_inputs"]
+__all__ = ["METHODS", "LossFn", "LossInputs", "Method", "ViewOptions", "check_inputs", "view_options"]
