@@ -27,8 +27,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from semisup.augment import augment  # noqa: E402
-from semisup.encoder import get_encoder  # noqa: E402
+from semisup.model.augment import augment  # noqa: E402
+from semisup.model.encoder import get_encoder  # noqa: E402
 
 
 def median_ms(fn: Callable[[int], tf.Tensor], runs: int) -> tuple[float, float]:

@@ -28,10 +28,10 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from semisup.augment import augment  # noqa: E402
 from semisup.data.digits import load_digits_arrays  # noqa: E402
 from semisup.data.images import resize_rgb  # noqa: E402
 from semisup.methods import PAWSParams  # noqa: E402
+from semisup.model.augment import augment  # noqa: E402
 
 SIDE = 32  # the digits profile's data.image_size
 

@@ -47,7 +47,7 @@ def peak_rss_mib() -> float:
 
 def run_ours(bank, labels, queries, chunk: int) -> dict:
     """Predictions {k: (Q,)} of our kNN (unweighted votes)."""
-    from semisup.knn import knn_predict
+    from semisup.evaluation.knn import knn_predict
 
     out = knn_predict(bank, labels, queries, ks=KS, num_classes=CLASSES, query_chunk=chunk)
     return {k: out[k][0] for k in KS}

@@ -1,6 +1,6 @@
 """Benchmark: the linear probe's fit (C picked by 5-fold CV over 4 values, then the refit) with OpenBLAS's
-default thread pool against one BLAS thread (what semisup.linear.linear_probe uses), on an idle machine
-and on a busy one (one busy-looping process per core beside it, as when `make study` runs two
+default thread pool against one BLAS thread (what semisup.evaluation.linear.linear_probe uses), on an idle
+machine and on a busy one (one busy-looping process per core beside it, as when `make study` runs two
 experiments on two cores).
 
 Synthetic clustered features, L2-normalised, 10 classes, D = 128: the digits demo's size (250 labeled,
@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semisup.linear import l2_normalise, make_probe, select_c  # noqa: E402
+from semisup.evaluation.linear import l2_normalise, make_probe, select_c  # noqa: E402
 
 SIZES = {"digits demo": (250, 360), "STL10": (5000, 8000)}
 DIM, CLASSES, GRID = 128, 10, (0.1, 1.0, 10.0, 100.0)

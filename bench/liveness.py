@@ -53,8 +53,8 @@ def probe() -> None:
 
 
 def offline() -> None:
+    from semisup.core.errors import UserError
     from semisup.data import stl10
-    from semisup.errors import UserError
 
     saved = stl10.host_reachable
     stl10.host_reachable = lambda *a, **k: False
@@ -70,7 +70,7 @@ def offline() -> None:
 
 
 def grace() -> None:
-    from semisup import cluster
+    from semisup.training import cluster
 
     cluster.GRACE_S = 1.0
     code = cluster.launch_local([sys.executable, "-c", HANG], 2)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from semisup.predict import predict_folder  # noqa: E402
+from semisup.model.predict import predict_folder  # noqa: E402
 
 
 def write_images(folder: Path, count: int, size: int, suffix: str) -> list[Path]:
@@ -55,9 +55,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    from semisup.embed import embed as embed_batches
-    from semisup.encoder import get_encoder
-    from semisup.knn import knn_vote
+    from semisup.evaluation.knn import knn_vote
+    from semisup.model.embed import embed as embed_batches
+    from semisup.model.encoder import get_encoder
 
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(5000, 128)).astype(np.float32)

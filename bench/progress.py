@@ -1,4 +1,4 @@
-"""What one progress report costs a training step: semisup.progress.Progress per call, bar and lines.
+"""What one progress report costs a training step: semisup.core.progress.Progress per call, bar and lines.
 
 A step at the reference recipe takes about a second on a CPU and tens of milliseconds on a GPU; the
 callback gets the loss the trainer already fetched, so its whole cost is this Python time.
@@ -16,7 +16,7 @@ import json
 import os
 import time
 
-from semisup.progress import Progress
+from semisup.core.progress import Progress
 
 
 def microseconds_per_call(tty: bool, calls: int, steps: int = 400) -> float:

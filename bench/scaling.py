@@ -35,7 +35,7 @@ def child(mode: str, method_name: str, shard_dir: str, steps: int, gpu: bool, mi
     """One timed run in this process (one worker of it for 2-workers); prints {"step_s": ...} on the chief."""
     import tensorflow as tf
 
-    from semisup.distribute import configure_devices
+    from semisup.training.distribute import configure_devices
 
     if not gpu:
         tf.config.set_visible_devices([], "GPU")
@@ -51,13 +51,13 @@ def child(mode: str, method_name: str, shard_dir: str, steps: int, gpu: bool, mi
 
     import keras
 
-    from semisup import augment as aug
-    from semisup import distribute
     from semisup.config import AugmentParams, Params
-    from semisup.encoder import get_encoder, get_head
     from semisup.methods import METHODS
-    from semisup.precision import resolve_mixed_precision, set_precision
-    from semisup.train import Trainer, epoch_dataset
+    from semisup.model import augment as aug
+    from semisup.model.encoder import get_encoder, get_head
+    from semisup.training import distribute
+    from semisup.training.precision import resolve_mixed_precision, set_precision
+    from semisup.training.train import Trainer, epoch_dataset
 
     set_precision(resolve_mixed_precision(mixed if mixed == "auto" else mixed == "true"))
     keras.utils.set_random_seed(0)
@@ -102,7 +102,7 @@ def child(mode: str, method_name: str, shard_dir: str, steps: int, gpu: bool, mi
 
 def run_mode(mode: str, method: str, shard_dir: str, args: argparse.Namespace) -> dict:
     """Median step seconds of `method` in `mode`, from child processes."""
-    from semisup.cluster import free_ports, tf_config
+    from semisup.training.cluster import free_ports, tf_config
 
     cmd = [sys.executable, __file__, "--child", mode, "--methods", method, "--shards", shard_dir]
     cmd += ["--steps", str(args.steps), "--mixed", args.mixed] + (["--gpu"] if args.gpu else [])

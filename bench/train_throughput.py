@@ -4,12 +4,12 @@ suncet_paper) at the reference shapes, and each step's cost over its compute flo
 The floor is a bare reference encoder forward + backward + Adam update over the images the method must
 encode at full size (CrossEntropy 250, SuNCEt and PAWS 750, InfoNCE 1,000; a configuration's support views
 count too, its small crops do not), fed from memory. A configuration's step is built as pretrain builds it
-(semisup.pretrain.build: its encoder, projection head, optimizer and schedule). The step is the real thing:
-input pipeline (shards on disk, via semisup.data.readers), augmentation, encoder, loss and update.
+(semisup.training.pretrain.build: its encoder, projection head, optimizer and schedule). The step is the real
+thing: input pipeline (shards on disk, via semisup.data.readers), augmentation, encoder, loss and update.
 step/floor is what augmentation, loss and input cost on top of the encoder's own compute.
 
     python bench/train_throughput.py [--steps 6] [--methods paws,paws_paper] [--jit] [--mixed auto|true|false]
-        [--progress]   # each step also reports to semisup.progress, as pretrain does (bar or 10% lines)
+        [--progress]   # each step also reports to semisup.core.progress, as pretrain does (bar or 10% lines)
 
 Last line: one JSON object of the figures.
 """
@@ -30,15 +30,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from semisup import pretrain  # noqa: E402
 from semisup.config import load_params, resolve_run  # noqa: E402
+from semisup.core.progress import Progress  # noqa: E402
 from semisup.data import shards  # noqa: E402
 from semisup.data.base import SourceSplits, SplitStream  # noqa: E402
-from semisup.encoder import get_encoder  # noqa: E402
 from semisup.methods import METHODS, view_options  # noqa: E402
-from semisup.precision import resolve_mixed_precision, set_precision
-from semisup.progress import Progress  # noqa: E402
-from semisup.train import epoch_dataset  # noqa: E402
+from semisup.model.encoder import get_encoder  # noqa: E402
+from semisup.training import pretrain  # noqa: E402
+from semisup.training.precision import resolve_mixed_precision, set_precision
+from semisup.training.train import epoch_dataset  # noqa: E402
 
 SHAPE = (96, 96, 3)
 PARAMS = load_params("params.yaml")  # the reference recipe and its named configurations
@@ -147,7 +147,7 @@ def main() -> None:
         "--steps", type=int, default=6, help="timed steps per method (the median is reported)"
     )
     parser.add_argument("--methods", default=",".join([*METHODS, *PARAMS.configurations]))
-    parser.add_argument("--progress", action="store_true", help="report every step to semisup.progress")
+    parser.add_argument("--progress", action="store_true", help="report every step to semisup.core.progress")
     parser.add_argument("--jit", action="store_true", help="jit_compile=True for step and floor")
     parser.add_argument(
         "--mixed",

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from devtools.support import DATA, ENV, ROOT, write_params
-from semisup.cluster import free_ports, tf_config
+from semisup.training.cluster import free_ports, tf_config
 
 # float32, so that 1, 2 replicas and 2 workers can be compared to 1e-4. Odd or small batches where a
 # method never reads that part: CrossEntropy's unlabeled batch and InfoNCE's labeled batch (25) need

@@ -22,8 +22,8 @@ import click
 from drivers import dvcexp
 from drivers.dvcexp import EXIT_FAILED, fail
 from drivers.profiles import DEMO, parse_sets
-from semisup.errors import UserError
-from semisup.report import format_table
+from semisup.core.errors import UserError
+from semisup.reporting.report import format_table
 
 OUT = Path("demo")  # git-ignored: the experiment's table and figures, for people to open
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from semisup.config import Configuration, parse_params, read_params, with_overrides
-from semisup.errors import UserError
-from semisup.few_labels import fit_method
+from semisup.core.errors import UserError
 from semisup.methods import METHODS, Method, view_options
+from semisup.training.few_labels import fit_method
 
 BatchRule = Callable[[Method, Any], int]
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,8 +67,8 @@ def scaled_unlabeled(size: int) -> BatchRule:
 
 
 def fitted_labeled(per_class: int) -> BatchRule:
-    """Each method's labeled batch by the few-labels rule (semisup.few_labels) for a labeled subset of
-    `per_class` images of each digit class: the recipe's where the subset fills it, else the subset (a
+    """Each method's labeled batch by the few-labels rule (semisup.training.few_labels) for a labeled subset
+    of `per_class` images of each digit class: the recipe's where the subset fills it, else the subset (a
     method that never encodes labeled images keeps its own)."""
     counts = np.full(DIGITS_CLASSES, per_class)
     return lambda method, defaults: fit_method(method, defaults, counts, "")[0].labeled_batch
@@ -87,7 +87,7 @@ REFERENCE_EPOCHS = 25  # params.yaml's train.epochs, which the configurations' e
 def configuration_scaling(per_class: int, epochs: int) -> dict[str, int]:
     """`-S` settings that keep each configuration of params.yaml what it is at a profile's labeled subset
     (`per_class` images of each digit class) and length (`epochs`): class-stratified supports as the
-    few-labels rule fits them (semisup.few_labels), and epoch counts (SuNCEt's supervised_epochs, a
+    few-labels rule fits them (semisup.training.few_labels), and epoch counts (SuNCEt's supervised_epochs, a
     warmup) keep their share of the run."""
     out: dict[str, int] = {}
     share = lambda n: max(1, round(n * epochs / REFERENCE_EPOCHS))  # noqa: E731
@@ -316,8 +316,8 @@ PAPER_PROFILES: dict[str, tuple[Part, ...]] = {"paper": PAPER_PARTS, "paper-extr
 # --- your own folder: `make study DATA=path/to/folder` ------------------------------------------------------
 # The study's settings for an image folder (a sub-folder per class, unlabeled/ optional): the budgets every
 # class can give after its test share, the study's length and encoder at 32 px (a few minutes a run on a CPU),
-# the recipe's labeled batches and k (fitted to each run's labeled subset: semisup.few_labels), and each
-# method's unlabeled batch scaled to what the folder holds. Any of it can be changed with -S.
+# the recipe's labeled batches and k (fitted to each run's labeled subset: semisup.training.few_labels), and
+# each method's unlabeled batch scaled to what the folder holds. Any of it can be changed with -S.
 FOLDER_BUDGETS = (1, 5, 10, 25)
 FOLDER_IMAGE_SIZE, FOLDER_EPOCHS = 32, 10
 

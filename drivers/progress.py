@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from drivers import dvcexp
-from semisup.progress import duration
+from semisup.core.progress import duration
 
 try:  # the C loader reads a study's dvc.lock (hundreds of stages) ten times faster
     from yaml import CSafeLoader as Loader

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 
 STAGES = (
     "pretrain",

@@ -30,9 +30,9 @@ from drivers import dvcexp, slices
 from drivers.dvcexp import ACTIVE, EXIT_FAILED, EXIT_INTERRUPTED, fail
 from drivers.profiles import PAPER_PROFILES, STUDY, Part, folder_study, method_of, parse_sets
 from drivers.progress import StudyProgress
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 from semisup.methods import METHODS
-from semisup.report import format_table
+from semisup.reporting.report import format_table
 
 
 def images_per_step(name: str, profile: Mapping[str, object] = STUDY) -> int:

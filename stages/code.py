@@ -1,4 +1,4 @@
-"""Stage code: a digest file of the code each other stage runs, in data/code/ (semisup.codedeps).
+"""Stage code: a digest file of the code each other stage runs, in data/code/ (semisup.pipeline.codedeps).
 
 Every other stage depends on its own digest file (pretrain@M-B-S on `pretrain-M.json`, M a method or a
 configuration) instead of the list of files it runs: DVC reruns this stage on any change under semisup/ or
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from semisup.codedeps import DIGESTS, digest_files
-from semisup.io import output_set
+from semisup.core.io import output_set
+from semisup.pipeline.codedeps import DIGESTS, digest_files
 from stages.common import load, params_option, user_errors
 from stages.console import done
 

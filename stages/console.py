@@ -1,7 +1,7 @@
-"""semisup/console.py under its old name: `stages.console` is that very module (one VERBOSE, one hook)."""
+"""semisup/process/console.py under its old name: `stages.console` is that very module (one VERBOSE, one hook)."""
 
 import sys
 
-from semisup import console
+from semisup.process import console
 
 sys.modules[__name__] = console

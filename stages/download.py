@@ -35,8 +35,8 @@ from stages.console import done
 def main(params_path: str, raw_dir: str, manual_dir: str, download_dir: str) -> None:
     """Download STL10, or check the digits / image folder, and record it under --raw-dir."""
     params = load(params_path)
+    from semisup.core.io import probe_writable
     from semisup.data.sources import prepare_raw
-    from semisup.io import probe_writable
 
     probe_writable(raw_dir)  # before checking every image of a folder, or a download of 2.6 GB
 

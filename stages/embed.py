@@ -45,7 +45,7 @@ def main(run: str, params_path: str, shards: str, models: str, out: str) -> None
     )  # (an unknown one: one line)
     name = run
 
-    from semisup.embed import embed_splits
+    from semisup.model.embed import embed_splits
 
     counts = embed_splits(
         Path(models) / name / "encoder.keras",

@@ -14,14 +14,14 @@ import click
 import numpy as np
 
 from semisup.config import resolve_run
+from semisup.core.io import output_set, write_json
+from semisup.core.versions import library_versions
 from semisup.data.splits import class_counts
 from semisup.data.subsets import parse_run, read_subset
-from semisup.embeddings import check_labels, load_class_names, load_embeddings
-from semisup.few_labels import fit_k
-from semisup.io import output_set, write_json
-from semisup.knn import accuracy_metrics, knn_predict, per_class_accuracy
-from semisup.preflight import check_outputs
-from semisup.versions import library_versions
+from semisup.evaluation.embeddings import check_labels, load_class_names, load_embeddings
+from semisup.evaluation.knn import accuracy_metrics, knn_predict, per_class_accuracy
+from semisup.training.few_labels import fit_k
+from semisup.training.preflight import check_outputs
 from stages.common import load, params_option, run_option, user_errors
 from stages.console import done
 

@@ -1,4 +1,4 @@
-"""Stage linear@<run>: a linear probe on the run's frozen features (see semisup/linear.py).
+"""Stage linear@<run>: a linear probe on the run's frozen features (see semisup/evaluation/linear.py).
 
 Trains on the run's labeled subset (data/splits/<budget>-<seed>.json) of data/embeddings/<run>/labeled.npz,
 scores data/embeddings/<run>/test.npz, and writes metrics/runs/<run>/linear.json and the probe's weights,
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from semisup.io import output_set, write_json
-from semisup.preflight import check_outputs
-from semisup.versions import library_versions
+from semisup.core.io import output_set, write_json
+from semisup.core.versions import library_versions
+from semisup.training.preflight import check_outputs
 from stages.common import load, params_option, run_option, user_errors
 from stages.console import done
 
@@ -39,7 +39,7 @@ def main(run: str, split: str, params_path: str, embeddings: str, out: str, mode
     """Fit the probe on RUN's labeled subset and score it on the test split."""
     # NumPy and scikit-learn load here, after __main__ has set the BLAS thread count.
     from semisup.data.subsets import read_subset
-    from semisup.linear import fit_linear_probe, load_npz
+    from semisup.evaluation.linear import fit_linear_probe, load_npz
 
     probe = load(params_path).linear
     train_x, train_y = load_npz(Path(embeddings) / run / "labeled.npz", f"embed@{run}")
@@ -71,7 +71,7 @@ def main(run: str, split: str, params_path: str, embeddings: str, out: str, mode
 
 if __name__ == "__main__":
     # One OpenBLAS thread, set before NumPy starts its thread pools: the probe's fits run with one thread
-    # anyway (semisup.linear), and not starting the pools saves a part of this short process's start-up.
-    # A value set by the user wins.
+    # anyway (semisup.evaluation.linear), and not starting the pools saves a part of this short process's
+    # start-up. A value set by the user wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     main()

@@ -1,4 +1,5 @@
-"""Stage maps: a 2-D t-SNE map of the test embeddings of every method x budget (see semisup/maps.py).
+"""Stage maps: a 2-D t-SNE map of the test embeddings of every method x budget (see
+semisup/evaluation/maps.py).
 
 For each method of method_names and budget of study.labeled_per_class, the run of the study's first seed:
 reads data/embeddings/<run>/test.npz, writes metrics/maps/<run>.csv (x, y, label: the class id) for the
@@ -23,12 +24,12 @@ from stages.console import done
 @user_errors
 def main(params_path: str, embeddings: str, out: str) -> None:
     """Map the test embeddings of each method x budget (first seed) to 2-D with t-SNE."""
+    from semisup.core.io import output_set
     from semisup.data.subsets import budget_name, run_name
-    from semisup.io import output_set
-    from semisup.linear import load_npz
-    from semisup.maps import sample_ids, tsne_map
-    from semisup.preflight import check_outputs
-    from semisup.report import write_csv
+    from semisup.evaluation.linear import load_npz
+    from semisup.evaluation.maps import sample_ids, tsne_map
+    from semisup.reporting.report import write_csv
+    from semisup.training.preflight import check_outputs
 
     params = load(params_path)
     seed = params.study.seeds[0]

@@ -2,7 +2,7 @@
 
 pretrain wrote models/<run>/encoder.keras and linear models/<run>/probe.npz; this stage adds bank.npz (the
 embeddings and labels of the run's labeled subset: the bank its knn stage votes with), classes.json and the
-model card (card.json, card.md). See semisup/modelcard.py and docs/models.md.
+model card (card.json, card.md). See semisup/model/modelcard.py and docs/models.md.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import click
 import numpy as np
 
 from semisup.config import RunSpec, resolve_run
+from semisup.core.errors import DataError, UserError
+from semisup.core.io import output_set, write_json, write_npz, write_text
+from semisup.core.versions import library_versions
 from semisup.data.subsets import budget_name, parse_run, read_subset
-from semisup.embeddings import check_labels, load_class_names, load_embeddings
-from semisup.errors import DataError, UserError
-from semisup.io import output_set, write_json, write_npz, write_text
-from semisup.modelcard import (
+from semisup.evaluation.embeddings import check_labels, load_class_names, load_embeddings
+from semisup.model.modelcard import (
     BANK,
     CARD,
     CLASSES,
@@ -34,8 +35,7 @@ from semisup.modelcard import (
     sha256_of,
     study_entry,
 )
-from semisup.preflight import check_outputs
-from semisup.versions import library_versions
+from semisup.training.preflight import check_outputs
 from stages.common import load, params_option, run_option, user_errors
 from stages.console import done
 

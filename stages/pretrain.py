@@ -117,8 +117,8 @@ def main(
     if local_workers > 1:
         sys.exit(_launch(spec.params.train.strategy, local_workers))
     cluster, worker = _start_worker(cpu_replicas)
-    from semisup.few_labels import fit_spec, subset_counts
-    from semisup.preflight import check_pretrain
+    from semisup.training.few_labels import fit_spec, subset_counts
+    from semisup.training.preflight import check_pretrain
 
     # A labeled subset smaller than the recipe's labeled batch (or kNN bank) gets them by one rule.
     spec = fit_spec(spec, subset_counts(shards, spec.labeled_ids))
@@ -155,7 +155,7 @@ def _resolve(params_path: str, run: str, split: str | None, code_digest: str | N
 def _start_worker(cpu_replicas: int) -> tuple[dict, int]:
     """This process as one worker (of a TF_CONFIG cluster, or alone): its logging and devices; -> (the
     cluster spec, {} alone; this worker's index, 0 for the chief)."""
-    from semisup.distribute import cluster_spec, configure_devices
+    from semisup.training.distribute import cluster_spec, configure_devices
 
     cluster = cluster_spec()
     worker = _worker_index(cluster)
@@ -167,13 +167,13 @@ def _start_worker(cpu_replicas: int) -> tuple[dict, int]:
 
 
 def _train(spec: RunSpec, cluster: dict, worker: int, *, step_log: str | None, **outputs: Any) -> list:
-    """Train the run (semisup.pretrain) with the chief's progress and step log; -> its history. In a
+    """Train the run (semisup.training.pretrain) with the chief's progress and step log; -> its history. In a
     cluster a lost or failed peer ends the process at once, with one line."""
-    from semisup.codedeps import pretrain_code
-    from semisup.distribute import WorkerLost
-    from semisup.errors import UserError
-    from semisup.pretrain import pretrain
-    from semisup.progress import Progress
+    from semisup.core.errors import UserError
+    from semisup.core.progress import Progress
+    from semisup.pipeline.codedeps import pretrain_code
+    from semisup.training.distribute import WorkerLost
+    from semisup.training.pretrain import pretrain
 
     log_file = open(step_log, "a", buffering=1) if step_log and worker == 0 else None  # noqa: SIM115
     # Only the chief shows progress; images/s as the bench counts them: unlabeled ones.
@@ -208,8 +208,8 @@ def _train(spec: RunSpec, cluster: dict, worker: int, *, step_log: str | None, *
 def check_code_digest(path: str, method: str) -> None:
     """A UserError unless `path` holds the digest of the code a pretrain stage of `method` runs (the code
     stage wrote it for another method, or before the code changed: data/code/ edited or restored by hand)."""
-    from semisup.codedeps import closure, digest_text
-    from semisup.errors import UserError
+    from semisup.core.errors import UserError
+    from semisup.pipeline.codedeps import closure, digest_text
 
     try:
         written = Path(path).read_text()
@@ -225,8 +225,8 @@ def check_code_digest(path: str, method: str) -> None:
 
 def _launch(strategy: str, workers: int) -> int:
     """Rerun this command as `workers` processes of one cluster; -> the cluster's exit status."""
-    from semisup.cluster import launch_local
-    from semisup.errors import UserError
+    from semisup.core.errors import UserError
+    from semisup.training.cluster import launch_local
 
     if strategy not in ("auto", "multiworker"):
         raise UserError(

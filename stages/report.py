@@ -26,11 +26,11 @@ from typing import Any
 
 import click
 
+from semisup.core.errors import DataError, UserError
+from semisup.core.io import output_set, write_json, write_text
+from semisup.core.versions import merge as merge_versions
 from semisup.data.subsets import budget_name, run_name, subset_path
-from semisup.errors import DataError, UserError
-from semisup.io import output_set, write_json, write_text
-from semisup.preflight import check_outputs
-from semisup.report import (
+from semisup.reporting.report import (
     aggregate,
     compare_table,
     efficiency_rows,
@@ -47,8 +47,8 @@ from semisup.report import (
     versus_methods,
     write_csv,
 )
-from semisup.report_page import RunDetails, page
-from semisup.versions import merge as merge_versions
+from semisup.reporting.report_page import RunDetails, page
+from semisup.training.preflight import check_outputs
 from stages.common import load, params_option, user_errors
 from stages.console import done
 

@@ -35,9 +35,9 @@ def main(params_path: str, raw_dir: str, out_dir: str) -> None:
     A folder's images are decoded once, into a temporary file beside --out, before any shard is written.
     """
     params = load(params_path)
+    from semisup.core.io import check_free_space, probe_writable
     from semisup.data.shards import record_bytes, shard_bytes, write_shards
     from semisup.data.sources import open_source
-    from semisup.io import check_free_space, probe_writable
 
     size = params.data.image_size
     probe_writable(out_dir)  # before decoding a folder's images

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from semisup.core.errors import UserError
 from semisup.data.subsets import (
     check_budget,
     draw_subset,
@@ -16,8 +17,7 @@ from semisup.data.subsets import (
     subset_path,
     write_subset,
 )
-from semisup.errors import UserError
-from semisup.preflight import check_outputs
+from semisup.training.preflight import check_outputs
 from stages.common import load, params_option, user_errors
 from stages.console import done
 

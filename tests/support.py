@@ -78,8 +78,8 @@ def untrained_knn(method: str, params: Any, shard_dir: Path, labeled_ids: Any = 
     encoder must clear. The encoder is built as pretrain builds it (same seed, so the same initial
     weights) and scored by the project's kNN monitor on the same shards, bank (`labeled_ids`) and queries."""
     from semisup.config import resolve_run
-    from semisup.monitor import monitor
-    from semisup.pretrain import build, set_up
+    from semisup.training.monitor import monitor
+    from semisup.training.pretrain import build, set_up
 
     one_run = set_up(resolve_run(params, method, labeled_ids=labeled_ids), shard_dir)
     models, _ = build(one_run)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semisup import codedeps
 from semisup.methods import METHODS
+from semisup.pipeline import codedeps
 from tests.support import TINY_PARAMS, copy_project, params_with, run
 
 # InfoNCE under another name: what a user writes to add a method (docs/parameters.md, "Adding a method").
@@ -82,7 +82,7 @@ def test_a_new_method_needs_only_its_module_registry_entry_and_params(repo):
     assert 0.0 <= knn["k20"]["accuracy"] <= 1.0
     summary = json.loads((repo / "metrics/summary.json").read_text())
     assert summary["methods"] == ["paws", "paws_same", "twin"]
-    assert run(repo, "python", "-m", "semisup.dvcdeps").returncode == 0
+    assert run(repo, "python", "-m", "semisup.pipeline.dvcdeps").returncode == 0
     dry = run(repo, "python", "-m", "drivers.demo", "--dry-run").stdout
     # The demo profile scales its reference batch (128 of 250 images) and keeps the labeled one it never
     # encodes; a configuration's batches are scaled from its own, its labeled one by the few-labels rule
@@ -94,7 +94,7 @@ def test_a_new_method_needs_only_its_module_registry_entry_and_params(repo):
 
 @pytest.mark.slow
 def test_results_record_the_library_versions_that_computed_them(repo):
-    from semisup.versions import library_versions
+    from semisup.core.versions import library_versions
 
     mine = library_versions()
     assert set(mine) == {"python", "tensorflow", "keras", "numpy", "scikit-learn", "dvc"}

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from semisup import augment as aug
 from semisup.config import AugmentParams
-from semisup.errors import UserError
+from semisup.core.errors import UserError
+from semisup.model import augment as aug
 
 NO_JITTER = dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
 IDENTITY = dict(flip=False, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), **NO_JITTER)

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from semisup import cluster
+from semisup.training import cluster
 
 # Each worker records its TF_CONFIG and pid, then behaves as its index's entry in argv[2] says.
 WORKER = """

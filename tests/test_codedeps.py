@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semisup import codedeps, dvcdeps
 from semisup.config import load_params
+from semisup.pipeline import codedeps, dvcdeps
 from tests.support import ENV, ROOT
 
 
@@ -30,7 +30,7 @@ def _project(root: Path, files: dict[str, str]) -> Path:
 
 def test_dvc_yaml_lists_exactly_the_code_each_stage_runs():
     problems = dvcdeps.check(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
-    assert problems == [], "\n".join(problems) + "\n(fix: python -m semisup.dvcdeps --fix)"
+    assert problems == [], "\n".join(problems) + "\n(fix: python -m semisup.pipeline.dvcdeps --fix)"
 
 
 def test_every_stage_depends_on_its_digest_and_the_code_stage_writes_each_one(tmp_path):
@@ -50,7 +50,10 @@ def test_every_stage_depends_on_its_digest_and_the_code_stage_writes_each_one(tm
     closure = codedeps.closure("stages.knn")
     files = json.loads(written["knn.json"])["files"]
     assert list(files) == sorted(closure)
-    assert files["semisup/knn.py"] == hashlib.sha256((ROOT / "semisup/knn.py").read_bytes()).hexdigest()
+    assert (
+        files["semisup/evaluation/knn.py"]
+        == hashlib.sha256((ROOT / "semisup/evaluation/knn.py").read_bytes()).hexdigest()
+    )
     assert json.loads(written["pretrain-paws.json"])["method"] == "paws"
     assert "semisup/methods/paws.py" in json.loads(written["pretrain-paws.json"])["files"]
     assert "semisup/methods/suncet.py" not in json.loads(written["pretrain-paws.json"])["files"]
@@ -59,7 +62,7 @@ def test_every_stage_depends_on_its_digest_and_the_code_stage_writes_each_one(tm
 def test_check_names_the_stage_and_the_file():
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     pipeline["stages"]["embed"]["deps"].remove("data/code/embed.json")
-    pipeline["stages"]["knn"]["deps"].append("semisup/linear.py")
+    pipeline["stages"]["knn"]["deps"].append("semisup/evaluation/linear.py")
     pipeline["stages"]["pretrain"]["deps"].remove("data/code/pretrain-${item.method}.json")
     pipeline["stages"]["pretrain"]["deps"].append("data/code/pretrain.json")
     pipeline["stages"]["code"]["deps"].remove("stages")
@@ -70,7 +73,7 @@ def test_check_names_the_stage_and_the_file():
         "pretrain: dvc.yaml's deps name data/code/pretrain.json: its code deps are its digest file alone "
         "(data/code/pretrain-${item.method}.json)",
         "embed: dvc.yaml's deps miss data/code/embed.json, the digest of the code the stage runs",
-        "knn: dvc.yaml's deps name semisup/linear.py: its code deps are its digest file alone "
+        "knn: dvc.yaml's deps name semisup/evaluation/linear.py: its code deps are its digest file alone "
         "(data/code/knn.json)",
     ]
     del pipeline["stages"]["code"]
@@ -82,7 +85,9 @@ def test_check_names_the_stage_and_the_file():
 def test_fix_restores_the_deps_and_keeps_the_rest_of_the_file(tmp_path):
     original = (ROOT / "dvc.yaml").read_text()
     broken = original.replace("      - data/code/embed.json\n", "", 1).replace(
-        "      - data/code/knn.json\n", "      - data/code/knn.json\n      - semisup/linear.py\n", 1
+        "      - data/code/knn.json\n",
+        "      - data/code/knn.json\n      - semisup/evaluation/linear.py\n",
+        1,
     )
     assert broken != original
     path = tmp_path / "dvc.yaml"
@@ -95,7 +100,7 @@ def test_fix_restores_the_deps_and_keeps_the_rest_of_the_file(tmp_path):
 def test_the_command_prints_the_problems_and_exits_1_then_fixes_them(tmp_path):
     path = tmp_path / "dvc.yaml"
     path.write_text((ROOT / "dvc.yaml").read_text().replace("      - data/code/embed.json\n", "", 1))
-    command = [sys.executable, "-m", "semisup.dvcdeps", str(path)]
+    command = [sys.executable, "-m", "semisup.pipeline.dvcdeps", str(path)]
     proc = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True)
     assert (proc.returncode, proc.stdout, proc.stderr) == (
         1,
@@ -197,7 +202,7 @@ def test_a_method_is_the_stage_items_module_and_its_digest_holds_the_methods_it_
 def test_the_registry_imports_no_method_module_until_one_trains():
     code = """
         import sys
-        import semisup.config, semisup.train
+        import semisup.config, semisup.training.train
         before = sorted(m for m in sys.modules if m.startswith("semisup.methods."))
         from semisup.methods import METHODS
         from semisup.methods.load import loss_fn
@@ -227,7 +232,7 @@ def test_code_digest_changes_with_one_byte_of_any_file_in_the_closure(tmp_path):
 
 
 def test_a_checkpoint_key_holds_the_hash_of_the_pretrain_stages_digest_file():
-    from semisup.codedeps import pretrain_code
+    from semisup.pipeline.codedeps import pretrain_code
 
     written = codedeps.digest_files({"paws": "paws", "paws_other": "paws"})
     for name in ("paws", "paws_other"):
@@ -235,7 +240,7 @@ def test_a_checkpoint_key_holds_the_hash_of_the_pretrain_stages_digest_file():
 
 
 def test_pretrain_refuses_a_digest_that_is_not_its_code(tmp_path):
-    from semisup.errors import UserError
+    from semisup.core.errors import UserError
     from stages.pretrain import check_code_digest
 
     written = codedeps.digest_files({"paws": "paws", "paws_other": "suncet"})

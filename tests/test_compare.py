@@ -3,9 +3,9 @@
 The pairing and the table on hand-made scores (no DVC), then a tiny study in a real git + DVC repository
 (a copy of the session's digits_repo) committed twice: A = paws on seeds [0, 1]; B = the same with another
 kNN temperature (moves weighted kNN, not plain kNN), another linear C (moves the probe) and a third seed
-(a run without a partner). What `compare` prints must equal semisup.stats' paired test on the numbers read
-straight from each commit's files; it reads them through DVC from the cache, from a remote in a fresh
-clone, and at a DVC experiment's name.
+(a run without a partner). What `compare` prints must equal semisup.reporting.stats' paired test on the
+numbers read straight from each commit's files; it reads them through DVC from the cache, from a remote in a
+fresh clone, and at a DVC experiment's name.
 """
 
 from __future__ import annotations
@@ -20,8 +20,16 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from semisup.compare import Comparison, Revision, compare, format_markdown, format_text, row_cells, run_key
-from semisup.stats import paired_test
+from semisup.reporting.compare import (
+    Comparison,
+    Revision,
+    compare,
+    format_markdown,
+    format_text,
+    row_cells,
+    run_key,
+)
+from semisup.reporting.stats import paired_test
 from tests.support import TINY_STUDY, copy_repo, run, tool_env, write_params
 
 # --- pairing and the table, on hand-made scores --------------------------------------------------------------
@@ -165,7 +173,7 @@ def study(tmp_path_factory, digits_repo) -> dict:
 
 def semisup(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "semisup.cli", *args],
+        [sys.executable, "-m", "semisup.app.cli", *args],
         cwd=repo,
         env=tool_env(),
         capture_output=True,
@@ -175,7 +183,7 @@ def semisup(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def expected_lines(a: dict, b: dict, seeds: list[int]) -> list[list[str]]:
-    """The table's paws rows, split at spaces, from semisup.stats' paired test on the files' numbers
+    """The table's paws rows, split at spaces, from semisup.reporting.stats' paired test on the files' numbers
     (B - A)."""
     lines = []
     for score in ("kNN@5", "wkNN@5", "linear"):

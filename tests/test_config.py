@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from semisup.config import Params, load_params, parse_params, to_dict, with_overrides
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from semisup.core.errors import DataError
 from semisup.data import base, readers, shards
-from semisup.errors import DataError
 from tests.test_data_shards import synthetic
 
 SIZE = 8

@@ -262,7 +262,7 @@ def test_stl10_real_tfds_prepare_from_manual_archive(tmp_path: Path, monkeypatch
 def test_stl10_archive_with_wrong_checksum_is_a_user_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from semisup.errors import UserError
+    from semisup.core.errors import UserError
 
     _fake_stl10_archive(tmp_path / "manual" / stl10.ARCHIVE, np.random.default_rng(0))
     monkeypatch.setattr(stl10, "host_reachable", lambda *a, **k: pytest.fail("network probed"))

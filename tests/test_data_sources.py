@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from semisup.core.errors import DataError, UserError
 from semisup.data import base, digits, folder, splits, stl10
 from semisup.data.images import resize_rgb
-from semisup.errors import DataError, UserError
 
 NAMES = ("a", "b", "c")
 

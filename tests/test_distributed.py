@@ -27,9 +27,9 @@ from devtools.cluster import (
     wait_for_steps,
     write_tiny_params,
 )
-from semisup import augment as aug
 from semisup.data import readers
 from semisup.methods import METHODS
+from semisup.model import augment as aug
 from tests.support import ENV, ROOT, copy_repo, tool_env, write_params
 
 # Configurations beside each method's own, compared the same way: name -> (method, settings over TINY).
@@ -249,9 +249,9 @@ RESUME_WORKER = """
 import json, sys
 from types import SimpleNamespace
 import keras, numpy as np, tensorflow as tf
-from semisup import distribute
-from semisup.pretrain import resume
-from semisup.checkpoints import Checkpoints
+from semisup.training import distribute
+from semisup.training.pretrain import resume
+from semisup.training.checkpoints import Checkpoints
 
 root, saves = sys.argv[1], json.loads(sys.argv[2])
 strategy = distribute.select_strategy("multiworker")
@@ -340,7 +340,7 @@ def test_global_batches_do_not_depend_on_pipelines_or_replicas(digits, stratifie
 
 
 def test_batch_divisibility_is_checked_only_for_what_is_read(digits):
-    from semisup.errors import UserError
+    from semisup.core.errors import UserError
 
     _, shards = digits
     ctx = tf.distribute.InputContext(2, 0, 2)
@@ -424,7 +424,7 @@ def test_logical_cpu_replicas_share_the_cores(replicas):
     """N logical CPU replicas run their ops at once on the same cores: each gets cores // N threads."""
     code = (
         "import tensorflow as tf\n"
-        "from semisup.distribute import configure_devices\n"
+        "from semisup.training.distribute import configure_devices\n"
         f"configure_devices({replicas})\n"
         "print(len(tf.config.list_logical_devices('CPU')), tf.config.threading.get_intra_op_parallelism_threads())"
     )
@@ -438,8 +438,8 @@ def test_logical_cpu_replicas_share_the_cores(replicas):
 
 
 def test_cluster_messages_cite_the_manual_section_that_shows_tf_config(monkeypatch):
-    from semisup import distribute
-    from semisup.errors import UserError
+    from semisup.core.errors import UserError
+    from semisup.training import distribute
 
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(UserError) as info:

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from semisup.encoder import get_encoder, get_head, min_image_size
-from semisup.errors import UserError
+from semisup.core.errors import UserError
+from semisup.model.encoder import get_encoder, get_head, min_image_size
 
 
 def _conv_params(k: int, c_in: int, c_out: int) -> int:
@@ -97,8 +97,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from semisup.encoder import get_encoder, save_encoder
-from semisup.precision import set_precision
+from semisup.model.encoder import get_encoder, save_encoder
+from semisup.training.precision import set_precision
 
 out = Path(sys.argv[1])
 x = np.random.default_rng(5).random((3, 32, 32, 3), dtype=np.float32)
@@ -141,7 +141,7 @@ def test_encoders_built_in_two_processes_save_to_the_same_bytes(tmp_path):
 
 
 def test_encoder_layers_follow_the_global_policy_each_with_its_own_policy_object():
-    from semisup.precision import set_precision
+    from semisup.training.precision import set_precision
 
     try:
         set_precision(True)
@@ -160,7 +160,7 @@ def test_shared_objects_are_numbered_by_first_appearance_not_by_memory_address(t
     import json
     import zipfile
 
-    from semisup.encoder import renumber_shared_objects, save_encoder
+    from semisup.model.encoder import renumber_shared_objects, save_encoder
 
     # Layers left to the default policy all hold the one global policy object: Keras writes it as shared.
     inputs = keras.Input((6,))
@@ -207,7 +207,7 @@ def test_same_padding_and_average_pooling_shapes_and_hand_count():
 
 
 def test_one_pooled_encoder_takes_several_image_sizes_and_loads_from_its_file(tmp_path):
-    from semisup.encoder import check_encoder, load_encoder, save_encoder
+    from semisup.model.encoder import check_encoder, load_encoder, save_encoder
 
     enc = get_encoder((32, 32, 3), filters=8, embedding_dim=16, padding="same", pooling="average")
     rng = np.random.default_rng(5)
@@ -218,7 +218,7 @@ def test_one_pooled_encoder_takes_several_image_sizes_and_loads_from_its_file(tm
     for x in (large, small):
         np.testing.assert_array_equal(loaded(x).numpy(), enc(x).numpy())
     # A Flatten encoder still must match the shards' image shape.
-    from semisup.errors import DataError
+    from semisup.core.errors import DataError
 
     with pytest.raises(
         DataError, match=r"takes images of shape \(32, 32, 3\), the shards hold \(40, 40, 3\)"
@@ -232,7 +232,7 @@ def test_one_pooled_encoder_takes_several_image_sizes_and_loads_from_its_file(tm
 
 def test_same_padding_lets_any_side_survive_and_preflight_counts_the_weights():
     from semisup.config import EncoderParams
-    from semisup.preflight import conv_side, encoder_weights
+    from semisup.training.preflight import conv_side, encoder_weights
 
     assert min_image_size(4, 3, 2, "same") == 1
     enc = get_encoder((7, 7, 3), filters=4, padding="same", pooling="flatten")  # 7 -> 4 -> 2 -> 1 -> 1

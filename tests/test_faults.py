@@ -264,7 +264,7 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_outputs(workspace,
 
 
 def test_output_set_moves_all_or_nothing_and_keeps_old_outputs_on_failure(tmp_path: Path) -> None:
-    from semisup.io import output_set
+    from semisup.core.io import output_set
 
     a, b = tmp_path / "m" / "a.json", tmp_path / "m" / "b.csv"
     with output_set(a, b) as (ta, tb):
@@ -279,11 +279,11 @@ def test_output_set_moves_all_or_nothing_and_keeps_old_outputs_on_failure(tmp_pa
 
 
 def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path: Path) -> None:
-    from semisup.io import output_set
+    from semisup.core.io import output_set
 
     # A writer killed with SIGKILL mid-write: its temporary folder stays, unlocked.
     code = (
-        "import os, sys; from semisup.io import output_set\n"
+        "import os, sys; from semisup.core.io import output_set\n"
         f"with output_set({str(tmp_path / 'emb')!r}) as (t,):\n"
         "    t.mkdir(); (t / 'half.npz').write_bytes(b'x'); print('ready', flush=True); os.kill(os.getpid(), 9)\n"
     )
@@ -313,8 +313,8 @@ def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path: 
 
 
 def test_full_disk_mid_write_is_one_line_and_the_old_output_stays(tmp_path: Path) -> None:
-    from semisup.errors import FaultError
-    from semisup.io import output_set
+    from semisup.core.errors import FaultError
+    from semisup.core.io import output_set
 
     with tmpfs(tmp_path / "small") as out:
         (out / "x").mkdir()
@@ -360,8 +360,8 @@ def test_a_root_test_that_cannot_mount_skips_or_fails_under_ci(tmp_path: Path, r
 def test_scratch_file_takes_its_space_up_front_and_leftovers_go(tmp_path: Path) -> None:
     """The shard stage's decoded-pixel file: a full disk is one line before decoding, never a SIGBUS
     of a memory map; a killed run's file is removed by the next run."""
-    from semisup.errors import FaultError
-    from semisup.io import scratch_file
+    from semisup.core.errors import FaultError
+    from semisup.core.io import scratch_file
 
     with tmpfs(tmp_path / "small") as fs:
         with (
@@ -373,7 +373,7 @@ def test_scratch_file_takes_its_space_up_front_and_leftovers_go(tmp_path: Path) 
             pytest.fail("2 MiB allocated on a 1 MiB file system")
         assert list(fs.iterdir()) == []
     code = (
-        "import os; from semisup.io import scratch_file\n"
+        "import os; from semisup.core.io import scratch_file\n"
         f"with scratch_file({str(tmp_path)!r}, 'shards-pixels', 4096, 'x') as f:\n"
         "    os.kill(os.getpid(), 9)\n"
     )
@@ -386,7 +386,7 @@ def test_scratch_file_takes_its_space_up_front_and_leftovers_go(tmp_path: Path) 
 
 
 def test_tensorflow_write_faults_are_one_line() -> None:
-    from semisup.errors import fault_message
+    from semisup.core.errors import fault_message
 
     class ResourceExhaustedError(Exception):  # what TF's C++ file system raises, by name and message
         pass
@@ -405,7 +405,7 @@ def test_tensorflow_write_faults_are_one_line() -> None:
 @pytest.mark.parametrize(("seed", "ok"), [(-1, False), (0, True), (2**32 - 1, True), (2**32, False)])
 def test_seed_range(seed: int, ok: bool) -> None:
     from semisup.config import parse_params
-    from semisup.errors import UserError
+    from semisup.core.errors import UserError
 
     if ok:
         assert parse_params({"seed": seed}).seed == seed
@@ -416,8 +416,8 @@ def test_seed_range(seed: int, ok: bool) -> None:
 
 def test_encoder_weights_match_keras() -> None:
     from semisup.config import EncoderParams
-    from semisup.encoder import get_encoder
-    from semisup.preflight import encoder_weights
+    from semisup.model.encoder import get_encoder
+    from semisup.training.preflight import encoder_weights
 
     for shape, enc in [
         ((32, 32, 3), EncoderParams(filters=8, embedding_dim=16)),
@@ -460,8 +460,8 @@ def _flip_inside_a_record(path: Path) -> None:
 @pytest.mark.parametrize("limit", [None, 1024])
 def test_flipped_byte_is_named_by_file_at_any_size(workspace, tmp_path: Path, limit) -> None:
     """None: sha256 (the default at every size); 1024: a set over a hash limit is checked by its CRCs."""
+    from semisup.core.errors import DataError
     from semisup.data import readers
-    from semisup.errors import DataError
 
     params, src, _ = workspace
     shards = shutil.copytree(src / "shards", tmp_path / "shards")
@@ -475,10 +475,10 @@ def test_flipped_byte_is_named_by_file_at_any_size(workspace, tmp_path: Path, li
 
 
 def test_a_passed_check_is_remembered_across_processes_until_a_file_changes(tmp_path, monkeypatch) -> None:
+    from semisup.core.errors import DataError
     from semisup.data import readers
     from semisup.data.base import SourceSplits, SplitStream
     from semisup.data.shards import write_shards
-    from semisup.errors import DataError
 
     monkeypatch.setenv("SEMISUP_CACHE_DIR", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
@@ -535,7 +535,7 @@ def _foreign_models(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
     x = keras.layers.Flatten()(keras.layers.Lambda(lambda t: t * 2)(inputs))
     keras.Model(inputs, keras.layers.Dense(4)(x)).save(tmp_path / "lambda.keras")
     made["lambda"] = (tmp_path / "lambda.keras", "Lambda layer")
-    from semisup.encoder import get_encoder
+    from semisup.model.encoder import get_encoder
 
     get_encoder((40, 40, 3), filters=8, embedding_dim=16).save(tmp_path / "shape.keras")
     made["input shape"] = (
@@ -551,8 +551,8 @@ def _foreign_models(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
 
 @pytest.mark.slow
 def test_foreign_models_are_refused_with_one_line(workspace, tmp_path: Path) -> None:
-    from semisup.encoder import load_encoder
-    from semisup.errors import DataError
+    from semisup.core.errors import DataError
+    from semisup.model.encoder import load_encoder
 
     _, src, _ = workspace
     good = src / "models" / RUN / "encoder.keras"

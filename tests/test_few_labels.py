@@ -1,6 +1,6 @@
 """Few labels on the default recipe: the rule that fits a run's labeled batches and kNN's k to its labeled
-subset (semisup.few_labels), by hand, and through the real stages at 1, 2 and 5 labels per class on digits
-and at 5 on the STL10 mock, with the recipe's batches (params.yaml's, untouched)."""
+subset (semisup.training.few_labels), by hand, and through the real stages at 1, 2 and 5 labels per class on
+digits and at 5 on the STL10 mock, with the recipe's batches (params.yaml's, untouched)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from semisup.config import parse_params, read_params, resolve_run
-from semisup.few_labels import fit_k, fit_method, fit_spec
 from semisup.methods import METHODS
+from semisup.training.few_labels import fit_k, fit_method, fit_spec
 from tests.support import DATA, ENV, ROOT, write_params
 
 RECIPE = parse_params(read_params(ROOT / "params.yaml"))

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from drivers.profiles import folder_study
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 from tests.support import copy_repo, git_project, tiny_sets, tool_env
 
 

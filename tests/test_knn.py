@@ -12,9 +12,9 @@ import yaml
 from click.testing import CliRunner
 from sklearn.neighbors import KNeighborsClassifier
 
+from semisup.core.errors import DataError, UserError
 from semisup.data.subsets import write_subset
-from semisup.errors import DataError, UserError
-from semisup.knn import knn_accuracy, knn_predict, per_class_accuracy
+from semisup.evaluation.knn import knn_accuracy, knn_predict, per_class_accuracy
 from stages import knn as knn_stage
 
 

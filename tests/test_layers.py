@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.support import ROOT
 
 TRAINING = ("checkpoints.py", "pretrain.py", "train.py")
-TOOLING = ("semisup.codedeps", "semisup.dvcdeps")
+TOOLING = ("semisup.pipeline.codedeps", "semisup.pipeline.dvcdeps")
 
 
 def imported(path: Path) -> set[str]:

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from threadpoolctl import threadpool_info
 
-from semisup.linear import l2_normalise, linear_probe, select_c
+from semisup.evaluation.linear import l2_normalise, linear_probe, select_c
 from tests.support import ENV, ROOT
 
 GRID = (0.01, 1.0, 100.0)
@@ -93,7 +93,7 @@ def test_stage_trains_on_the_subset_only(tmp_path):
     assert (written["accuracy"], written["C"], written["folds"]) == (expected["accuracy"], expected["C"], 5)
     assert written["train_images"] == 20
     # Its weights, saved beside the encoder (models/<run>/probe.npz), score what it scored.
-    from semisup.linear import ProbeWeights
+    from semisup.evaluation.linear import ProbeWeights
 
     weights = ProbeWeights.load(tmp_path / "models" / "paws-5-0" / "probe.npz", "rerun")
     assert weights.C == expected["C"] and weights.coef.shape == (4, x.shape[1])
@@ -109,7 +109,7 @@ def test_stage_trains_on_the_subset_only(tmp_path):
 def test_fits_run_with_one_blas_thread(monkeypatch):
     # Many BLAS threads buy nothing on the probe's small products and, on a busy machine, made the fits
     # several times slower (bench/linear_probe.py): every fit and the scoring run with one.
-    import semisup.linear
+    import semisup.evaluation.linear
 
     seen = []
 
@@ -118,7 +118,9 @@ def test_fits_run_with_one_blas_thread(monkeypatch):
             seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
             return super().fit(*args, **kwargs)
 
-    monkeypatch.setattr(semisup.linear, "make_probe", lambda c, max_iter: Recording(C=c, max_iter=max_iter))
+    monkeypatch.setattr(
+        semisup.evaluation.linear, "make_probe", lambda c, max_iter: Recording(C=c, max_iter=max_iter)
+    )
     before = [i["num_threads"] for i in threadpool_info()]
     train, test = blobs(10), blobs(5, seed=1)
     assert probe(train, test)["accuracy"] > 0.9

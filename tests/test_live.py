@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semisup.live import DVCYAML, LiveCurves, remove_stale
+from semisup.training.live import DVCYAML, LiveCurves, remove_stale
 from tests.support import DATA, copy_repo, run, tool_env, write_params
 
 RUN = "paws-all-0"
@@ -147,14 +147,14 @@ def test_live_folders_of_killed_runs_go_and_a_living_ones_stays(tmp_path):
     assert json.loads((curves.dir / "metrics.json").read_text()) == {"loss": 2.0, "knn_k20": 0.5, "step": 2}
     # Another process's remove_stale leaves a living run's folder alone; a second writer of it is refused.
     code = (
-        "import sys; from pathlib import Path; from semisup.live import remove_stale; "
+        "import sys; from pathlib import Path; from semisup.training.live import remove_stale; "
         "print(remove_stale(Path(sys.argv[1])))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(root)], capture_output=True, text=True, env=dict(os.environ)
     )
     assert out.stdout.strip() == "[]", out.stderr
-    from semisup.errors import UserError
+    from semisup.core.errors import UserError
 
     with pytest.raises(UserError, match=r"paws-all-0: another pretrain of paws-all-0 is writing here"):
         LiveCurves(root / "paws-all-0", epochs=3, history=[])

@@ -15,10 +15,10 @@ import yaml
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
-from semisup import artifacts
-from semisup.linear import ProbeWeights, l2_normalise
-from semisup.modelcard import FILES, read_model_folder
-from semisup.stats import describe
+from semisup.evaluation.linear import ProbeWeights, l2_normalise
+from semisup.model.modelcard import FILES, read_model_folder
+from semisup.pipeline import artifacts
+from semisup.reporting.stats import describe
 from tests.support import BIN, copy_repo, run, tool_env
 
 RUN = "paws-all-0"
@@ -158,7 +158,7 @@ def test_a_card_of_a_study_with_two_seeds_carries_its_interval(repo, tmp_path):
         ]
         for s in (0, 1)
     ]
-    expected = describe(linear)  # mean, std, n and the 95% t-interval, by semisup.stats
+    expected = describe(linear)  # mean, std, n and the 95% t-interval, by semisup.reporting.stats
     assert expected["half_width"] > 0, linear
     for seed in (0, 1):
         card = json.loads((repo / "models" / f"crossentropy-all-{seed}" / "card.json").read_text())
@@ -230,7 +230,7 @@ def test_artifacts_section_is_rewritten_in_place_and_checked(tmp_path):
     assert artifacts.problems(doc, want) == []
     (line,) = artifacts.problems(yaml.safe_load(text), want)
     assert line == (
-        "dvc.yaml: artifacts: missing paws-5-0; not in the study old: run `python -m semisup.artifacts` to "
+        "dvc.yaml: artifacts: missing paws-5-0; not in the study old: run `python -m semisup.pipeline.artifacts` to "
         "write them"
     )
     appended = artifacts.replace_section("stages: {}\n", artifacts.render(want))

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from semisup import vega_page
-from semisup.pagecheck import check_page, chromium, network_urls
+from semisup.reporting import vega_page
+from semisup.reporting.pagecheck import check_page, chromium, network_urls
 from tests.support import ROOT, git_project, run
 from tests.test_report import METHODS, SEEDS, invoke, write_inputs
 

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from semisup.config import load_params
+from semisup.core.errors import DataError
 from semisup.data.folder import decode_file
 from semisup.data.images import decode_image, resize_rgb
 from semisup.data.subsets import parse_run, run_subset_path
-from semisup.errors import DataError
-from semisup.predict import predict_folder
+from semisup.model.predict import predict_folder
 from tests.support import BIN, copy_repo, run, tool_env
 
 RUN = "paws-all-0"
@@ -67,7 +67,7 @@ def test_plain_vote_agrees_with_the_knn_stage_image_for_image(repo):
 @pytest.mark.slow
 def test_weighted_vote_agrees_with_knn_predict_on_the_stage_embeddings(repo):
     from semisup.data.subsets import read_subset
-    from semisup.knn import knn_predict
+    from semisup.evaluation.knn import knn_predict
 
     proc = semisup(repo, "predict", RUN, "test")
     assert proc.returncode == 0, proc.stderr

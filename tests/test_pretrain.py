@@ -149,8 +149,8 @@ def _key_with(params_path: Path, shard_dir: Path, monkeypatch, tmp_path: Path, p
     """run_key("paws", ...) of the test's params with one of its parts changed; part "" changes nothing."""
     import dataclasses
 
-    from semisup import checkpoints as pt
     from semisup.config import parse_params, with_overrides
+    from semisup.training import checkpoints as pt
 
     raw = yaml.safe_load(params_path.read_text())
     if part.startswith("-S "):
@@ -245,7 +245,7 @@ def test_two_saves_of_the_same_weights_are_byte_identical(tmp_path):
 
     import keras
 
-    from semisup.encoder import get_encoder, save_encoder
+    from semisup.model.encoder import get_encoder, save_encoder
 
     model = get_encoder((32, 32, 3), filters=8, embedding_dim=16)
     save_encoder(model, tmp_path / "a" / "encoder.keras")
@@ -293,18 +293,18 @@ def test_labeled_ids_pick_the_labeled_images_trained_on(shards):
     [([], "empty"), ([0, 250], "position 250 is outside the labeled split"), ([1, 1], "appears twice")],
 )
 def test_bad_labeled_ids_name_the_problem(shards, ids, message):
+    from semisup.core.errors import UserError
     from semisup.data import readers
-    from semisup.errors import UserError
 
     with pytest.raises(UserError, match=rf"^labeled_ids: .*{message}"):
         readers.labeled_subset(shards[1], ids)
 
 
 def test_labeled_ids_reach_the_checkpoint_key_batches_and_monitor(shards, monkeypatch):
-    from semisup import checkpoints, preflight
-    from semisup import monitor as pt
     from semisup.config import load_params
-    from semisup.errors import DataError
+    from semisup.core.errors import DataError
+    from semisup.training import checkpoints, preflight
+    from semisup.training import monitor as pt
 
     params_path, shard_dir = shards
     params = load_params(params_path)
@@ -328,7 +328,7 @@ def test_labeled_ids_reach_the_checkpoint_key_batches_and_monitor(shards, monkey
         return {f"k{k}": {"accuracy": 0.0, "weighted_accuracy": 0.0} for k in ks}
 
     monkeypatch.setattr(pt, "knn_accuracy", spy)
-    from semisup.encoder import get_encoder
+    from semisup.model.encoder import get_encoder
 
     pt.monitor(get_encoder((32, 32, 3), filters=8, embedding_dim=8), shard_dir, params, 10, [5, 6, 7, 8])
     assert seen == {"n": 4, "ks": (1, 1)}  # a bank of 4: k fitted to its smallest class, 1
@@ -340,7 +340,7 @@ def test_pretrain_trains_on_labeled_ids_and_reports_every_step(shards, tmp_path)
 
     from semisup.config import load_params, resolve_run
     from semisup.data import readers
-    from semisup.pretrain import pretrain
+    from semisup.training.pretrain import pretrain
 
     _, shard_dir = shards
     params = load_params(
@@ -411,9 +411,9 @@ def test_preflight_and_training_take_the_resolved_run_and_never_its_name(shards,
     an epoch's stream read the record, and none of them asks params.yaml's Params for the name again."""
     import keras
 
-    from semisup import pretrain as pt
     from semisup.config import Params, load_params, resolve_run
-    from semisup.preflight import check_pretrain
+    from semisup.training import pretrain as pt
+    from semisup.training.preflight import check_pretrain
 
     params_path, shard_dir = shards
     spec = resolve_run(load_params(params_path), "paws", run="paws-all-3", seed=3, budget=None)

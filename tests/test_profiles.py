@@ -19,7 +19,7 @@ from drivers.profiles import (
     parse_sets,
 )
 from semisup.config import parse_params, read_params, resolve_run, to_dict, with_overrides
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 from semisup.methods import METHODS
 from tests.support import ROOT
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from semisup.progress import Progress, duration, track
+from semisup.core.progress import Progress, duration, track
 
 
 class Clock:
@@ -108,7 +108,7 @@ def test_duration(seconds, text):
 def test_describe_devices_names_where_replicas_run():
     import tensorflow as tf
 
-    from semisup.distribute import describe_devices
+    from semisup.training.distribute import describe_devices
 
     gpus = tf.config.list_physical_devices("GPU")
     expected = "GPU:0" if gpus else "CPU:0"

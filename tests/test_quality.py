@@ -52,7 +52,7 @@ def untrained_knn20(digits) -> float:
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_learns_on_digits(name, digits, raw_pixel_knn20, untrained_knn20):
     from semisup.config import resolve_run
-    from semisup.pretrain import pretrain
+    from semisup.training.pretrain import pretrain
 
     params, tmp = digits
     history = pretrain(

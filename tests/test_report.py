@@ -15,8 +15,8 @@ from dvclive import Live
 from PIL import Image
 from scipy import stats as sps
 
-from semisup.errors import DataError
-from semisup.report import (
+from semisup.core.errors import DataError
+from semisup.reporting.report import (
     aggregate,
     format_table,
     markdown,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from semisup.pagecheck import check_page, network_urls
+from semisup.reporting.pagecheck import check_page, network_urls
 from stages import maps as maps_stage
 from tests.support import ROOT
 from tests.test_pages import describe, needs_chromium
@@ -187,13 +187,14 @@ def test_page_is_drawn_offline_in_chromium(study):
 def test_report_params_and_maps_stage_in_dvc_yaml():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert "metrics/maps" in stages["report"]["deps"] and "metrics/maps" in stages["maps"]["outs"]
-    # Each depends on the digest of the code it runs (semisup.codedeps), which holds the module named here.
-    from semisup import codedeps
+    # Each depends on the digest of the code it runs (semisup.pipeline.codedeps), which holds the module named
+    # here.
+    from semisup.pipeline import codedeps
 
     assert (
         "data/code/maps.json" in stages["maps"]["deps"]
         and "data/code/report.json" in stages["report"]["deps"]
     )
-    assert "semisup/maps.py" in codedeps.closure("stages.maps")
-    assert "semisup/report_page.py" in codedeps.closure("stages.report")
+    assert "semisup/evaluation/maps.py" in codedeps.closure("stages.maps")
+    assert "semisup/reporting/report_page.py" in codedeps.closure("stages.report")
     assert any("metrics/report.html" in out for out in stages["report"]["outs"] if isinstance(out, dict))

@@ -1,6 +1,6 @@
-"""The commands' process runtime (semisup/runtime.py): an interrupt that a finaliser swallowed is raised at
-the next safe point, and the process ends within BOUND_S when none comes. (tests/test_faults.py holds the
-stage-level interrupt tests.)"""
+"""The commands' process runtime (semisup/process/runtime.py): an interrupt that a finaliser swallowed is
+raised at the next safe point, and the process ends within BOUND_S when none comes. (tests/test_faults.py
+holds the stage-level interrupt tests.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from semisup import runtime
+from semisup.process import runtime
 from tests.support import ENV, ROOT
 
 # A stage's shape: a finaliser swallows the signal, then a loop of steps (each a safe point, or none).

@@ -21,7 +21,7 @@ import yaml
 
 from drivers import slices
 from drivers.study import run_costs
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 from tests.support import ROOT, copy_repo, run, tiny_sets, tool_env
 
 # The tests' study: 1 method x 1 budget x 2 seeds at the tests' tiny profile, one queue worker per slice (2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from semisup.stats import describe, paired_test, t_quantile
+from semisup.reporting.stats import describe, paired_test, t_quantile
 
 A = [0.912, 0.925, 0.931]
 B = [0.899, 0.913, 0.917]

@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 
 from semisup.config import Params, RunSpec, resolve_run
+from semisup.core.errors import UserError
 from semisup.data import readers, stratified
 from semisup.data.subsets import labeled_split_labels
-from semisup.errors import UserError
 from semisup.methods import ViewOptions
-from semisup.preflight import check_run
+from semisup.training.preflight import check_run
 from tests.test_data_readers import N_LABELED, originals, shard_dir  # noqa: F401  (module fixtures)
 
 SIZES = [5, 6, 7, 8]  # images of classes 0..3

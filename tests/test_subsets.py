@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from semisup.core.errors import DataError, UserError
 from semisup.data.subsets import (
     draw_subset,
     example_label,
@@ -19,7 +20,6 @@ from semisup.data.subsets import (
     run_name,
     subset_path,
 )
-from semisup.errors import DataError, UserError
 from tests.support import ENV, ROOT, write_params
 
 LABELS = np.repeat(np.arange(4), [7, 9, 8, 12])[np.random.default_rng(3).permutation(36)]

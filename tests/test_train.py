@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from semisup import augment as aug
-from semisup.checkpoints import Checkpoints, fingerprint
 from semisup.config import AugmentParams, Params
-from semisup.embed import embed
-from semisup.encoder import get_encoder, get_head
 from semisup.methods import METHODS, Method, PAWSParams
-from semisup.train import Trainer, TrainingDiverged
+from semisup.model import augment as aug
+from semisup.model.embed import embed
+from semisup.model.encoder import get_encoder, get_head
+from semisup.training.checkpoints import Checkpoints, fingerprint
+from semisup.training.train import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,12 +35,12 @@ MIRRORED = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from semisup import augment as aug
+    from semisup.model import augment as aug
     from semisup.config import AugmentParams, Params
-    from semisup.encoder import get_encoder, get_head
+    from semisup.model.encoder import get_encoder, get_head
     from semisup.methods import METHODS
-    from semisup.projection import get_projector
-    from semisup.train import Trainer
+    from semisup.model.projection import get_projector
+    from semisup.training.train import Trainer
 
     # One strategy for every check: a second one in the same process reuses its collectives' instance keys.
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -271,7 +271,7 @@ def test_embed_is_inference_on_scaled_images():
 
 
 def test_only_the_chief_writes_outputs():
-    from semisup.distribute import is_chief
+    from semisup.training.distribute import is_chief
 
     assert is_chief(tf.distribute.get_strategy())
 
@@ -293,7 +293,7 @@ def test_only_the_chief_writes_outputs():
 
 
 def test_mixed_precision_auto_follows_the_hardware(monkeypatch):
-    from semisup import precision as train
+    from semisup.training import precision as train
 
     monkeypatch.setattr(train, "fast_bfloat16", lambda: True)
     assert train.resolve_mixed_precision("auto") is True
@@ -468,8 +468,8 @@ def test_support_views_and_crops_reach_the_loss_as_the_official_paws():
 )
 def test_multicrop_settings_the_encoder_cannot_take_are_refused_before_compute(overrides, message):
     from semisup.config import parse_params, resolve_run, with_overrides
-    from semisup.errors import UserError
-    from semisup.preflight import check_crops
+    from semisup.core.errors import UserError
+    from semisup.training.preflight import check_crops
 
     raw = with_overrides({}, {"methods.paws.multicrop": 2, **overrides})
     with pytest.raises(UserError, match=message):

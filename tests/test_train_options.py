@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from semisup import augment as aug
-from semisup import pretrain
-from semisup.checkpoints import Checkpoints
 from semisup.config import AugmentParams, EncoderParams, Params, TrainParams, parse_params, resolve_run
-from semisup.encoder import ENCODER_LAYERS, check_encoder
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 from semisup.methods import METHODS, Method
-from semisup.optim import learning_rate, make_optimizer
-from semisup.preflight import projection_weights
-from semisup.projection import get_projector
-from semisup.train import Trainer
+from semisup.model import augment as aug
+from semisup.model.encoder import ENCODER_LAYERS, check_encoder
+from semisup.model.projection import get_projector
+from semisup.training import pretrain
+from semisup.training.checkpoints import Checkpoints
+from semisup.training.optim import learning_rate, make_optimizer
+from semisup.training.preflight import projection_weights
+from semisup.training.train import Trainer
 
 COSINE = TrainParams(
     epochs=4, learning_rate=0.1, lr_schedule="cosine", warmup_epochs=1, final_learning_rate=0.01
@@ -302,8 +302,8 @@ def test_the_head_normalises_the_small_crops_apart_as_the_official_forward_pass(
     output computed by hand: per_resolution (the default, the paper's: views with the supports, then the
     crops) and joint (every row at once). The crops are brighter than the views, so the groupings'
     statistics, and losses, differ."""
-    from semisup.encoder import get_encoder
     from semisup.methods import PAWSParams
+    from semisup.model.encoder import get_encoder
     from tests.test_methods import ref_paws_official
 
     keras.utils.set_random_seed(0)

@@ -2,7 +2,7 @@
 converted to that type; every mistake a one-line `UserError` naming the key by its dotted path.
 
 Annotations handled: bool, int, float, str, Literal, unions with None, tuples (fixed or `...`), and
-dataclasses (a nested mapping); rules: semisup.fields (ge/gt/le/lt bounds, `pair`, `nonempty`).
+dataclasses (a nested mapping); rules: semisup.core.fields (ge/gt/le/lt bounds, `pair`, `nonempty`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typing
 from typing import Any, Literal
 
 from semisup.config.dialect import Empty
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 
 
 def _type_name(tp: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 
 
 class Empty:

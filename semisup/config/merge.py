@@ -14,7 +14,7 @@ import yaml
 from semisup.config.convert import build, convert
 from semisup.config.dialect import Empty
 from semisup.config.schema import NAME, OVERRIDABLE, Configuration, Params, check_train
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 from semisup.methods import METHODS
 
 

@@ -17,7 +17,7 @@ from semisup.config.dialect import read_params
 from semisup.config.merge import configurations as _configurations
 from semisup.config.merge import split_configurations
 from semisup.config.schema import Params, check_study, check_train
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 from semisup.methods import METHODS
 
 

@@ -31,7 +31,9 @@ class RunSpec:
     labeled_ids: tuple[int, ...] | None = (
         None  # its labeled subset's positions in the labeled split; None: all
     )
-    fitted: Any = None  # semisup.few_labels.Fitted once the few-labels rule ran (fit_spec); None before
+    fitted: Any = (
+        None  # semisup.training.few_labels.Fitted once the few-labels rule ran (fit_spec); None before
+    )
 
     @property
     def seed(self) -> int:

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from semisup.errors import UserError
-from semisup.fields import param as _f
+from semisup.core.errors import UserError
+from semisup.core.fields import param as _f
 from semisup.methods import METHODS
 
 
@@ -74,7 +74,7 @@ class AugmentParams:
 @dataclass(frozen=True)
 class EncoderParams:
     """The convolutional encoder: `depth` x Conv2D(filters, kernel, stride, padding) -> pooling -> Dense;
-    and the projection head the losses see during training (semisup.projection), never part of the
+    and the projection head the losses see during training (semisup.model.projection), never part of the
     saved encoder."""
 
     filters: int = _f(128, ge=1)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semisup.errors import DataError
-from semisup.io import atomic_path
+from semisup.core.errors import DataError
+from semisup.core.io import atomic_path
 
 SPLITS = ("unlabeled", "labeled", "test")
 

@@ -21,11 +21,11 @@ import numpy as np
 from tqdm import tqdm
 
 from semisup.config import DataParams
+from semisup.core.errors import DataError, UserError
+from semisup.core.io import check_free_space, scratch_file, write_json
 from semisup.data.base import SPLITS, Example, SourceSplits, SplitStream, raw_file
 from semisup.data.images import DECODE_ERRORS, decode_image, read_header, resize_rgb
 from semisup.data.splits import check_split, stratified_split
-from semisup.errors import DataError, UserError
-from semisup.io import check_free_space, scratch_file, write_json
 
 INDEX_FILE = "folder_index.json"
 UNLABELED_DIR = "unlabeled"

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow as tf
 
+from semisup.core.errors import DataError, UserError
+from semisup.core.io import write_json
 from semisup.data import stratified
 from semisup.data.base import SPLITS
 from semisup.data.shards import MANIFEST, count_records, sha256_file
-from semisup.errors import DataError, UserError
-from semisup.io import write_json
 
 if TYPE_CHECKING:
     from semisup.methods import ViewOptions

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from semisup.core.errors import DataError
+from semisup.core.io import output_set, write_json
 from semisup.data.base import SPLITS, SourceSplits
-from semisup.errors import DataError
-from semisup.io import output_set, write_json
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 
 
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:

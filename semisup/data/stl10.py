@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from semisup.config import DataParams
+from semisup.core.errors import UserError
+from semisup.core.io import write_json
 from semisup.data.base import Example, SourceSplits, SplitStream, raw_file
 from semisup.data.images import resize_rgb
 from semisup.data.splits import check_labeled_per_class, class_counts, subsample_per_class
-from semisup.errors import UserError
-from semisup.io import write_json
 
 NAME = "stl10"
 MARKER_FILE = "stl10.json"

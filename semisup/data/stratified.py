@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from semisup.errors import UserError
+from semisup.core.errors import UserError
 
 
 def check(

@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from semisup.core.errors import DataError, UserError
+from semisup.core.io import write_json
 from semisup.data.splits import class_counts
-from semisup.errors import DataError, UserError
-from semisup.io import write_json
 
 ALL = "all"
 _NULLS = ("all", "none", "null")

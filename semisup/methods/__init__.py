@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from semisup.fields import param
+from semisup.core.fields import param
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -141,7 +141,7 @@ class SuNCEtParams:
     supervised_weight: float = param(1.0, ge=0.0)
     symmetric: bool = False
     # Augmented views of each labeled image, its label repeated per view (the paper's supervised_views);
-    # few labels (semisup.few_labels): 2 where a class has a single image, so that it has a partner.
+    # few labels (semisup.training.few_labels): 2 where a class has a single image, so that it has a partner.
     support_views: int = param(1, ge=1)
     # The last epoch with the supervised term (the paper switches it off); after it, plain InfoNCE and the
     # labeled batch is no longer encoded. None: every epoch.

@@ -1,6 +1,6 @@
 """A method's loss, its module imported by name when the method trains (never all methods at once).
 
-This is the one place that imports a method's module: semisup.codedeps reads this import as exactly
+This is the one place that imports a method's module: semisup.pipeline.codedeps reads this import as exactly
 `semisup/methods/<method>.py`, so the digest a run's pretrain stage depends on (data/code/pretrain-<name>.json)
 holds its own method's module and no other method's.
 """

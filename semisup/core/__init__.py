@@ -1,0 +1,1 @@
+"""The foundation: user errors, atomic outputs, field rules, library versions, progress."""

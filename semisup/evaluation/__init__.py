@@ -1,0 +1,1 @@
+"""Scores of embeddings: kNN, the linear probe, t-SNE maps."""

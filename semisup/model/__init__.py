@@ -1,0 +1,1 @@
+"""The network: augmentation, encoder, projection head, inference (embed), a run's model folder."""

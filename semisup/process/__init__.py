@@ -1,0 +1,1 @@
+"""What every command's process shares: a quiet TensorFlow start, params, one-line errors, signals."""

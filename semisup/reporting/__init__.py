@@ -1,0 +1,1 @@
+"""The study report and what a person sees: statistics, report, study page, revisions compared, pages."""

@@ -1,0 +1,1 @@
+"""One run's training: preflight, few-labels rule, trainer, optimizer, strategies, checkpoints, monitor."""
