@@ -320,9 +320,11 @@ def test_views_do_not_depend_on_the_replica_count():
 # The reference's random labeled batches, and class-stratified ones (2 images of each of the 10 classes).
 @pytest.mark.parametrize("stratified", [{}, {"supports_per_class": 2}], ids=["random", "stratified"])
 def test_global_batches_do_not_depend_on_pipelines_or_replicas(digits, stratified):
+    from semisup.methods import ViewOptions
+
     _, shards = digits
     args = {"unlabeled_batch": 64, "labeled_batch": 20, "seed": 0, "epoch": 2, "shuffle_buffer": 300}
-    args |= stratified
+    args["views"] = ViewOptions(**stratified)
     whole, steps = readers.train_dataset(shards, **args)
     whole = list(whole.as_numpy_iterator())
     for pipelines, replicas in ((1, 2), (2, 2), (1, 4), (2, 4)):

@@ -162,7 +162,7 @@ def test_every_method_trains_at_1_2_and_5_labels_per_class_on_the_recipe(tmp_pat
             assert f"{m}-{b}-0: methods.{m}.unlabeled_batch" in proc.stderr  # the run says what it used
             assert (tmp_path / f"models/{m}-{b}-0/encoder.keras").exists()
     # The knn stage at 1 label per class: both k's become 1, under the keys asked for.
-    scores = json.loads((tmp_path / "metrics/paws-1-0/knn.json").read_text())
+    scores = json.loads((tmp_path / "metrics/runs/paws-1-0/knn.json").read_text())
     assert scores["k20"]["k"] == scores["k200"]["k"] == 1
     _check_one_nn(tmp_path, scores["k20"]["accuracy"])
 
