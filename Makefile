@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/knn.py
 	$(BIN)/python bench/liveness.py
 	$(BIN)/python bench/predict.py
+	$(BIN)/python bench/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

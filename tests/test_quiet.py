@@ -133,3 +133,30 @@ def test_pretrain_stage_without_terminal_prints_progress_every_tenth_and_no_star
     out = proc.stdout.strip().splitlines()
     assert re.fullmatch(rf"paws: trained 2 epochs -> {tmp_path}/m/paws/encoder\.keras \[[^\]]+\]", out[-1])
     assert Path(tmp_path / "m" / "paws" / "encoder.keras").exists()
+
+
+def test_keras_optional_integrations_stay_out_of_a_commands_tensorflow_start():
+    # Keras imports scikit-learn and matplotlib on its own import, for wrappers and plots no command uses:
+    # a command's start leaves them out (about a quarter of the import's CPU, bench/startup.py), and the
+    # commands that use them (the linear probe, the figures) still import them.
+    code = (
+        "import sys, stages, tensorflow, keras\n"
+        "print(sorted(m for m in ('sklearn', 'matplotlib') if m in sys.modules))\n"
+        "from keras.src.wrappers import fixes\n"
+        "from keras.src.visualization import plot_image_gallery as gallery\n"
+        "print(fixes.sklearn is None, gallery.plt is None)\n"
+        "import sklearn.linear_model, matplotlib.pyplot\n"
+        "print(sklearn.linear_model.LogisticRegression.__name__, matplotlib.pyplot.__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[]", "True True", "LogisticRegression matplotlib.pyplot"]
+    # Without the commands' runtime, Keras imports them as usual: the hook is what leaves them out.
+    plain = subprocess.run(
+        [sys.executable, "-c", "import sys, tensorflow; print('sklearn' in sys.modules)"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert plain.stdout.strip() == "True", plain.stderr

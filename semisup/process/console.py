@@ -106,6 +106,28 @@ class _QuietTensorFlow(importlib.abc.MetaPathFinder):
         return spec
 
 
+# Keras imports these on its own import to offer integrations no command uses (its scikit-learn wrappers, its
+# image-gallery plots): about a quarter of the CPU of every `import tensorflow` (bench/startup.py). Refused
+# to Keras's modules alone; the commands that use them (the linear probe, the figures) import them as usual.
+_KERAS_EXTRAS = ("matplotlib", "sklearn")
+_KERAS_EXTRA_IMPORTERS = ("keras.src.visualization", "keras.src.wrappers")
+
+
+class _LeanKeras(importlib.abc.MetaPathFinder):
+    """Refuses `matplotlib` and `sklearn` to Keras's optional integrations (Keras then leaves them out, as
+    on a machine without them); every other importer gets them."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname.partition(".")[0] not in _KERAS_EXTRAS:
+            return None
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_globals.get("__name__", "").startswith(_KERAS_EXTRA_IMPORTERS):
+                raise ModuleNotFoundError(f"{fullname} is not offered to Keras's optional integrations")
+            frame = frame.f_back
+        return None
+
+
 def xla_cache_on() -> bool:
     """Whether TF_XLA_FLAGS turns on XLA's persistent compile cache (a directory of compiled programs that
     later processes load instead of compiling again: the same programs, so the same numbers)."""
@@ -113,7 +135,10 @@ def xla_cache_on() -> bool:
 
 
 def install() -> None:
-    """Quiet TensorFlow's start unless SEMISUP_VERBOSE is set (idempotent; no-op once TF is imported)."""
+    """Quiet TensorFlow's start unless SEMISUP_VERBOSE is set, and keep Keras's optional integrations out of
+    it (idempotent; no-op once TF is imported)."""
+    if not any(isinstance(f, _LeanKeras) for f in sys.meta_path):
+        sys.meta_path.insert(0, _LeanKeras())
     if VERBOSE:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         return
