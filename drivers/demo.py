@@ -86,6 +86,7 @@ def export(exp: dvcexp.Experiment) -> dict:
 def main(dry_run: bool, sets: tuple[str, ...]) -> None:
     """Run the digits demo as a DVC experiment and print the method x k accuracy table."""
     dvcexp.check_repository("make demo")
+    dvcexp.keep_checkpoints_here()
     try:
         profile = {**DEMO, **parse_sets(sets, DEMO, "demo")}
     except UserError as exc:

@@ -63,6 +63,14 @@ def check_repository(command: str) -> None:
         fail(".git: no commit here: this runs DVC experiments, run it in a git clone of the project")
 
 
+def keep_checkpoints_here() -> None:
+    """The experiments' pretrain stages keep their per-epoch checkpoints in this clone's .checkpoints/
+    (SEMISUP_CHECKPOINTS, which the queue workers inherit): DVC runs an experiment in a copy it removes
+    when the run ends or dies, and a rerun (a preempted slice's, an interrupted study's) resumes from them.
+    A SEMISUP_CHECKPOINTS of the user's own is left alone."""
+    os.environ.setdefault("SEMISUP_CHECKPOINTS", str(Path(".checkpoints").resolve()))
+
+
 @contextlib.contextmanager
 def compile_cache() -> Iterator[None]:
     """XLA's persistent compile cache for the stages of this command's experiments, in a folder of its own

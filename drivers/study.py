@@ -380,6 +380,7 @@ def main(
     """Run the study (digits, or your image folder with --data) and print its table (method x budget,
     mean and 95% interval over seeds)."""
     dvcexp.check_repository("make study")
+    dvcexp.keep_checkpoints_here()
     if profile in PAPER_PROFILES:
         if slice_text:
             fail(f"--slice: slices are of the reference study (and --data), not of --profile {profile}")

@@ -49,8 +49,11 @@ from stages.console import done
     "--checkpoints",
     default=".checkpoints",
     show_default=True,
+    envvar="SEMISUP_CHECKPOINTS",
+    show_envvar=True,
     type=click.Path(file_okay=False),
-    help="Per-epoch checkpoints, outside DVC's outputs so a killed run resumes.",
+    help="Per-epoch checkpoints, outside DVC's outputs so a killed run resumes. A study's queue workers "
+    "get the clone's own (drivers/study.py): DVC runs them in copies it removes.",
 )
 @click.option(
     "--live",

@@ -25,10 +25,12 @@ from semisup.core.errors import UserError
 from tests.support import ROOT, copy_repo, run, tiny_sets, tool_env
 
 # The tests' study: 1 method x 1 budget x 2 seeds at the tests' tiny profile, one queue worker per slice (2
-# methods took 20 minutes of a shared 2-core machine; one, the cheapest, halves the training).
+# methods took 20 minutes of a shared 2-core machine; one, the cheapest, halves the training). Three epochs:
+# a preempted run has saved one before it stops, and its rerun resumes after it.
 METHODS = ("crossentropy",)
 STUDY_SETS = [
     *tiny_sets(),
+    "-Strain.epochs=3",
     f"-Smethod_names=[{','.join(METHODS)}]",
     "-Sstudy.labeled_per_class=[5]",
     "-Sstudy.seeds=[0,1]",
@@ -108,6 +110,25 @@ def test_the_study_starts_one_worker_per_gpu_with_its_env(monkeypatch):
         ["dvc", "queue", "start", "-j", "2"],
     ]
     assert [c[1]["CUDA_VISIBLE_DEVICES"] for c in calls] == ["3", "4"]
+
+
+def test_queue_workers_keep_checkpoints_in_the_clone(tmp_path, monkeypatch):
+    # DVC runs a queued experiment in a copy it removes: the stages' checkpoints go to the clone's own
+    # .checkpoints/ (the stage's --checkpoints reads SEMISUP_CHECKPOINTS), where a rerun finds them.
+    from click.testing import CliRunner
+
+    from drivers import dvcexp
+    from stages import pretrain
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEMISUP_CHECKPOINTS", raising=False)
+    dvcexp.keep_checkpoints_here()
+    assert os.environ["SEMISUP_CHECKPOINTS"] == str(tmp_path.resolve() / ".checkpoints")
+    monkeypatch.setenv("SEMISUP_CHECKPOINTS", "/elsewhere")  # the user's own stays
+    dvcexp.keep_checkpoints_here()
+    assert os.environ["SEMISUP_CHECKPOINTS"] == "/elsewhere"
+    shown = CliRunner().invoke(pretrain.main, ["--help"], terminal_width=200).output
+    assert "env var: SEMISUP_CHECKPOINTS" in shown
 
 
 def test_a_bad_slice_is_refused_in_one_line_before_training(digits_repo, tmp_path, monkeypatch, capsys):
@@ -290,19 +311,30 @@ def test_slices_at_once_a_killed_slice_rerun_and_an_assembler_that_trains_nothin
         "2/2 again": Job(k8s(2, 2), clone(origin, tmp_path / "c"), "c"),
     }
     machines.extend(jobs.values())
-    # Preempted as soon as one of its runs has trained (its pretrain stage's result in the run cache).
-    own_cache = own / ".dvc" / "cache" / "runs"
+    # Preempted as soon as one of its runs has trained (its pretrain stage's result in the run cache) and the
+    # other has saved an epoch: in the clone's .checkpoints/, outside the copy DVC runs the experiment in.
+    own_cache, saved = own / ".dvc" / "cache" / "runs", own / ".checkpoints"
     deadline = time.monotonic() + 900
-    while not slices.pretrained_runs(slices.entries(own_cache)) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (
+        slices.pretrained_runs(slices.entries(own_cache)) and list(saved.glob("*/state.json"))
+    ):
         assert jobs["own"].proc.poll() is None, jobs["own"].err.read_text()[-3000:]
-        time.sleep(0.5)
+        time.sleep(0.2)
     jobs["own"].preempt()
     kept, at_kill = slices.pretrained_runs(slices.entries(own_cache)), slices.entries(own_cache)
     assert 0 < len(kept) < len(RUNS) and not (tmp_path / "own-remote").exists()  # it pushed nothing
+    (interrupted,) = RUNS - kept
+    (state,) = saved.glob(f"{interrupted}-*/state.json")
+    epoch = yaml.safe_load(state.read_text())["epoch"]
     machines.append(Job(slurm(1, 1), own, "own-rerun"))
     rerun = machines[-1].wait()[0]
     assert counts(rerun, 1, 1) == (len(kept), 0, "own", len(RUNS) - len(kept))
     assert slices.pretrained_runs(slices.entries(own_cache) - at_kill) == RUNS - kept
+    # The rerun resumed the interrupted run after its saved epoch (the stage's line, in DVC's log of the
+    # queued experiment), then removed its checkpoints; its outputs equal the other machines' (below).
+    logs = "".join(p.read_text() for p in (own / ".dvc" / "tmp" / "exps" / "run").glob("*/*.out"))
+    assert f"resuming {interrupted} after epoch {epoch}" in logs, logs[-3000:]
+    assert not state.parent.exists()
     outs = {name: job.wait() for name, job in jobs.items() if name != "own"}
     assert counts(outs["1/2"][0], 1, 2) == (0, 0, "shared", 1)
     assert counts(outs["2/2"][0], 2, 2) in ((0, 0, "shared", 1), (1, 1, "shared", 0))

@@ -249,6 +249,28 @@ def test_checkpoint_round_trip(tmp_path):
     assert ckpt.load(other_models, other.optimizer, other.variables) is None
 
 
+def test_a_run_held_elsewhere_keeps_no_checkpoints(tmp_path):
+    # The same run trained twice at once (the same run in two experiments of a study, whose queue workers
+    # share the clone's checkpoints): the first holds the folder; the second neither saves, resumes nor
+    # removes anything, so neither can load the other's half-written epochs or delete them under it.
+    trainer = _trainer(METHODS["crossentropy"])
+    models = {"encoder": trainer.encoder, "head": trainer.head}
+    first, second = Checkpoints(tmp_path, "key"), Checkpoints(tmp_path, "key")
+    assert first.hold() and not second.hold()
+    first.save(1, [{"epoch": 1, "loss": 1.5}], models, trainer.optimizer)
+    second.save(2, [{"epoch": 2, "loss": 1.0}], models, trainer.optimizer)
+    assert first.epochs() == [1] and second.epochs() == []
+    assert second.load(models, trainer.optimizer, trainer.variables) is None
+    second.clear()
+    assert first.epochs() == [1]
+    # Once the holder lets go (its run stopped), the next run holds the folder and resumes from it.
+    first.release()
+    third = Checkpoints(tmp_path, "key")
+    assert third.hold() and third.load(models, trainer.optimizer, trainer.variables)[0] == 1
+    third.clear()
+    assert not third.dir.exists() and Checkpoints(tmp_path, "key").hold()
+
+
 def test_fingerprint_changes_with_any_part():
     p = Params()
     base = fingerprint("paws", p.methods.paws, p.seed)

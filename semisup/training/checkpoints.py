@@ -3,8 +3,11 @@ deletes before a stage runs, in one stable place per run and worker, so a killed
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +19,8 @@ import tensorflow as tf
 
 from semisup.config import Params, RunSpec, resolve_run, to_dict
 from semisup.core.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -82,14 +87,42 @@ class Checkpoints:
     which names the finished epoch, the weights files kept and the per-epoch history; each is written
     atomically. `keep` > 1 keeps the last epochs' weights too: the workers of a cluster resume from the
     last epoch every one of them saved, which may be one before a worker's own last.
+
+    `hold()` takes the folder for this process: a second process training the same run at the same time (the
+    same run in two experiments of a study, whose queue workers share one checkpoint root) keeps none.
     """
 
     def __init__(self, root: str | Path, key: str, keep: int = 1):
         self.root = Path(root)
         self.dir = self.root / key
         self.keep = max(1, keep)
+        self.held = True  # False: another process holds the folder; this one neither saves nor resumes
+        self._lock: int | None = None
+
+    def hold(self) -> bool:
+        """Take the folder for this process's lifetime (an advisory lock, released when the process ends,
+        however it ends); -> False, and no checkpoints kept, when another process holds it."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self.held = False
+            log.warning("%s: another process trains this run now; this one keeps no checkpoints", self.dir)
+            return False
+        self._lock = fd
+        return True
+
+    def release(self) -> None:
+        """Let the folder go (the run stopped or finished in this process; a later run may hold it)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def save(self, epoch: int, history: list[dict], models: dict[str, keras.Model], optimizer) -> None:
+        if not self.held:
+            return
         arrays = {}
         for name, model in models.items():
             for i, w in enumerate(model.weights):
@@ -118,6 +151,8 @@ class Checkpoints:
 
     def epochs(self) -> list[int]:
         """The finished epochs whose weights are on disk, oldest first."""
+        if not self.held:
+            return []
         state = self._state()
         kept = state.get("kept", [{"epoch": state["epoch"], "weights": state["weights"]}] if state else [])
         return [k["epoch"] for k in kept if (self.dir / k["weights"]).exists()]
@@ -135,6 +170,8 @@ class Checkpoints:
         The optimizer's slots are built inside `strategy.scope()`: built elsewhere they would not be
         mirrored, and a distributed step could not update them.
         """
+        if not self.held:
+            return None
         state = self._state()
         kept = {k["epoch"]: k["weights"] for k in state.get("kept", [])}
         if state and not kept:
@@ -154,7 +191,10 @@ class Checkpoints:
 
     def clear(self) -> None:
         """Remove this run's checkpoints, and the folders of a nested key (worker-i's) left empty."""
+        if not self.held:
+            return
         shutil.rmtree(self.dir, ignore_errors=True)
+        self.release()
         for parent in self.dir.parents:
             if parent == self.root or self.root not in parent.parents:
                 break

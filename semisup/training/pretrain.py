@@ -192,10 +192,13 @@ def build(run: Run) -> tuple[dict[str, keras.Model], Trainer]:
 
 
 def open_checkpoints(run: Run, root: str | Path, code: str) -> Checkpoints:
-    """The run's checkpoints: one stable folder per run (its spec_key, `code` the hash of its code) and
-    worker; a cluster keeps two epochs, since a worker may resume one epoch before its own last."""
+    """The run's checkpoints, held by this process (Checkpoints.hold): one stable folder per run (its
+    spec_key, `code` the hash of its code) and worker; a cluster keeps two epochs, since a worker may resume
+    one epoch before its own last."""
     key = spec_key(run.spec, run.shard_dir, run.mixed, code=code)
-    return Checkpoints(root, run_folder(run.name, key, run.worker), keep=2 if run.workers > 1 else 1)
+    checkpoints = Checkpoints(root, run_folder(run.name, key, run.worker), keep=2 if run.workers > 1 else 1)
+    checkpoints.hold()
+    return checkpoints
 
 
 @contextlib.contextmanager
@@ -342,16 +345,17 @@ def pretrain(
     run = set_up(spec, shard_dir)
     models, trainer = build(run)
     checkpoints = open_checkpoints(run, checkpoint_root, code)
-    start, history = resume(run, models, trainer, checkpoints)
-    live = LiveCurves(live_dir, run.params.train.epochs, history) if live_dir and run.chief else None
-    finished = False
+    live, finished = None, False
     try:
+        start, history = resume(run, models, trainer, checkpoints)
+        live = LiveCurves(live_dir, run.params.train.epochs, history) if live_dir and run.chief else None
         history = train_epochs(
             run, models, trainer, checkpoints, start, history, on_step, live.log if live else None
         )
         save(run, models, checkpoints, model_dir, metrics_dir, history, start, records)
         finished = True
     finally:
+        checkpoints.release()
         if live is not None:
             live.close(finished)
     return history
