@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 MODES = ("1-replica", "2-replicas", "2-workers")
 
 
-def child(mode: str, method_name: str, shard_dir: str, steps: int, gpu: bool, mixed: str) -> None:
-    """One timed run in this process (one worker of it for 2-workers); prints {"step_s": ...} on the chief."""
+def _devices(mode: str, gpu: bool) -> None:
+    """This process's devices for `mode`, before TensorFlow starts them."""
     import tensorflow as tf
 
     from semisup.training.distribute import configure_devices
@@ -49,6 +49,10 @@ def child(mode: str, method_name: str, shard_dir: str, steps: int, gpu: bool, mi
     elif gpu:
         configure_devices(1)
 
+
+def child(mode: str, method_name: str, shard_dir: str, steps: int, gpu: bool, mixed: str) -> None:
+    """One timed run in this process (one worker of it for 2-workers); prints {"step_s": ...} on the chief."""
+    _devices(mode, gpu)
     import keras
 
     from semisup.config import AugmentParams, Params
