@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The suite's files on two workers (a file's tests stay together: they share its fixtures), handed out
+# The suite's files on three workers (a file's tests stay together: they share its fixtures; a third worker
+# fills the time the other two wait on their processes: docs/development.md), handed out
 # in the order tests/conftest.py gives them (the longest first; xdist would otherwise put the files with
 # the most tests first), and the slowest tests named at the end so that the figure stays visible.
 test: $(STAMP)
 	$(BIN)/ruff check semisup stages drivers tests bench devtools
-	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
+	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m 'not slow'
