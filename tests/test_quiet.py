@@ -135,6 +135,7 @@ def test_pretrain_stage_without_terminal_prints_progress_every_tenth_and_no_star
     assert Path(tmp_path / "m" / "paws" / "encoder.keras").exists()
 
 
+@pytest.mark.slow  # two processes that start TensorFlow
 def test_keras_optional_integrations_stay_out_of_a_commands_tensorflow_start():
     # Keras imports scikit-learn and matplotlib on its own import, for wrappers and plots no command uses:
     # a command's start leaves them out (about a quarter of the import's CPU, bench/startup.py), and the
