@@ -26,8 +26,9 @@ test: $(STAMP)
 	$(BIN)/ruff check semisup stages drivers tests bench devtools
 	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=15
 
+# The inner loop: the tests not marked slow, on two workers (a file's tests together).
 test-fast: $(STAMP)
-	$(BIN)/pytest -m 'not slow'
+	$(BIN)/pytest -n 2 --dist loadfile -m 'not slow'
 
 lint: $(STAMP)
 	$(BIN)/ruff check semisup stages drivers tests bench devtools
